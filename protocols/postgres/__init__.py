@@ -1,0 +1,1 @@
+"""Sans-I/O codec for the PostgreSQL v3 frontend/backend protocol."""
