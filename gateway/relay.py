@@ -1,0 +1,518 @@
+"""The per-session relay: client ⇄ upstream after start-up, driven by frame scans.
+
+Two tasks per session, one per direction. Frames are forwarded verbatim in
+bulk; only the messages that mark a statement or its end are decoded (Query,
+Parse, Bind, Execute, FunctionCall, Close from the client; CommandComplete,
+ErrorResponse, EmptyQueryResponse, PortalSuspended and ReadyForQuery from
+the upstream). DataRows are counted, never decoded.
+
+Every statement passes ``HookChain.before_statement`` before it is forwarded
+(see ``gateway/hooks.py`` for the contract). A refusal is carried out by the
+upstream itself: the gateway sends a statement that raises an error there
+(:data:`REFUSAL_SQL`) and replaces that error with its own ErrorResponse. So
+transaction state, pipeline error recovery (discard until Sync) and
+ReadyForQuery are exactly PostgreSQL's, whatever the client had in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from protocols.postgres import messages as m
+from protocols.postgres.codec import decode_backend, decode_frontend, encode
+from protocols.postgres.errors import ProtocolError
+from protocols.postgres.framing import scan
+
+from .cancel import UpstreamKey, send_cancel
+from .errors import GatewayError, StatementRefused
+from .hooks import HookChain, InternalHookError, Outcome, Phase, RowLimit, SessionInfo, Statement
+
+log = logging.getLogger("phigate.relay")
+
+READ_CHUNK = 256 * 1024
+# Raised by the upstream in place of a refused statement; its error is replaced by ours.
+REFUSAL_SQL = (
+    "DO $phigate$BEGIN RAISE EXCEPTION 'phigate: statement refused by the gateway' "
+    "USING ERRCODE = '42501'; END$phigate$"
+)
+_REFUSAL_QUERY = encode(m.Query(sql=REFUSAL_SQL))
+# Extended-protocol variant: ParseComplete and BindComplete that answer it are swallowed.
+_REFUSAL_EXTENDED = b"".join((
+    encode(m.Parse(name="", sql=REFUSAL_SQL, param_types=())),
+    encode(m.Bind(portal="", statement="", param_formats=(), params=(), result_formats=())),
+    encode(m.Execute(portal="", max_rows=0)),
+    encode(m.Flush()),
+))
+
+# Frontend type bytes
+_F_QUERY, _F_PARSE, _F_BIND, _F_EXECUTE = ord("Q"), ord("P"), ord("B"), ord("E")
+_F_SYNC, _F_CLOSE, _F_FUNCTION, _F_TERMINATE = ord("S"), ord("C"), ord("F"), ord("X")
+_F_COPY_DATA, _F_COPY_DONE, _F_COPY_FAIL = ord("d"), ord("c"), ord("f")
+_F_DESCRIBE, _F_FLUSH = ord("D"), ord("H")
+_FRONTEND_TYPES = frozenset(b"QPBESCFXdcfDH")
+# Backend type bytes
+_B_DATA_ROW, _B_COMMAND_COMPLETE, _B_ERROR = ord("D"), ord("C"), ord("E")
+_B_EMPTY_QUERY, _B_PORTAL_SUSPENDED, _B_READY = ord("I"), ord("s"), ord("Z")
+_B_PARSE_COMPLETE, _B_BIND_COMPLETE, _B_COPY_DATA = ord("1"), ord("2"), ord("d")
+_B_END_OF_STATEMENT = frozenset((_B_COMMAND_COMPLETE, _B_ERROR, _B_EMPTY_QUERY,
+                                 _B_PORTAL_SUSPENDED, _B_READY, _B_PARSE_COMPLETE,
+                                 _B_BIND_COMPLETE))
+
+
+class EndReason(enum.Enum):
+    CLIENT_TERMINATE = "client_terminate"
+    CLIENT_DISCONNECT = "client_disconnect"
+    UPSTREAM_DISCONNECT = "upstream_disconnect"
+    IDLE_TIMEOUT = "idle_timeout"
+    SHUTDOWN = "shutdown"
+    PROTOCOL_ERROR = "protocol_error"
+
+
+class _Kind(enum.Enum):
+    QUERY = 1  # simple Query: ends at ReadyForQuery
+    EXECUTE = 2  # one Execute (or FunctionCall): ends at its completion message
+    SYNC = 3  # a Sync: ends at ReadyForQuery
+    REFUSAL = 4  # gateway refusal: swallow ParseComplete/BindComplete, replace the error
+
+
+@dataclass(slots=True)
+class _Portal:
+    sql: str
+    statement_name: str
+    parameters: tuple[bytes | None, ...]
+    formats: tuple[int, ...]
+    rows_sent: int = 0
+    row_limit: RowLimit | None = None
+
+
+@dataclass(slots=True)
+class _Pending:
+    """Something sent upstream whose answer the upstream→client task will see."""
+
+    kind: _Kind
+    statement: Statement | None = None
+    outcome: Outcome = field(default_factory=Outcome)
+    started: float = 0.0
+    replacement: bytes | None = None  # our ErrorResponse, sent instead of the upstream's
+    row_limit: RowLimit | None = None
+    rows_before: int = 0  # rows a suspended portal already returned
+    portal: _Portal | None = None
+    cancelled: bool = False
+
+
+@dataclass(slots=True)
+class SessionSummary:
+    statements: int = 0
+    refused: int = 0
+    rows: int = 0
+    end: EndReason = EndReason.CLIENT_DISCONNECT
+
+
+def error_frame(error: GatewayError) -> bytes:
+    return encode(m.error_response(error.sqlstate, error.message, severity=error.severity,
+                                   detail=error.detail, hint=error.hint))
+
+
+class Relay:
+    """Relays one authenticated session until either side closes."""
+
+    def __init__(self, session: SessionInfo, client_reader: asyncio.StreamReader,
+                 client_writer: asyncio.StreamWriter, upstream_reader: asyncio.StreamReader,
+                 upstream_writer: asyncio.StreamWriter, hooks: HookChain,
+                 cancel_target: UpstreamKey, *, max_message_size: int,
+                 idle_timeout_s: float = 0.0, client_leftover: bytes = b"",
+                 upstream_leftover: bytes = b"") -> None:
+        self.session = session
+        self._client_reader = client_reader
+        self._client = client_writer
+        self._upstream_reader = upstream_reader
+        self._upstream = upstream_writer
+        self._hooks = hooks
+        self._cancel_target = cancel_target
+        self._max = max_message_size
+        self._idle_timeout_s = idle_timeout_s
+        self._client_buf = bytearray(client_leftover)
+        self._upstream_buf = bytearray(upstream_leftover)
+        self._pending: deque[_Pending] = deque()
+        self._statements: dict[str, str] = {}
+        self._portals: dict[str, _Portal] = {}
+        self._discarding = False  # after a refusal in an extended batch, until Sync
+        self._number = 0
+        self.summary = SessionSummary()
+        self._end: EndReason | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ---------------------------------------------------------------- lifetime
+
+    async def run(self) -> SessionSummary:
+        name = self.session.session_id
+        self._tasks = [
+            asyncio.create_task(self._client_to_upstream(), name=f"relay-c2u-{name}"),
+            asyncio.create_task(self._upstream_to_client(), name=f"relay-u2c-{name}"),
+        ]
+        try:
+            await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._finish_pending()
+            for writer in (self._client, self._upstream):
+                if not writer.is_closing():
+                    writer.close()
+        self.summary.end = self._end or EndReason.CLIENT_DISCONNECT
+        return self.summary
+
+    def shutdown(self, message: str = "terminating connection due to administrator command"
+                 ) -> None:
+        """Tell the client the gateway is going away and end the session."""
+        self._end = self._end or EndReason.SHUTDOWN
+        if not self._client.is_closing():
+            self._client.write(encode(m.error_response("57P01", message, severity="FATAL")))
+            self._client.close()
+        for task in self._tasks:
+            task.cancel()
+
+    def _ended(self, reason: EndReason) -> None:
+        if self._end is None:
+            self._end = reason
+
+    def _finish_pending(self) -> None:
+        """Statements still in flight when the session ends get an outcome too."""
+        while self._pending:
+            pending = self._pending.popleft()
+            if pending.statement is not None:
+                pending.outcome.sqlstate = pending.outcome.sqlstate or "08006"
+                pending.outcome.error_message = (pending.outcome.error_message
+                                                 or "session ended before the result")
+                self._complete(pending)
+
+    # ---------------------------------------------------------- client → upstream
+
+    async def _client_to_upstream(self) -> None:
+        reader = self._client_reader
+        try:
+            while True:
+                if self._client_buf:
+                    if await self._process_client() is False:
+                        return
+                data = await self._read_client(reader)
+                if not data:
+                    self._ended(EndReason.CLIENT_DISCONNECT)
+                    return
+                self._client_buf += data
+        except ProtocolError as e:
+            self._ended(EndReason.PROTOCOL_ERROR)
+            self._client.write(encode(m.error_response(e.sqlstate, e.message,
+                                                       severity="FATAL")))
+        except (ConnectionError, asyncio.IncompleteReadError):
+            self._ended(EndReason.CLIENT_DISCONNECT)
+
+    async def _read_client(self, reader: asyncio.StreamReader) -> bytes:
+        if not self._idle_timeout_s:
+            return await reader.read(READ_CHUNK)
+        while True:
+            try:
+                return await asyncio.wait_for(reader.read(READ_CHUNK), self._idle_timeout_s)
+            except TimeoutError:
+                if self._pending:
+                    continue  # the client is waiting on us, not idle
+                self._ended(EndReason.IDLE_TIMEOUT)
+                self._client.write(encode(m.error_response(
+                    "57P05", "terminating connection due to idle-session timeout",
+                    severity="FATAL")))
+                return b""
+
+    async def _process_client(self) -> bool:
+        """Handle every whole frame buffered from the client; False once it terminated."""
+        buf = self._client_buf
+        spans, consumed = scan(buf, self._max)
+        out = bytearray()
+        for type_byte, start, end in spans:
+            if type_byte not in _FRONTEND_TYPES:
+                raise ProtocolError(f"invalid frontend message type {chr(type_byte)!r}")
+            if self._discarding:
+                if type_byte != _F_SYNC:
+                    continue
+                self._discarding = False
+            frame = bytes(buf[start:end])
+            if type_byte in (_F_QUERY, _F_PARSE, _F_EXECUTE, _F_FUNCTION):
+                if out:
+                    self._upstream.write(out)
+                    out = bytearray()
+                out += await self._statement_frame(type_byte, frame)
+            elif type_byte == _F_BIND:
+                self._bind(frame)
+                out += frame
+            elif type_byte == _F_SYNC:
+                self._pending.append(_Pending(_Kind.SYNC))
+                out += frame
+            elif type_byte == _F_CLOSE:
+                self._close(frame)
+                out += frame
+            elif type_byte == _F_TERMINATE:
+                self._ended(EndReason.CLIENT_TERMINATE)
+                self._upstream.write(bytes(out) + frame)
+                del buf[:consumed]
+                return False
+            else:
+                out += frame
+        del buf[:consumed]
+        if out:
+            self._upstream.write(out)
+        await self._upstream.drain()
+        return True
+
+    async def _statement_frame(self, type_byte: int, frame: bytes) -> bytes:
+        """Run the hooks for a statement frame; return what to send upstream instead."""
+        message = decode_frontend(frame)
+        statement, pending = self._statement_for(message)
+        try:
+            verdict = await self._hooks.before_statement(statement)
+        except StatementRefused as refusal:
+            return self._refuse(statement, pending, refusal)
+        except Exception as e:  # fail closed: a broken hook never lets a statement through
+            log.exception("hook failed; refusing statement",
+                          extra={"session": statement.session.session_id})
+            return self._refuse(statement, pending,
+                                InternalHookError("phigate: internal error, statement refused",
+                                                  detail=type(e).__name__))
+        if verdict.refusal is not None:
+            return self._refuse(statement, pending, verdict.refusal)
+        if pending is not None:
+            pending.row_limit = verdict.row_limit
+            if pending.portal is not None and verdict.row_limit is not None:
+                pending.portal.row_limit = verdict.row_limit
+            pending.started = time.monotonic()
+            self._pending.append(pending)
+            self.summary.statements += 1
+        return frame
+
+    def _statement_for(self, message: object) -> tuple[Statement, _Pending | None]:
+        """Build the Statement a frame stands for, and what to track for its result."""
+        session = self.session
+        if isinstance(message, m.Query):
+            self._number += 1
+            statement = Statement(session, self._number, Phase.SIMPLE, message.sql)
+            return statement, _Pending(_Kind.QUERY, statement)
+        if isinstance(message, m.Parse):
+            self._statements[message.name] = message.sql
+            return Statement(session, self._number, Phase.PARSE, message.sql,
+                             statement_name=message.name), None
+        if isinstance(message, m.Execute):
+            portal = self._portals.get(message.portal)
+            self._number += 1
+            statement = Statement(
+                session, self._number, Phase.EXECUTE, portal.sql if portal else "",
+                statement_name=portal.statement_name if portal else "",
+                portal_name=message.portal,
+                parameters=portal.parameters if portal else (),
+                parameter_formats=portal.formats if portal else ())
+            return statement, _Pending(_Kind.EXECUTE, statement, portal=portal,
+                                       rows_before=portal.rows_sent if portal else 0,
+                                       row_limit=portal.row_limit if portal else None)
+        if isinstance(message, m.FunctionCall):
+            self._number += 1
+            statement = Statement(session, self._number, Phase.FUNCTION,
+                                  f"-- fast-path function call, oid {message.function_oid}",
+                                  parameters=message.args, parameter_formats=message.arg_formats)
+            return statement, _Pending(_Kind.EXECUTE, statement)
+        raise ProtocolError(f"not a statement message: {type(message).__name__}")
+
+    def _refuse(self, statement: Statement, pending: _Pending | None,
+                refusal: StatementRefused) -> bytes:
+        self.summary.refused += 1
+        replacement = error_frame(refusal)
+        record = pending or _Pending(_Kind.EXECUTE, statement)
+        record.kind = _Kind.REFUSAL
+        record.replacement = replacement
+        record.started = time.monotonic()
+        record.outcome.refused = True
+        if statement.phase is Phase.PARSE:
+            record.statement = None  # nothing was to run yet: no outcome to report
+            self._statements.pop(statement.statement_name, None)
+        if statement.phase is Phase.SIMPLE:
+            record.kind = _Kind.QUERY
+            self._pending.append(record)
+            return _REFUSAL_QUERY
+        self._pending.append(record)
+        self._discarding = True
+        return _REFUSAL_EXTENDED
+
+    def _bind(self, frame: bytes) -> None:
+        bind = decode_frontend(frame)
+        assert isinstance(bind, m.Bind)
+        sql = self._statements.get(bind.statement, "")
+        self._portals[bind.portal] = _Portal(sql, bind.statement, bind.params, bind.param_formats)
+
+    def _close(self, frame: bytes) -> None:
+        close = decode_frontend(frame)
+        assert isinstance(close, m.Close)
+        if close.kind == "S":
+            self._statements.pop(close.name, None)
+        else:
+            self._portals.pop(close.name, None)
+
+    # ---------------------------------------------------------- upstream → client
+
+    async def _upstream_to_client(self) -> None:
+        reader = self._upstream_reader
+        try:
+            while True:
+                if self._upstream_buf:
+                    self._process_upstream()
+                    await self._client.drain()
+                data = await reader.read(READ_CHUNK)
+                if not data:
+                    self._upstream_lost()
+                    return
+                self._upstream_buf += data
+        except ProtocolError as e:
+            log.error("upstream protocol error: %s", e.message)
+            self._upstream_lost()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            self._upstream_lost()
+
+    def _upstream_lost(self) -> None:
+        if self._end is not None:
+            return
+        self._ended(EndReason.UPSTREAM_DISCONNECT)
+        if not self._client.is_closing():
+            self._client.write(encode(m.error_response(
+                "08006", "phigate: connection to the upstream database was lost",
+                severity="FATAL")))
+
+    def _process_upstream(self) -> None:
+        buf = self._upstream_buf
+        spans, consumed = scan(buf, self._max)
+        pending = self._pending
+        out = bytearray()
+        copied = 0  # buf[copied:start] is still to be forwarded verbatim
+        for type_byte, start, end in spans:
+            if type_byte == _B_DATA_ROW or type_byte == _B_COPY_DATA:
+                if pending:
+                    head = pending[0]
+                    head.outcome.rows += 1
+                    head.outcome.bytes_to_client += end - start
+                    if head.row_limit is not None and self._over_limit(head):
+                        out += buf[copied:start]
+                        copied = end
+                continue
+            if type_byte not in _B_END_OF_STATEMENT or not pending:
+                continue
+            replacement = self._end_of_statement(type_byte, buf, start, end)
+            if replacement is not None:
+                out += buf[copied:start]
+                out += replacement
+                copied = end
+        if copied == 0 and consumed == len(buf):
+            self._client.write(bytes(buf))
+            buf.clear()
+            return
+        out += buf[copied:consumed]
+        del buf[:consumed]
+        self._client.write(out)
+
+    def _over_limit(self, head: _Pending) -> bool:
+        """True when this DataRow must be dropped; cancels the query at the first one."""
+        assert head.row_limit is not None
+        if head.rows_before + head.outcome.rows <= head.row_limit.max_rows:
+            return False
+        head.outcome.rows -= 1
+        if not head.cancelled:
+            head.cancelled = True
+            head.outcome.row_limit_hit = True
+            head.replacement = error_frame(head.row_limit.error)
+            task = asyncio.create_task(send_cancel(self._cancel_target),
+                                       name=f"cancel-{self.session.session_id}")
+            self._tasks.append(task)
+        return True
+
+    def _end_of_statement(self, type_byte: int, buf: bytearray, start: int,
+                          end: int) -> bytes | None:
+        """Account for a completion message; return bytes to send instead, or None."""
+        head = self._pending[0]
+        if head.kind is _Kind.REFUSAL:
+            return self._refusal_response(head, type_byte)
+        if type_byte == _B_READY:
+            self._ready()
+            return None
+        if type_byte in (_B_PARSE_COMPLETE, _B_BIND_COMPLETE):
+            return None
+        if head.kind is _Kind.SYNC:
+            return None  # e.g. an error for a Parse/Bind: nothing of ours to account for
+        outcome = head.outcome
+        if type_byte == _B_ERROR:
+            error = decode_backend(bytes(buf[start:end]))
+            assert isinstance(error, m.ErrorResponse)
+            outcome.sqlstate = error.sqlstate
+            outcome.error_message = error.message
+        elif type_byte == _B_COMMAND_COMPLETE:
+            message = decode_backend(bytes(buf[start:end]))
+            assert isinstance(message, m.CommandComplete)
+            outcome.command_tags.append(message.tag)
+        elif type_byte == _B_PORTAL_SUSPENDED:
+            outcome.suspended = True
+        replacement = head.replacement if head.cancelled else None
+        if head.kind is _Kind.EXECUTE:
+            self._pending.popleft()
+            self._complete(head)
+            if type_byte == _B_ERROR or replacement is not None:
+                self._skip_until_sync()
+        return replacement
+
+    def _refusal_response(self, head: _Pending, type_byte: int) -> bytes | None:
+        if type_byte in (_B_PARSE_COMPLETE, _B_BIND_COMPLETE):
+            return b""  # answers to the gateway's own refusal statement
+        if type_byte == _B_ERROR:
+            replacement = head.replacement
+            head.replacement = b""  # a simple query's later messages pass untouched
+            if head.statement is None or head.statement.phase is not Phase.SIMPLE:
+                self._pending.popleft()
+                if head.statement is not None:
+                    self._complete(head)
+                self._skip_until_sync()
+            return replacement
+        if type_byte == _B_READY:  # simple-protocol refusal finished
+            self._pending.popleft()
+            self._complete(head)
+        return None
+
+    def _skip_until_sync(self) -> None:
+        """After an error in an extended batch the upstream skips to Sync; so do we."""
+        while self._pending and self._pending[0].kind is not _Kind.SYNC:
+            skipped = self._pending.popleft()
+            if skipped.statement is not None:
+                skipped.outcome.sqlstate = "25P02"  # never ran: skipped after an earlier error
+                skipped.outcome.error_message = "skipped after an earlier error in the batch"
+                self._complete(skipped)
+
+    def _ready(self) -> None:
+        """ReadyForQuery ends a simple query or a Sync'd batch."""
+        while self._pending:
+            head = self._pending.popleft()
+            if head.statement is not None:
+                self._complete(head)
+            if head.kind in (_Kind.QUERY, _Kind.SYNC):
+                return
+
+    def _complete(self, pending: _Pending) -> None:
+        statement = pending.statement
+        assert statement is not None
+        outcome = pending.outcome
+        outcome.duration_s = time.monotonic() - pending.started if pending.started else 0.0
+        if pending.portal is not None:
+            pending.portal.rows_sent += outcome.rows
+        if pending.cancelled and pending.row_limit is not None:
+            outcome.sqlstate = pending.row_limit.error.sqlstate
+            outcome.error_message = pending.row_limit.error.message
+        self.summary.rows += outcome.rows
+        try:
+            self._hooks.after_statement(statement, outcome)
+        except Exception:  # best effort: results already went to the client
+            log.exception("after_statement hook failed")
