@@ -156,7 +156,9 @@ async def _scram(stream: FrameStream, password: str, mechanisms: tuple[str, ...]
         _raise_startup_error(server_first)
     if not isinstance(server_first, m.AuthenticationSASLContinue):
         raise UpstreamUnavailable("upstream broke the SCRAM exchange")
-    await stream.send(encode(m.SASLResponse(data=client.final(server_first.data))))
+    # PBKDF2 takes milliseconds: keep it off the event loop that relays everyone else.
+    client_final = await asyncio.to_thread(client.final, server_first.data)
+    await stream.send(encode(m.SASLResponse(data=client_final)))
     server_final = decode_backend(await stream.read_frame())
     if isinstance(server_final, m.ErrorResponse):
         _raise_startup_error(server_final)

@@ -96,10 +96,10 @@ class GatewayProcess:
     def start(self, timeout: float = 15.0) -> GatewayProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(yaml.safe_dump(self.config), encoding="utf-8")
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve", "-c", str(self.config_path)],
-            cwd=REPO, env=self.env, stdout=log, stderr=log)
+        with self.log_path.open("ab") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gateway.cli", "serve", "-c", str(self.config_path)],
+                cwd=REPO, env=self.env, stdout=log, stderr=log)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

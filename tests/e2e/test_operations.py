@@ -1,0 +1,135 @@
+"""Operating the gateway: check-config, passwd, SIGHUP reload, SIGTERM drain, options."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import asyncpg
+import pytest
+import yaml
+
+from tests.e2e.harness import IDENTITIES, REPO, GatewayProcess, psql
+
+
+def phigate(*args: str, stdin: str | None = None, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], cwd=REPO, input=stdin,
+                          capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_check_config_accepts_a_valid_file(gateway: GatewayProcess) -> None:
+    result = phigate("check-config", "-c", str(gateway.config_path), env=gateway.env)
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout
+    # Serving needs the upstream secret, so checking without it is an error too.
+    missing = {k: v for k, v in gateway.env.items() if k != "CLINIC_DB_PASSWORD"}
+    result = phigate("check-config", "-c", str(gateway.config_path), env=missing)
+    assert result.returncode == 2
+    assert "CLINIC_DB_PASSWORD is not set" in result.stderr
+
+
+def test_check_config_names_file_line_and_key(gateway: GatewayProcess, tmp_path: Path) -> None:
+    config = yaml.safe_load(gateway.config_path.read_text())
+    config["databases"]["clinic"]["pasword_env"] = "TYPO"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config, sort_keys=False))
+    result = phigate("check-config", "-c", str(bad), env=gateway.env)
+    assert result.returncode == 2
+    line = next(i for i, text in enumerate(bad.read_text().splitlines(), 1)
+                if "pasword_env" in text)
+    assert f"{bad}:{line}: databases.clinic.pasword_env: unknown key" in result.stderr
+
+
+def test_passwd_prints_a_verifier_that_logs_in(start_gateway: Callable[..., GatewayProcess]
+                                               ) -> None:
+    result = phigate("passwd", stdin="carol-secret\n")
+    assert result.returncode == 0, result.stderr
+    verifier = result.stdout.strip()
+    assert verifier.startswith("SCRAM-SHA-256$4096:") and "carol-secret" not in verifier
+    gateway = start_gateway({"users": {"carol": {"password": verifier}}})
+    assert psql(gateway, "SELECT 1", user="carol", password="carol-secret").stdout.strip() == "1"
+
+
+def test_sighup_reloads_users_without_dropping_sessions(
+        start_gateway: Callable[..., GatewayProcess]) -> None:
+    gateway = start_gateway()
+
+    async def scenario() -> None:
+        session = await asyncpg.connect(host="127.0.0.1", port=gateway.port, user="alice",
+                                        password=IDENTITIES["alice"].password,
+                                        database="clinic", ssl=False)
+        try:
+            config = yaml.safe_load(gateway.config_path.read_text())
+            config["users"]["dave"] = {"password": phigate(
+                "passwd", stdin="dave-secret\n").stdout.strip()}
+            del config["users"]["bob"]
+            gateway.config_path.write_text(yaml.safe_dump(config))
+            gateway.signal(signal.SIGHUP)
+            deadline = time.monotonic() + 10
+            while "configuration reloaded" not in gateway.log():
+                assert time.monotonic() < deadline, gateway.log()
+                await asyncio.sleep(0.05)
+            assert await session.fetchval("SELECT 'still here'") == "still here"
+        finally:
+            await session.close()
+
+    asyncio.run(scenario())
+    assert psql(gateway, "SELECT 1", user="dave", password="dave-secret").returncode == 0
+    assert psql(gateway, "SELECT 1", user="bob").returncode != 0
+
+
+def test_sighup_with_a_broken_config_keeps_the_old_one(
+        start_gateway: Callable[..., GatewayProcess]) -> None:
+    gateway = start_gateway()
+    gateway.config_path.write_text("listen: [not, valid\n")
+    gateway.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "reload failed" not in gateway.log():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert psql(gateway, "SELECT 1").returncode == 0
+
+
+def test_sigterm_drains_then_closes_remaining_sessions(
+        start_gateway: Callable[..., GatewayProcess]) -> None:
+    gateway = start_gateway({"limits": {"shutdown_grace": "2s"}})
+
+    async def scenario() -> None:
+        session = await asyncpg.connect(host="127.0.0.1", port=gateway.port, user="alice",
+                                        password=IDENTITIES["alice"].password,
+                                        database="clinic", ssl=False)
+        gateway.signal(signal.SIGTERM)
+        await asyncio.sleep(0.5)
+        # Within the grace period the session still works; new connections are refused.
+        assert await session.fetchval("SELECT 1") == 1
+        with pytest.raises(OSError):
+            await asyncpg.connect(host="127.0.0.1", port=gateway.port, user="bob",
+                                  password=IDENTITIES["bob"].password, database="clinic",
+                                  ssl=False, timeout=2)
+        with pytest.raises((asyncpg.AdminShutdownError, asyncpg.ConnectionDoesNotExistError)):
+            await session.fetchval("SELECT pg_sleep(10)")
+        session.terminate()
+
+    asyncio.run(scenario())
+    assert gateway.process is not None
+    assert gateway.process.wait(10) == 0
+
+
+def test_startup_options_are_forwarded_and_reason_is_consumed(gateway: GatewayProcess) -> None:
+    result = psql(gateway, "SHOW statement_timeout; SHOW search_path",
+                  env={"PGOPTIONS": "-c statement_timeout=1234 -c phigate.reason=INC-42 "
+                                    "--search_path=public"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1234ms", "public"]
+
+
+def test_client_parameters_reach_the_upstream(gateway: GatewayProcess) -> None:
+    result = psql(gateway, "SHOW DateStyle; SHOW client_encoding",
+                  env={"PGDATESTYLE": "SQL, DMY", "PGCLIENTENCODING": "LATIN1"})
+    assert result.stdout.split() == ["SQL,", "DMY", "LATIN1"]

@@ -1,0 +1,118 @@
+"""TLS towards clients (with SCRAM channel binding) and every upstream auth method."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.conftest import ClusterInfo
+from tests.e2e.harness import GatewayProcess, psql
+
+
+def self_signed_cert(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "gateway.crt", directory / "gateway.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    os.chmod(key_path, 0o600)
+    return cert_path, key_path
+
+
+@pytest.fixture
+def tls_gateway(start_gateway: Callable[..., GatewayProcess], tmp_path: Path) -> GatewayProcess:
+    cert, key = self_signed_cert(tmp_path)
+    return start_gateway({"tls": {"cert": str(cert), "key": str(key), "require": True}})
+
+
+def tls_psql(gateway: GatewayProcess, sql: str, **params: str) -> subprocess.CompletedProcess[str]:
+    dsn = gateway.dsn("alice", **params)
+    return subprocess.run(["psql", "-X", "-At", "-d", dsn, "-c", sql], capture_output=True,
+                          text=True, timeout=30)
+
+
+def test_tls_with_scram_channel_binding(tls_gateway: GatewayProcess) -> None:
+    result = tls_psql(tls_gateway, "SELECT count(*) FROM departments",
+                      sslmode="require", channel_binding="require")
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) > 0
+    assert "SCRAM-SHA-256-PLUS" in tls_gateway.log()
+
+
+def test_tls_required_refuses_plaintext(tls_gateway: GatewayProcess) -> None:
+    result = tls_psql(tls_gateway, "SELECT 1", sslmode="disable")
+    assert result.returncode != 0
+    assert "TLS is required" in result.stderr
+
+
+def test_wrong_password_over_tls(tls_gateway: GatewayProcess) -> None:
+    dsn = tls_gateway.dsn("alice", password="nope", sslmode="require")
+    result = subprocess.run(["psql", "-X", "-d", dsn, "-c", "SELECT 1"], capture_output=True,
+                            text=True, timeout=30)
+    assert 'password authentication failed for user "alice"' in result.stderr
+
+
+@pytest.mark.parametrize("method", ["md5", "plain", "trust"])
+def test_upstream_auth_methods(start_gateway: Callable[..., GatewayProcess],
+                               pg_cluster: ClusterInfo, method: str) -> None:
+    user = getattr(pg_cluster, f"{method}_user")
+    database: dict[str, object] = {"user": user}
+    env = {}
+    if method == "trust":
+        database["password_env"] = None
+    else:
+        env["CLINIC_DB_PASSWORD"] = getattr(pg_cluster, f"{method}_password")
+    gateway = start_gateway({"databases": {"clinic": database}}, env=env)
+    result = psql(gateway, "SELECT current_user")
+    assert result.returncode == 0, result.stderr + gateway.log()
+    assert result.stdout.strip() == user
+
+
+def test_wrong_service_password_is_08006_and_hides_details(
+        start_gateway: Callable[..., GatewayProcess]) -> None:
+    gateway = start_gateway(env={"CLINIC_DB_PASSWORD": "definitely-wrong"})
+    result = psql(gateway, "SELECT 1")
+    assert result.returncode != 0
+    assert "upstream database refused the gateway's connection" in result.stderr
+    assert "phigate_svc" not in result.stderr
+
+
+def test_upstream_tls_require(start_gateway: Callable[..., GatewayProcess],
+                              pg_cluster: ClusterInfo, tmp_path: Path) -> None:
+    # The test cluster has no server certificate, so "require" must refuse, never downgrade.
+    gateway = start_gateway({"databases": {"clinic": {"tls": "require"}}})
+    result = psql(gateway, "SELECT 1")
+    assert result.returncode != 0
+    assert "could not connect to the upstream database" in result.stderr or \
+        "does not accept TLS" in result.stderr
+
+
+def test_fallback_database_forwards_any_name(start_gateway: Callable[..., GatewayProcess],
+                                             pg_cluster: ClusterInfo) -> None:
+    gateway = start_gateway({"databases": {"*": {
+        "host": pg_cluster.host, "port": pg_cluster.port, "user": pg_cluster.service_user,
+        "password_env": "CLINIC_DB_PASSWORD"}}})
+    for dbname in ("clinic", "postgres"):
+        result = subprocess.run(["psql", "-X", "-At", "-d", gateway.dsn("alice", dbname=dbname),
+                                 "-c", "SELECT current_database()"],
+                                capture_output=True, text=True, timeout=30)
+        assert result.stdout.strip() == dbname, result.stderr
