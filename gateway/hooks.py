@@ -6,13 +6,19 @@ attach by implementing :class:`Hook` and being listed in the server's
 :class:`HookChain`; none of them touches protocol code.
 
 Order per statement (fixed): ``before_statement`` of every hook, in chain
-order, *before* the statement is forwarded. The first hook that returns a
-:class:`Verdict` with a ``refusal`` stops the chain: the statement is not
-forwarded, the client receives the refusal's ErrorResponse (the session stays
-usable, exactly as after a server-side error), and ``after_statement`` still
-runs with ``outcome.refused`` set. A hook that raises is a refusal too (fail
-closed): the client sees SQLSTATE 58000-class ``internal error`` and the
-exception is logged.
+order (policy → journal → recorder), *before* the statement is forwarded.
+Every hook runs, even after an earlier one refused, so the journal records
+refused statements too; ``statement.verdict`` shows each hook what the hooks
+before it decided. The first refusal is the one the client sees: the
+statement is not forwarded, the client receives the refusal's ErrorResponse
+(the session stays usable, exactly as after a server-side error), and
+``after_statement`` still runs with ``outcome.refused`` set. A hook that
+raises is a refusal too (fail closed): the client sees SQLSTATE 58000
+``internal error`` and the exception is logged.
+
+Session hooks: ``authenticated`` for every login attempt (success or not),
+``session_started`` before the client sees ReadyForQuery (raising a
+GatewayError refuses the session), ``session_ended`` once both sides closed.
 
 When is ``before_statement`` called?
 
@@ -37,11 +43,13 @@ cancels the upstream query and sends the limit's error instead of the rest.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from .errors import GatewayError, StatementRefused
+
+log = logging.getLogger("phigate.hooks")
 
 
 class Phase(enum.Enum):
@@ -49,6 +57,15 @@ class Phase(enum.Enum):
     PARSE = "parse"
     EXECUTE = "execute"
     FUNCTION = "function"
+
+
+class EndReason(enum.Enum):
+    CLIENT_TERMINATE = "client_terminate"
+    CLIENT_DISCONNECT = "client_disconnect"
+    UPSTREAM_DISCONNECT = "upstream_disconnect"
+    IDLE_TIMEOUT = "idle_timeout"
+    SHUTDOWN = "shutdown"
+    PROTOCOL_ERROR = "protocol_error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,21 +81,21 @@ class SessionInfo:
     application_name: str
     tls: str | None  # e.g. "TLSv1.3 TLS_AES_256_GCM_SHA384", None for plaintext
     reason: str | None = None
+    started_at: float = 0.0  # time.time() at start
 
 
-@dataclass(slots=True)
-class Statement:
-    """One statement as the relay sees it. Hooks may annotate ``tags`` for later hooks."""
+@dataclass(frozen=True, slots=True)
+class AuthEvent:
+    """One login attempt, successful or not."""
 
-    session: SessionInfo
-    number: int
-    phase: Phase
-    sql: str
-    statement_name: str = ""
-    portal_name: str = ""
-    parameters: Sequence[bytes | None] = ()
-    parameter_formats: Sequence[int] = ()
-    tags: dict[str, object] = field(default_factory=dict)
+    user: str  # as the client gave it
+    client_ip: str
+    client_port: int
+    database: str
+    success: bool
+    method: str
+    tls: str | None
+    failure: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +116,22 @@ ALLOW = Verdict()
 
 
 @dataclass(slots=True)
+class Statement:
+    """One statement as the relay sees it. Hooks may annotate ``tags`` for later hooks."""
+
+    session: SessionInfo
+    number: int
+    phase: Phase
+    sql: str
+    statement_name: str = ""
+    portal_name: str = ""
+    parameters: Sequence[bytes | None] = ()
+    parameter_formats: Sequence[int] = ()
+    tags: dict[str, object] = field(default_factory=dict)
+    verdict: Verdict = ALLOW  # what the hooks so far decided
+
+
+@dataclass(slots=True)
 class Outcome:
     """How a forwarded (or refused) statement ended."""
 
@@ -113,10 +146,31 @@ class Outcome:
     row_limit_hit: bool = False
 
 
-class Hook(Protocol):
-    async def before_statement(self, statement: Statement) -> Verdict | None: ...
+@dataclass(slots=True)
+class SessionSummary:
+    statements: int = 0
+    refused: int = 0
+    rows: int = 0
+    end: EndReason = EndReason.CLIENT_DISCONNECT
 
-    def after_statement(self, statement: Statement, outcome: Outcome) -> None: ...
+
+class Hook:
+    """Base class for hooks: every method is a no-op until overridden."""
+
+    async def before_statement(self, statement: Statement) -> Verdict | None:
+        return None
+
+    def after_statement(self, statement: Statement, outcome: Outcome) -> None:
+        return None
+
+    def authenticated(self, event: AuthEvent) -> None:
+        return None
+
+    async def session_started(self, session: SessionInfo) -> None:
+        return None
+
+    def session_ended(self, session: SessionInfo, summary: SessionSummary) -> None:
+        return None
 
 
 class InternalHookError(GatewayError):
@@ -124,6 +178,18 @@ class InternalHookError(GatewayError):
 
     sqlstate = "58000"
     severity = "ERROR"
+
+
+def _merge(verdict: Verdict, new: Verdict) -> Verdict:
+    if verdict.refusal is not None:
+        return verdict
+    if new.refusal is not None:
+        return new
+    if new.row_limit is None:
+        return verdict
+    if verdict.row_limit is None or new.row_limit.max_rows < verdict.row_limit.max_rows:
+        return Verdict(row_limit=new.row_limit)
+    return verdict
 
 
 class HookChain:
@@ -135,18 +201,40 @@ class HookChain:
         self.hooks = tuple(hooks)
 
     async def before_statement(self, statement: Statement) -> Verdict:
-        row_limit: RowLimit | None = None
         for hook in self.hooks:
-            verdict = await hook.before_statement(statement)
-            if verdict is None:
-                continue
-            if verdict.refusal is not None:
-                return verdict
-            if verdict.row_limit is not None and (
-                    row_limit is None or verdict.row_limit.max_rows < row_limit.max_rows):
-                row_limit = verdict.row_limit
-        return Verdict(row_limit=row_limit) if row_limit else ALLOW
+            try:
+                verdict = await hook.before_statement(statement)
+            except StatementRefused as refusal:
+                verdict = Verdict(refusal=refusal)
+            except Exception as e:  # a broken hook never lets a statement through
+                log.exception("hook %s failed; refusing statement", type(hook).__name__,
+                              extra={"session": statement.session.session_id})
+                verdict = Verdict(refusal=InternalHookError(
+                    "phigate: internal error, statement refused", detail=type(e).__name__))
+            if verdict is not None:
+                statement.verdict = _merge(statement.verdict, verdict)
+        return statement.verdict
 
     def after_statement(self, statement: Statement, outcome: Outcome) -> None:
         for hook in self.hooks:
-            hook.after_statement(statement, outcome)
+            _best_effort(hook.after_statement, statement, outcome)
+
+    def authenticated(self, event: AuthEvent) -> None:
+        for hook in self.hooks:
+            _best_effort(hook.authenticated, event)
+
+    async def session_started(self, session: SessionInfo) -> None:
+        for hook in self.hooks:
+            await hook.session_started(session)
+
+    def session_ended(self, session: SessionInfo, summary: SessionSummary) -> None:
+        for hook in self.hooks:
+            _best_effort(hook.session_ended, session, summary)
+
+
+def _best_effort(method: Callable[..., None], *args: object) -> None:
+    """Result-side hooks never break a session that already delivered its result."""
+    try:
+        method(*args)
+    except Exception:
+        log.exception("hook %s failed", getattr(method, "__qualname__", method))

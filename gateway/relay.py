@@ -30,7 +30,16 @@ from protocols.postgres.framing import scan
 
 from .cancel import UpstreamKey, send_cancel
 from .errors import GatewayError, StatementRefused
-from .hooks import HookChain, InternalHookError, Outcome, Phase, RowLimit, SessionInfo, Statement
+from .hooks import (
+    EndReason,
+    HookChain,
+    Outcome,
+    Phase,
+    RowLimit,
+    SessionInfo,
+    SessionSummary,
+    Statement,
+)
 
 log = logging.getLogger("phigate.relay")
 
@@ -64,15 +73,6 @@ _B_END_OF_STATEMENT = frozenset((_B_COMMAND_COMPLETE, _B_ERROR, _B_EMPTY_QUERY,
                                  _B_BIND_COMPLETE))
 
 
-class EndReason(enum.Enum):
-    CLIENT_TERMINATE = "client_terminate"
-    CLIENT_DISCONNECT = "client_disconnect"
-    UPSTREAM_DISCONNECT = "upstream_disconnect"
-    IDLE_TIMEOUT = "idle_timeout"
-    SHUTDOWN = "shutdown"
-    PROTOCOL_ERROR = "protocol_error"
-
-
 class _Kind(enum.Enum):
     QUERY = 1  # simple Query: ends at ReadyForQuery
     EXECUTE = 2  # one Execute (or FunctionCall): ends at its completion message
@@ -103,14 +103,6 @@ class _Pending:
     rows_before: int = 0  # rows a suspended portal already returned
     portal: _Portal | None = None
     cancelled: bool = False
-
-
-@dataclass(slots=True)
-class SessionSummary:
-    statements: int = 0
-    refused: int = 0
-    rows: int = 0
-    end: EndReason = EndReason.CLIENT_DISCONNECT
 
 
 def error_frame(error: GatewayError) -> bytes:
@@ -272,16 +264,7 @@ class Relay:
         """Run the hooks for a statement frame; return what to send upstream instead."""
         message = decode_frontend(frame)
         statement, pending = self._statement_for(message)
-        try:
-            verdict = await self._hooks.before_statement(statement)
-        except StatementRefused as refusal:
-            return self._refuse(statement, pending, refusal)
-        except Exception as e:  # fail closed: a broken hook never lets a statement through
-            log.exception("hook failed; refusing statement",
-                          extra={"session": statement.session.session_id})
-            return self._refuse(statement, pending,
-                                InternalHookError("phigate: internal error, statement refused",
-                                                  detail=type(e).__name__))
+        verdict = await self._hooks.before_statement(statement)
         if verdict.refusal is not None:
             return self._refuse(statement, pending, verdict.refusal)
         if pending is not None:
@@ -512,7 +495,4 @@ class Relay:
             outcome.sqlstate = pending.row_limit.error.sqlstate
             outcome.error_message = pending.row_limit.error.message
         self.summary.rows += outcome.rows
-        try:
-            self._hooks.after_statement(statement, outcome)
-        except Exception:  # best effort: results already went to the client
-            log.exception("after_statement hook failed")
+        self._hooks.after_statement(statement, outcome)

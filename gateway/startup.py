@@ -14,7 +14,8 @@ import asyncio
 import logging
 import secrets
 import ssl
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from protocols.postgres import messages as m
@@ -23,8 +24,14 @@ from protocols.postgres.errors import ProtocolError
 
 from .auth import AuthResult
 from .cancel import UpstreamKey, send_cancel
-from .errors import AuthorizationRejected, GatewayError, TooManyConnections, UnknownDatabase
-from .hooks import SessionInfo
+from .errors import (
+    AuthenticationFailed,
+    AuthorizationRejected,
+    GatewayError,
+    TooManyConnections,
+    UnknownDatabase,
+)
+from .hooks import AuthEvent, SessionInfo
 from .options import consume_gateway_options
 from .relay import Relay, error_frame
 from .upstream import Upstream, UpstreamRejected, connect_upstream
@@ -143,8 +150,8 @@ async def _session(gateway: Gateway, client: _Client, startup: m.StartupMessage)
 async def _admitted_session(gateway: Gateway, client: _Client, startup: m.StartupMessage,
                             params: dict[str, str], user_name: str) -> None:
     await _negotiate_protocol(client, startup)
-    auth = await gateway.authenticate(client.stream, user_name, client.ip)
     database = params.get("database") or user_name
+    auth = await _authenticate(gateway, client, user_name, database)
     db = gateway.settings.database_for(database)
     if db is None:
         raise UnknownDatabase(f'database "{database}" does not exist')
@@ -158,8 +165,22 @@ async def _admitted_session(gateway: Gateway, client: _Client, startup: m.Startu
     info = SessionInfo(
         session_id=secrets.token_hex(8), identity=auth.user.name, groups=auth.user.groups,
         client_ip=client.ip, client_port=client.port, database=database,
-        application_name=app_name, tls=client.tls, reason=reason)
+        application_name=app_name, tls=client.tls, reason=reason, started_at=time.time())
     await _relay(gateway, client, upstream, info, auth, (db.host, db.port))
+
+
+async def _authenticate(gateway: Gateway, client: _Client, user_name: str,
+                        database: str) -> AuthResult:
+    """SCRAM with the client; every attempt, good or bad, goes to the hooks."""
+    event = AuthEvent(user=user_name, client_ip=client.ip, client_port=client.port,
+                      database=database, success=False, method="SCRAM-SHA-256", tls=client.tls)
+    try:
+        auth = await gateway.authenticate(client.stream, user_name, client.ip)
+    except AuthenticationFailed as e:
+        gateway.hooks.authenticated(replace(event, failure=e.detail or "wrong user or password"))
+        raise
+    gateway.hooks.authenticated(replace(event, success=True, method=auth.method))
+    return auth
 
 
 async def _negotiate_protocol(client: _Client, startup: m.StartupMessage) -> None:
@@ -176,6 +197,7 @@ async def _relay(gateway: Gateway, client: _Client, upstream: Upstream, info: Se
     target = UpstreamKey(address[0], address[1], upstream.process_id, upstream.secret_key)
     cancel_key = gateway.cancel_registry.register(target)
     try:
+        await gateway.hooks.session_started(info)
         await client.stream.send(*_startup_frames(upstream, info, cancel_key.secret_key))
         relay = Relay(
             info, client.stream.reader, client.stream.writer, upstream.stream.reader,
@@ -188,6 +210,7 @@ async def _relay(gateway: Gateway, client: _Client, upstream: Upstream, info: Se
                                            "client": f"{info.client_ip}:{info.client_port}",
                                            "database": info.database, "method": auth.method})
         summary = await gateway.run_session(relay)
+        gateway.hooks.session_ended(info, summary)
         log.info("session ended", extra={"session": info.session_id, "end": summary.end.value,
                                          "statements": summary.statements,
                                          "refused": summary.refused, "rows": summary.rows})

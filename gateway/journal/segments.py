@@ -1,0 +1,232 @@
+"""Segment files on disk: names, creation, append-only handles, sealing.
+
+A journal directory holds ``segment-<first seq, 20 digits>.jsonl`` files, so
+name order is chain order and a file's name says which seq it must start
+with. The writer drives creation, appends and sealing; recovery, the verifier
+and the reader use the listing and line helpers. All functions here block:
+the writer calls them from its I/O thread.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import fcntl
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+_NAME = re.compile(r"segment-(\d{20})\.jsonl")
+CHECKPOINT_FILE = "checkpoint.json"
+LOCK_FILE = ".lock"
+SEALED_MODE = 0o444
+ACTIVE_MODE = 0o600
+
+# Linux FS_IOC_GETFLAGS / FS_IOC_SETFLAGS and FS_IMMUTABLE_FL (linux/fs.h); the
+# kernel reads and writes an int despite the macro's long.
+_FS_IOC_GETFLAGS = 0x80086601
+_FS_IOC_SETFLAGS = 0x40086602
+_FS_IMMUTABLE_FL = 0x00000010
+# How far back to look for the start of a last line before reading further.
+_TAIL_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentFile:
+    path: Path
+    first_seq: int
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def segment_name(first_seq: int) -> str:
+    return f"segment-{first_seq:020d}.jsonl"
+
+
+def list_segments(directory: Path) -> list[SegmentFile]:
+    """The directory's segments in chain order; other files are ignored."""
+    found = []
+    for entry in os.scandir(directory):
+        match = _NAME.fullmatch(entry.name)
+        if match and entry.is_file(follow_symlinks=False):
+            found.append(SegmentFile(Path(entry.path), int(match.group(1))))
+    found.sort(key=lambda s: s.first_seq)
+    return found
+
+
+def is_sealed(path: Path) -> bool:
+    return os.stat(path).st_mode & 0o222 == 0
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a file's creation, rename or removal in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def create_segment(directory: Path, first_seq: int) -> Path:
+    """Create an empty segment; its directory entry is durable on return."""
+    path = directory / segment_name(first_seq)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, ACTIVE_MODE)
+    os.close(fd)
+    fsync_dir(directory)
+    return path
+
+
+def open_append(path: Path) -> int:
+    """An append-only descriptor: every write lands at the end, whatever the offset."""
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte or raise; a short write (disk full) is retried to get its errno."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def seal(fd: int, path: Path, *, immutable: bool) -> None:
+    """Make a full segment read-only (0444) and, where allowed, immutable; closes ``fd``."""
+    try:
+        os.fdatasync(fd)
+        os.fchmod(fd, SEALED_MODE)
+    finally:
+        os.close(fd)
+    if immutable:
+        set_immutable(path, True)
+
+
+def set_immutable(path: Path, on: bool) -> bool:
+    """Best-effort ``chattr ±i``; False where the filesystem or privileges do not allow it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        flags = array.array("i", [0])
+        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, flags, True)
+        flags[0] = flags[0] | _FS_IMMUTABLE_FL if on else flags[0] & ~_FS_IMMUTABLE_FL
+        fcntl.ioctl(fd, _FS_IOC_SETFLAGS, flags)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def is_immutable(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        flags = array.array("i", [0])
+        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, flags, True)
+        return bool(flags[0] & _FS_IMMUTABLE_FL)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def remove_sealed(path: Path) -> None:
+    """Delete a sealed segment (for pruning): clear the immutable flag first."""
+    set_immutable(path, False)
+    os.unlink(path)
+
+
+def first_line(path: Path) -> bytes | None:
+    """The first complete line (without newline), or None if the file has none."""
+    with open(path, "rb") as f:
+        chunks = []
+        while chunk := f.read(_TAIL_CHUNK):
+            end = chunk.find(b"\n")
+            if end >= 0:
+                chunks.append(chunk[:end])
+                return b"".join(chunks)
+            chunks.append(chunk)
+    return None
+
+
+def last_line(path: Path) -> tuple[bytes | None, int, bool]:
+    """(last complete line without newline or None, file size, whether the file ends in "\\n")."""
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return None, 0, True
+        f.seek(size - 1)
+        terminated = f.read(1) == b"\n"
+        # The newline that ends the last complete line; an unterminated tail is not a line.
+        end = size - 1 if terminated else _rfind_newline(f, size)
+        if end < 0:
+            return None, size, terminated
+        start = _rfind_newline(f, end) + 1
+        f.seek(start)
+        return f.read(end - start), size, terminated
+
+
+def _rfind_newline(f: BinaryIO, before: int) -> int:
+    """Offset of the last "\\n" strictly before ``before``, or -1."""
+    pos = before
+    while pos > 0:
+        start = max(0, pos - _TAIL_CHUNK)
+        f.seek(start)
+        chunk = f.read(pos - start)
+        found = chunk.rfind(b"\n")
+        if found >= 0:
+            return start + found
+        pos = start
+    return -1
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` so readers see the old or the new file, never a mix."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+class DirectoryLock:
+    """An exclusive flock on ``.lock`` in the journal directory, held while open.
+
+    Released by the kernel when the process dies, so a ``kill -9`` never leaves
+    a stale lock behind.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self._path = directory / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

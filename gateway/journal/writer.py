@@ -1,0 +1,367 @@
+"""The group-commit writer: the only code that appends to the journal.
+
+One task drains the queue of pending appends, stamps each with seq, time and
+``prev``, encodes the batch, and hands it to a dedicated I/O thread for one
+write and (per the durability setting) one fdatasync. Only when that returns
+are the appends' futures resolved, so an acknowledged seq is on disk. While
+the thread waits on the disk the event loop keeps relaying, and the next
+batch accumulates: 32 sessions share one fsync instead of paying 32.
+
+A failed write is undone (the segment is truncated back to the last good
+batch) so the chain on disk never holds entries nobody was told about, and the
+journal reports itself broken until a later write succeeds. Rotation and
+sealing happen here too, between batches. :class:`..journal.Journal` drives it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gateway.errors import JournalFull, JournalWriteFailed, StatementRefused
+
+from . import checkpoints, segments
+from .canonical import TimeFormatter, encode_line
+from .chain import link
+from .checkpoints import Checkpoint
+from .settings import JournalSettings
+
+log = logging.getLogger("phigate.journal")
+
+# Bounds one write (and the time its sessions wait); the rest waits for the next batch.
+MAX_BATCH = 4096
+# While broken, refuse at once rather than touch the disk for every statement: a full
+# disk fails in microseconds, but a failing one can hang each fsync for seconds.
+RETRY_AFTER_S = 0.1
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+CHECKPOINT = "checkpoint"
+
+
+@dataclass(slots=True)
+class Pending:
+    """One append waiting for the writer; ``fields`` None means "sign a checkpoint here"."""
+
+    type: str
+    fields: dict[str, object] | None
+    future: asyncio.Future[int] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChainPosition:
+    """Where the journal stands when the writer takes over (from recovery)."""
+
+    journal_id: str
+    last_seq: int
+    head: str
+    active: Path | None
+    active_size: int
+    active_started_ns: int | None
+
+
+class Writer:
+    def __init__(self, settings: JournalSettings, position: ChainPosition,
+                 key: Ed25519PrivateKey, *, clock_ns: Callable[[], int],
+                 on_checkpoint: Callable[[Checkpoint], None]) -> None:
+        self._settings = settings
+        self._dir = settings.dir
+        self._journal_id = position.journal_id
+        self._key = key
+        self._clock = clock_ns
+        self._on_checkpoint = on_checkpoint
+        self._fmt = TimeFormatter()
+        self._sync_every_batch = settings.durability == "fsync"
+        self.seq = position.last_seq
+        self._head = position.head
+        self._path = position.active
+        self._fd: int | None = None
+        self._size = position.active_size
+        self._started_ns = position.active_started_ns
+        # Set when a failed batch could not be cut off the segment: no write may
+        # follow until it is, or the chain on disk would hold a torn batch.
+        self._truncate_to: int | None = None
+        self.last_checkpoint_seq = 0
+        self.last_checkpoint_at = time.monotonic()
+        self._queued_checkpoint: asyncio.Future[int] | None = None
+        self._queue: deque[Pending] = deque()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._broken: type[StatementRefused] | None = None
+        self._broken_at = 0.0
+        self._poisoned = False
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="phigate-journal-io")
+        self._task: asyncio.Task[None] | None = None
+
+    # -- driven by Journal -------------------------------------------------------------
+
+    async def start(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._io, self._open_segment)
+        self._task = asyncio.create_task(self._run(), name="phigate-journal-writer")
+
+    def submit(self, pending: Pending) -> None:
+        if self._task is None or self._task.done():
+            _fail([pending], JournalWriteFailed("the journal is closed"))
+            return
+        self._queue.append(pending)
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def request_checkpoint(self) -> asyncio.Future[int]:
+        """Queue a checkpoint, or return the one already queued."""
+        queued = self._queued_checkpoint
+        if queued is not None and not queued.done():
+            return queued
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._queued_checkpoint = future
+        self.submit(Pending(CHECKPOINT, None, future))
+        return future
+
+    def refusal(self) -> StatementRefused | None:
+        """The error to refuse an append with right now, or None to try the disk."""
+        if self._poisoned:
+            return JournalWriteFailed("the journal writer failed; restart the gateway",
+                                      hint="the gateway log has the details")
+        if self._stopping:
+            return JournalWriteFailed("the journal is closed")
+        if self._broken is not None and time.monotonic() - self._broken_at < RETRY_AFTER_S:
+            return _refusal(self._broken)
+        return None
+
+    @property
+    def writable(self) -> bool:
+        return self._broken is None and not self._poisoned and not self._stopping
+
+    def rotation_due(self) -> bool:
+        return self._rotation_due(self._clock())
+
+    async def stop(self) -> None:
+        """Write what is queued, then stop; the active segment stays open for the next run."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._io, self._close_fd)
+        self._io.shutdown(wait=False)
+
+    # -- the writer task -----------------------------------------------------------------
+
+    async def _run(self) -> None:
+        queue = self._queue
+        while True:
+            while not queue:
+                if self._stopping:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+            batch = [queue.popleft() for _ in range(min(len(queue), MAX_BATCH))]
+            try:
+                if self._rotation_due(self._clock()):
+                    await self._rotate()
+                await self._commit(batch)
+            except Exception:
+                # A bug, not a disk problem: fail closed until someone restarts us.
+                log.exception("journal writer failed; refusing all statements")
+                self._poisoned = True
+                _fail(batch, self.refusal() or JournalWriteFailed("journal writer failed"))
+                self._fail_queue()
+
+    def _fail_queue(self) -> None:
+        while self._queue:
+            _fail([self._queue.popleft()], JournalWriteFailed("journal writer failed"))
+
+    async def _commit(self, batch: list[Pending]) -> bool:
+        data, seq, head, accepted, signed = self._encode(batch)
+        if not accepted:
+            return True
+        sync = self._sync_every_batch or bool(signed)
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._io, self._write, data, sync)
+        except OSError as e:
+            self._set_broken(e)
+            _fail([p for p, _ in accepted], _refusal(self._broken or JournalWriteFailed))
+            return False
+        self.seq, self._head = seq, head
+        self._size += len(data)
+        if self._broken is not None:
+            log.warning("journal is writable again at seq %d", seq)
+            self._broken = None
+        for pending, entry_seq in accepted:
+            future = pending.future
+            if future is not None and not future.done():
+                future.set_result(entry_seq)
+        for cp in signed:
+            self.last_checkpoint_seq = cp.seq
+            self.last_checkpoint_at = time.monotonic()
+            self._on_checkpoint(cp)
+        return True
+
+    def _encode(self, batch: list[Pending]) -> tuple[
+            bytes, int, str, list[tuple[Pending, int]], list[Checkpoint]]:
+        seq, head = self.seq, self._head
+        clock, fmt = self._clock, self._fmt
+        parts: list[bytes] = []
+        accepted: list[tuple[Pending, int]] = []
+        signed: list[Checkpoint] = []
+        for pending in batch:
+            stamp = fmt(clock())
+            cp = None
+            if pending.fields is None:
+                if pending.future is self._queued_checkpoint:
+                    self._queued_checkpoint = None
+                cp = checkpoints.sign(self._key, journal=self._journal_id, seq=seq + 1,
+                                      head=head, time=stamp)
+                entry = cp.line_fields()
+            else:
+                entry = dict(pending.fields)
+            entry["seq"] = seq + 1
+            entry["time"] = stamp
+            entry["type"] = pending.type
+            entry["prev"] = head
+            try:
+                line = encode_line(entry)
+            except (TypeError, ValueError) as e:
+                _fail([pending], TypeError(
+                    f"journal entry {pending.type!r} cannot be encoded as JSON: {e}"))
+                continue
+            seq += 1
+            head = link(line[:-1])
+            parts.append(line)
+            accepted.append((pending, seq))
+            if cp is not None:
+                signed.append(cp)
+        return b"".join(parts), seq, head, accepted, signed
+
+    def _set_broken(self, e: OSError) -> None:
+        full = e.errno in _FULL_ERRNOS
+        kind: type[StatementRefused] = JournalFull if full else JournalWriteFailed
+        if self._broken is None:
+            log.error("journal write failed at seq %d (%s); refusing statements until it "
+                      "can be written", self.seq + 1, e)
+        self._broken = kind
+        self._broken_at = time.monotonic()
+
+    # -- rotation ------------------------------------------------------------------------
+
+    def _rotation_due(self, now_ns: int) -> bool:
+        if self._size >= self._settings.segment_max_bytes:
+            return True
+        started = self._started_ns
+        return (self._size > 0 and started is not None
+                and now_ns - started >= self._settings.segment_max_age_s * 1e9)
+
+    async def _rotate(self) -> None:
+        """End the segment with a checkpoint, seal it, and start the next one."""
+        if not await self._commit([Pending(CHECKPOINT, None, None)]):
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._io, self._seal_and_advance)
+        except OSError as e:
+            self._set_broken(e)
+
+    # -- the I/O thread ------------------------------------------------------------------
+
+    def _open_segment(self) -> None:
+        if self._path is None:
+            self._path = segments.create_segment(self._dir, self.seq + 1)
+            self._size = 0
+            self._started_ns = self._clock()
+        self._fd = segments.open_append(self._path)
+        if self._started_ns is None:
+            self._started_ns = self._clock()
+
+    def _write(self, data: bytes, sync: bool) -> None:
+        if self._truncate_to is not None:
+            self._cut_back(self._truncate_to)
+        if self._fd is None:
+            self._reopen()
+        fd = self._require_fd()
+        start = self._size
+        try:
+            segments.write_all(fd, data)
+            if sync:
+                os.fdatasync(fd)
+        except OSError:
+            # Undo the partial batch: its sessions are told it failed, so it must
+            # not stay on disk (and later entries must not chain past it).
+            self._truncate_to = start
+            try:
+                self._cut_back(start)
+            except OSError as cut:
+                log.error("could not cut a failed batch off the journal: %s", cut)
+            raise
+
+    def _cut_back(self, size: int) -> None:
+        fd = self._require_fd()
+        os.ftruncate(fd, size)
+        os.fdatasync(fd)
+        self._truncate_to = None
+
+    def _require_fd(self) -> int:
+        if self._fd is None:
+            raise OSError(errno.EBADF, "no journal segment is open")
+        return self._fd
+
+    def _reopen(self) -> None:
+        # After a rotation whose new segment could not be created.
+        try:
+            self._path = segments.create_segment(self._dir, self.seq + 1)
+        except FileExistsError:
+            self._path = self._dir / segments.segment_name(self.seq + 1)
+        self._fd = segments.open_append(self._path)
+        self._size = os.fstat(self._fd).st_size
+        self._started_ns = self._clock()
+
+    def _seal_and_advance(self) -> None:
+        fd, path = self._require_fd(), self._path
+        self._fd = None
+        if path is not None:
+            segments.seal(fd, path, immutable=self._settings.immutable)
+            log.info("journal segment %s sealed at seq %d", path.name, self.seq)
+        self._reopen()
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _refusal(kind: type[StatementRefused]) -> StatementRefused:
+    # A fresh exception per session: one shared instance would collect every
+    # awaiting task's traceback.
+    if kind is JournalFull:
+        return JournalFull("the audit journal's disk is full; the statement was not run",
+                           hint="free space on the journal volume")
+    return JournalWriteFailed("the audit journal cannot be written; the statement was not run",
+                              hint="the gateway log has the details")
+
+
+def _fail(batch: list[Pending], error: BaseException) -> None:
+    lost = 0
+    for pending in batch:
+        future = pending.future
+        if future is None:
+            lost += 1
+        elif not future.done():
+            # Each waiter gets its own exception instance (see _refusal).
+            future.set_exception(_copy(error))
+    if lost:
+        log.error("%d journal entries (outcomes) were not written: %s", lost, error)
+
+
+def _copy(error: BaseException) -> BaseException:
+    if isinstance(error, StatementRefused):
+        return type(error)(error.message, hint=error.hint, detail=error.detail)
+    return error
