@@ -230,7 +230,13 @@ def _deferred_interrupts() -> Iterator[None]:
     """
     received: list[int] = []
     with _signals(lambda signum, frame: received.append(signum), signal.SIGINT, signal.SIGTERM):
-        yield
+        try:
+            yield
+        except ClusterError:
+            # A terminal's Ctrl-C also reaches initdb or pg_ctl; their failure is just the Ctrl-C.
+            if received:
+                raise KeyboardInterrupt from None
+            raise
     if received:
         raise KeyboardInterrupt
 

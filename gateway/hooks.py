@@ -47,6 +47,9 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from protocols.postgres import messages as m
+from protocols.postgres.codec import decode_frontend
+
 from .errors import GatewayError, StatementRefused
 
 log = logging.getLogger("phigate.hooks")
@@ -117,7 +120,11 @@ ALLOW = Verdict()
 
 @dataclass(slots=True)
 class Statement:
-    """One statement as the relay sees it. Hooks may annotate ``tags`` for later hooks."""
+    """One statement as the relay sees it. Hooks may annotate ``tags`` for later hooks.
+
+    Bind parameters are decoded from the raw Bind frame only when a hook asks
+    for them, so statements nobody inspects cost no decoding.
+    """
 
     session: SessionInfo
     number: int
@@ -125,10 +132,32 @@ class Statement:
     sql: str
     statement_name: str = ""
     portal_name: str = ""
-    parameters: Sequence[bytes | None] = ()
-    parameter_formats: Sequence[int] = ()
+    bind_frame: bytes | None = None
+    function_call: m.FunctionCall | None = None
     tags: dict[str, object] = field(default_factory=dict)
     verdict: Verdict = ALLOW  # what the hooks so far decided
+    _bind: m.Bind | None = field(default=None, init=False, repr=False)
+
+    def _decoded_bind(self) -> m.Bind | None:
+        if self._bind is None and self.bind_frame is not None:
+            bind = decode_frontend(self.bind_frame)
+            assert isinstance(bind, m.Bind)  # the relay only stores Bind frames here
+            self._bind = bind
+        return self._bind
+
+    @property
+    def parameters(self) -> Sequence[bytes | None]:
+        if self.function_call is not None:
+            return self.function_call.args
+        bind = self._decoded_bind()
+        return bind.params if bind else ()
+
+    @property
+    def parameter_formats(self) -> Sequence[int]:
+        if self.function_call is not None:
+            return self.function_call.arg_formats
+        bind = self._decoded_bind()
+        return bind.param_formats if bind else ()
 
 
 @dataclass(slots=True)

@@ -24,6 +24,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from protocols.postgres import messages as m
+from protocols.postgres import peek
 from protocols.postgres.codec import decode_backend, decode_frontend, encode
 from protocols.postgres.errors import ProtocolError
 from protocols.postgres.framing import scan
@@ -84,8 +85,7 @@ class _Kind(enum.Enum):
 class _Portal:
     sql: str
     statement_name: str
-    parameters: tuple[bytes | None, ...]
-    formats: tuple[int, ...]
+    bind_frame: bytes
     rows_sent: int = 0
     row_limit: RowLimit | None = None
 
@@ -234,9 +234,6 @@ class Relay:
                 self._discarding = False
             frame = bytes(buf[start:end])
             if type_byte in (_F_QUERY, _F_PARSE, _F_EXECUTE, _F_FUNCTION):
-                if out:
-                    self._upstream.write(out)
-                    out = bytearray()
                 out += await self._statement_frame(type_byte, frame)
             elif type_byte == _F_BIND:
                 self._bind(frame)
@@ -262,8 +259,7 @@ class Relay:
 
     async def _statement_frame(self, type_byte: int, frame: bytes) -> bytes:
         """Run the hooks for a statement frame; return what to send upstream instead."""
-        message = decode_frontend(frame)
-        statement, pending = self._statement_for(message)
+        statement, pending = self._statement_for(type_byte, frame)
         verdict = await self._hooks.before_statement(statement)
         if verdict.refusal is not None:
             return self._refuse(statement, pending, verdict.refusal)
@@ -276,36 +272,37 @@ class Relay:
             self.summary.statements += 1
         return frame
 
-    def _statement_for(self, message: object) -> tuple[Statement, _Pending | None]:
+    def _statement_for(self, type_byte: int, frame: bytes) -> tuple[Statement, _Pending | None]:
         """Build the Statement a frame stands for, and what to track for its result."""
         session = self.session
-        if isinstance(message, m.Query):
+        if type_byte == _F_QUERY:
             self._number += 1
-            statement = Statement(session, self._number, Phase.SIMPLE, message.sql)
+            statement = Statement(session, self._number, Phase.SIMPLE, peek.query_sql(frame))
             return statement, _Pending(_Kind.QUERY, statement)
-        if isinstance(message, m.Parse):
-            self._statements[message.name] = message.sql
-            return Statement(session, self._number, Phase.PARSE, message.sql,
-                             statement_name=message.name), None
-        if isinstance(message, m.Execute):
-            portal = self._portals.get(message.portal)
+        if type_byte == _F_PARSE:
+            name, sql = peek.parse_name_sql(frame)
+            self._statements[name] = sql
+            return Statement(session, self._number, Phase.PARSE, sql, statement_name=name), None
+        if type_byte == _F_EXECUTE:
+            portal_name = peek.execute_portal(frame)
+            portal = self._portals.get(portal_name)
             self._number += 1
-            statement = Statement(
-                session, self._number, Phase.EXECUTE, portal.sql if portal else "",
-                statement_name=portal.statement_name if portal else "",
-                portal_name=message.portal,
-                parameters=portal.parameters if portal else (),
-                parameter_formats=portal.formats if portal else ())
+            if portal is None:  # the upstream will report the missing portal
+                unknown = Statement(session, self._number, Phase.EXECUTE, "",
+                                    portal_name=portal_name)
+                return unknown, _Pending(_Kind.EXECUTE, unknown)
+            statement = Statement(session, self._number, Phase.EXECUTE, portal.sql,
+                                  statement_name=portal.statement_name, portal_name=portal_name,
+                                  bind_frame=portal.bind_frame)
             return statement, _Pending(_Kind.EXECUTE, statement, portal=portal,
-                                       rows_before=portal.rows_sent if portal else 0,
-                                       row_limit=portal.row_limit if portal else None)
-        if isinstance(message, m.FunctionCall):
-            self._number += 1
-            statement = Statement(session, self._number, Phase.FUNCTION,
-                                  f"-- fast-path function call, oid {message.function_oid}",
-                                  parameters=message.args, parameter_formats=message.arg_formats)
-            return statement, _Pending(_Kind.EXECUTE, statement)
-        raise ProtocolError(f"not a statement message: {type(message).__name__}")
+                                       rows_before=portal.rows_sent, row_limit=portal.row_limit)
+        call = decode_frontend(frame)
+        assert isinstance(call, m.FunctionCall)
+        self._number += 1
+        statement = Statement(session, self._number, Phase.FUNCTION,
+                              f"-- fast-path function call, oid {call.function_oid}",
+                              function_call=call)
+        return statement, _Pending(_Kind.EXECUTE, statement)
 
     def _refuse(self, statement: Statement, pending: _Pending | None,
                 refusal: StatementRefused) -> bytes:
@@ -328,18 +325,15 @@ class Relay:
         return _REFUSAL_EXTENDED
 
     def _bind(self, frame: bytes) -> None:
-        bind = decode_frontend(frame)
-        assert isinstance(bind, m.Bind)
-        sql = self._statements.get(bind.statement, "")
-        self._portals[bind.portal] = _Portal(sql, bind.statement, bind.params, bind.param_formats)
+        portal, statement = peek.bind_names(frame)
+        self._portals[portal] = _Portal(self._statements.get(statement, ""), statement, frame)
 
     def _close(self, frame: bytes) -> None:
-        close = decode_frontend(frame)
-        assert isinstance(close, m.Close)
-        if close.kind == "S":
-            self._statements.pop(close.name, None)
+        kind, name = peek.close_target(frame)
+        if kind == "S":
+            self._statements.pop(name, None)
         else:
-            self._portals.pop(close.name, None)
+            self._portals.pop(name, None)
 
     # ---------------------------------------------------------- upstream → client
 
@@ -436,9 +430,7 @@ class Relay:
             outcome.sqlstate = error.sqlstate
             outcome.error_message = error.message
         elif type_byte == _B_COMMAND_COMPLETE:
-            message = decode_backend(bytes(buf[start:end]))
-            assert isinstance(message, m.CommandComplete)
-            outcome.command_tags.append(message.tag)
+            outcome.command_tags.append(peek.command_tag(bytes(buf[start:end])))
         elif type_byte == _B_PORTAL_SUSPENDED:
             outcome.suspended = True
         replacement = head.replacement if head.cancelled else None

@@ -90,11 +90,15 @@ class Checkpoint:
 
     @classmethod
     def from_json(cls, data: bytes) -> Checkpoint:
+        """Parse a checkpoint file; it must be byte-for-byte what :meth:`to_json` writes."""
         try:
             obj = json.loads(data)
         except ValueError as e:
             raise ValueError(f"not valid JSON: {e}") from e
-        return cls.from_mapping(obj)
+        cp = cls.from_mapping(obj)
+        if cp.to_json() != data:
+            raise ValueError("not in canonical form: the file was edited")
+        return cp
 
 
 def sign(key: Ed25519PrivateKey, *, journal: str, seq: int, head: str, time: str) -> Checkpoint:
