@@ -19,6 +19,7 @@ from protocols.postgres.scram import make_verifier
 
 from .config import load_config
 from .errors import ConfigError
+from .journal.cli import register as register_journal_commands
 from .logs import configure_logging
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -46,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "and a gateway in front of it")
     demo.add_argument("--port", type=int, default=6432, help="gateway port (default 6432)")
     demo.set_defaults(func=_cmd_demo)
+
+    register_journal_commands(commands)
     return parser
 
 

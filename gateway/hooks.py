@@ -46,11 +46,15 @@ import enum
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from protocols.postgres import messages as m
 from protocols.postgres.codec import decode_frontend
 
 from .errors import GatewayError, StatementRefused
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 log = logging.getLogger("phigate.hooks")
 
@@ -201,6 +205,10 @@ class Hook:
     def session_ended(self, session: SessionInfo, summary: SessionSummary) -> None:
         return None
 
+    def config_loaded(self, settings: Settings) -> None:
+        """A configuration came into force (at start-up and after each SIGHUP reload)."""
+        return None
+
 
 class InternalHookError(GatewayError):
     """A hook failed; the statement is refused rather than run unchecked."""
@@ -259,6 +267,10 @@ class HookChain:
     def session_ended(self, session: SessionInfo, summary: SessionSummary) -> None:
         for hook in self.hooks:
             _best_effort(hook.session_ended, session, summary)
+
+    def config_loaded(self, settings: Settings) -> None:
+        for hook in self.hooks:
+            _best_effort(hook.config_loaded, settings)
 
 
 def _best_effort(method: Callable[..., None], *args: object) -> None:

@@ -317,7 +317,6 @@ class Relay:
             record.statement = None  # nothing was to run yet: no outcome to report
             self._statements.pop(statement.statement_name, None)
         if statement.phase is Phase.SIMPLE:
-            record.kind = _Kind.QUERY
             self._pending.append(record)
             return _REFUSAL_QUERY
         self._pending.append(record)

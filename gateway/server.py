@@ -134,6 +134,7 @@ class Gateway:
             return
         self._authenticator.users = settings.users
         self.settings = settings
+        self.hooks.config_loaded(settings)
         log.info("configuration reloaded", extra={"sha256": settings.sha256,
                                                   "users": len(settings.users)})
 

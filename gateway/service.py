@@ -1,29 +1,58 @@
-"""Assembling a running gateway from settings: hooks, server, signals, shutdown.
+"""Assembling a running gateway from settings: journal, hooks, server, signals, shutdown.
 
 ``phigate serve`` and ``phigate demo`` both come through here, so what runs in
-the demo is what runs in production.
+the demo is what runs in production. Start-up order: open the journal
+(recovery; refuses on tampering), journal the loaded config, build the hook
+chain, listen. Shutdown: drain sessions, then close the journal (final
+checkpoint), so every session's last entries are in it.
 """
 
 from __future__ import annotations
 
 import logging
 
+from .audit import JournalHook, config_fields
 from .config import Settings
+from .errors import ConfigError, GatewayError
 from .hooks import Hook
+from .journal import Journal, JournalError
 from .server import Gateway
 
 log = logging.getLogger("phigate.service")
 
+EXIT_JOURNAL = 3  # the journal could not be opened: tampered, locked or unwritable
 
-def build_hooks(settings: Settings) -> list[Hook]:
+
+def build_hooks(settings: Settings, journal: Journal) -> list[Hook]:
     """The interception chain, in the fixed order: decide (policy) → journal → record."""
-    return []
+    return [JournalHook(journal)]
+
+
+async def open_journal(settings: Settings) -> Journal:
+    if settings.journal is None:
+        raise ConfigError("a journal section is required: a gateway that does not record "
+                          "is not PHIGate", file=str(settings.source), key="journal")
+    for copy in settings.journal.checkpoint_copies:
+        if not copy.is_dir():  # a missing witness mount must not go unnoticed
+            raise ConfigError(f"checkpoint copy directory {copy} does not exist "
+                              "(is the witness mounted?)", file=str(settings.source),
+                              key="journal.checkpoint_copies")
+    return await Journal.open(settings.journal)
 
 
 async def run_gateway(settings: Settings) -> int:
-    gateway = Gateway(settings, build_hooks(settings))
-    await gateway.start()
-    gateway.install_signal_handlers()
-    await gateway.wait_stopped()
-    await gateway.drain()
+    try:
+        journal = await open_journal(settings)
+    except (JournalError, GatewayError) as e:
+        log.critical("journal cannot be opened: %s", e)
+        return EXIT_JOURNAL
+    try:
+        await journal.append("config_loaded", config_fields(settings))
+        gateway = Gateway(settings, build_hooks(settings, journal))
+        await gateway.start()
+        gateway.install_signal_handlers()
+        await gateway.wait_stopped()
+        await gateway.drain()
+    finally:
+        await journal.close()
     return 0

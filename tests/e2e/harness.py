@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from gateway.journal.keys import generate as generate_keys
+from gateway.journal.keys import key_paths
 from protocols.postgres.scram import make_verifier
 from tests.conftest import ClusterInfo
 
@@ -54,9 +56,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def base_config(cluster: ClusterInfo, port: int) -> dict[str, Any]:
+def base_config(cluster: ClusterInfo, port: int, workdir: Path) -> dict[str, Any]:
+    private_key, _ = key_paths(workdir / "keys" / "journal")
+    if not private_key.exists():
+        generate_keys(workdir / "keys" / "journal")
+    (workdir / "witness").mkdir(exist_ok=True)
     return {
         "listen": f"127.0.0.1:{port}",
+        "journal": {"dir": str(workdir / "journal"), "signing_key": str(private_key),
+                    "checkpoint_copies": [str(workdir / "witness")]},
         "databases": {
             "clinic": {"host": cluster.host, "port": cluster.port, "dbname": cluster.database,
                        "user": cluster.service_user, "password_env": "CLINIC_DB_PASSWORD"},
@@ -85,16 +93,24 @@ class GatewayProcess:
     def __init__(self, workdir: Path, cluster: ClusterInfo, overrides: dict[str, Any] | None = None,
                  env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
         self.cluster = cluster
         self.port = free_port()
-        self.config = deep_merge(base_config(cluster, self.port), overrides or {})
+        self.config = deep_merge(base_config(cluster, self.port, workdir), overrides or {})
         self.config_path = workdir / "phigate.yaml"
         self.log_path = workdir / "gateway.log"
         self.env = {**os.environ, "CLINIC_DB_PASSWORD": cluster.service_password, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
 
+    @property
+    def journal_dir(self) -> Path:
+        return Path(self.config["journal"]["dir"])
+
+    @property
+    def public_key(self) -> Path:
+        return self.workdir / "keys" / "journal.pub"
+
     def start(self, timeout: float = 15.0) -> GatewayProcess:
-        self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(yaml.safe_dump(self.config), encoding="utf-8")
         with self.log_path.open("ab") as log:  # the child keeps its own descriptor
             self.process = subprocess.Popen(

@@ -82,7 +82,8 @@ async def test_asyncpg_listen_notify_with_matching_pids(gateway: GatewayProcess)
         pid, channel, payload = await asyncio.wait_for(received.get(), 10)
         assert (channel, payload) == ("ward_events", "bed 7 free")
         # The gateway hands out the upstream's real pid, so it matches what the server says.
-        assert pid == notifier.get_server_pid() == await notifier.fetchval("SELECT pg_backend_pid()")
+        server_pid = await notifier.fetchval("SELECT pg_backend_pid()")
+        assert pid == notifier.get_server_pid() == server_pid
     finally:
         await listener.close()
         await notifier.close()

@@ -1,0 +1,116 @@
+"""The journal hook: who, from where, when, what, the decision, and the outcome.
+
+Attached to the relay's hook chain after the policy hook (so it sees the
+decision) and before the recorder. Write-ahead and fail-closed: a
+``statement`` entry is durable before the statement is forwarded or refused,
+and when it cannot be written the statement is refused with 53100/58030
+(raised by ``Journal.append``). Outcomes, logins and session ends are
+appended without blocking the client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+from .config import Settings
+from .hooks import (
+    AuthEvent,
+    Hook,
+    Outcome,
+    Phase,
+    SessionInfo,
+    SessionSummary,
+    Statement,
+    Verdict,
+)
+from .journal import Journal
+
+POLICY_TAG = "policy"  # statement.tags key where the policy hook leaves its journal fields
+_PROTOCOL = {Phase.SIMPLE: "simple", Phase.PARSE: "extended", Phase.EXECUTE: "extended",
+             Phase.FUNCTION: "function"}
+
+
+class JournalHook(Hook):
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+
+    def authenticated(self, event: AuthEvent) -> None:
+        fields: dict[str, object] = {
+            "user": event.user, "client": f"{event.client_ip}:{event.client_port}",
+            "database": event.database, "success": event.success, "method": event.method,
+            "tls": event.tls,
+        }
+        if event.failure:
+            fields["failure"] = event.failure
+        self.journal.append_later("auth", fields)
+
+    async def session_started(self, session: SessionInfo) -> None:
+        await self.journal.append("session_start", {
+            "session": session.session_id, "identity": session.identity,
+            "groups": sorted(session.groups),
+            "client": f"{session.client_ip}:{session.client_port}",
+            "database": session.database, "application_name": session.application_name,
+            "tls": session.tls, "reason": session.reason,
+        })
+
+    async def before_statement(self, statement: Statement) -> Verdict | None:
+        refused = statement.verdict.refusal
+        if statement.phase is Phase.PARSE and refused is None:
+            return None  # nothing runs at Parse; the Execute is journaled
+        fields: dict[str, object] = {
+            "session": statement.session.session_id, "n": statement.number,
+            "protocol": _PROTOCOL[statement.phase], "sql": statement.sql,
+        }
+        if statement.phase is not Phase.SIMPLE:
+            fields["statement_name"] = statement.statement_name
+            parameters = self.journal.digest_parameters(statement.parameters)
+            if parameters is not None:
+                fields["parameters"] = parameters
+        policy = statement.tags.get(POLICY_TAG)
+        if isinstance(policy, dict):
+            fields.update(policy)
+        if refused is not None:
+            fields["refused"] = {"sqlstate": refused.sqlstate, "message": refused.message}
+        await self.journal.append("statement", fields)
+        return None
+
+    def after_statement(self, statement: Statement, outcome: Outcome) -> None:
+        fields: dict[str, object] = {
+            "session": statement.session.session_id, "n": statement.number,
+            "rows": outcome.rows, "bytes": outcome.bytes_to_client,
+            "duration_ms": round(outcome.duration_s * 1000, 3),
+            "tags": outcome.command_tags, "sqlstate": outcome.sqlstate,
+        }
+        if outcome.error_message:
+            fields["error"] = outcome.error_message
+        if outcome.refused:
+            fields["refused"] = True
+        if outcome.suspended:
+            fields["suspended"] = True
+        if outcome.row_limit_hit:
+            fields["row_limit_hit"] = True
+        self.journal.append_later("outcome", fields)
+
+    def session_ended(self, session: SessionInfo, summary: SessionSummary) -> None:
+        self.journal.append_later("session_end", {
+            "session": session.session_id, "identity": session.identity,
+            "duration_s": round(time.time() - session.started_at, 3),
+            "statements": summary.statements, "refused": summary.refused,
+            "rows": summary.rows, "end": summary.end.value,
+        })
+
+    def config_loaded(self, settings: Settings) -> None:
+        self.journal.append_later("config_loaded", config_fields(settings))
+
+
+def config_fields(settings: Settings) -> dict[str, object]:
+    """What ``config_loaded`` records: hashes that pin exactly which files were in force."""
+    policies = {}
+    for path in settings.policy_files:
+        try:
+            policies[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError as e:
+            policies[str(path)] = f"unreadable: {e.strerror}"
+    return {"config": str(settings.source), "sha256": settings.sha256, "policies": policies,
+            "users": len(settings.users), "databases": sorted(settings.databases)}

@@ -1,0 +1,269 @@
+"""One statement against one rule book: deny overrides allow, and no allow means deny.
+
+A rule *applies* when its identity, database, client and time conditions hold. A statement is
+allowed when, for each of its classes (and for ``dangerous`` if it is dangerous), some applying
+rule allows it — with the session reason it requires, without ``phi: deny`` when PHI is touched,
+and with PHI row budget left — and no applying rule denies one of its classes, ``dangerous``,
+``bulk_export``, or (``phi: deny``) its PHI tables. ``policies.engine`` drives this per statement.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from policies.context import RequestContext
+from policies.model import (
+    BULK_EXPORT,
+    DANGEROUS,
+    DANGEROUS_RULE,
+    DEFAULT_DENY,
+    Decision,
+    Rule,
+    minute_of_day,
+)
+from policies.phi import PhiMatcher
+from policies.statement import Statement
+
+
+@dataclass(frozen=True, slots=True)
+class RuleBook:
+    """The rules and PHI patterns of the policy files that take part in a decision."""
+
+    rules: tuple[Rule, ...]
+    phi: PhiMatcher
+    loaded: bool  # False: no policy file at all, so everything is denied
+
+
+@functools.lru_cache(maxsize=1024)
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1
+    return address
+
+
+def applies(rule: Rule, ctx: RequestContext) -> bool:
+    """Identity (users OR groups), database, client address and time conditions."""
+    if rule.users is not None or rule.groups is not None:
+        in_users = rule.users is not None and ctx.identity in rule.users
+        in_groups = rule.groups is not None and not rule.groups.isdisjoint(ctx.groups)
+        if not (in_users or in_groups):
+            return False
+    if rule.databases is not None and ctx.database not in rule.databases:
+        return False
+    if rule.clients is not None and not _client_matches(rule, ctx):
+        return False
+    if rule.hours is not None or rule.days is not None:
+        local = ctx.now.astimezone(rule.timezone)
+        if rule.days is not None and local.weekday() not in rule.days:
+            return False
+        if rule.hours is not None and not rule.hours.contains(minute_of_day(local)):
+            return False
+    return True
+
+
+def _client_matches(rule: Rule, ctx: RequestContext) -> bool:
+    ip = ctx.client_ip
+    address = _address(ip) if isinstance(ip, str) else ip
+    if address is None or rule.clients is None:
+        return False  # a Unix-socket client has no address to match
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address.version == net.version and address in net for net in rule.clients)
+
+
+def evaluate(book: RuleBook, ctx: RequestContext, stmt: Statement) -> Decision:
+    """Decide one resolved statement (EXECUTE/FETCH already replaced by what they run)."""
+    if not book.loaded:
+        return _Facts(stmt, [], [], None).deny(
+            (DEFAULT_DENY,), "phigate: rule default-deny: no policy is loaded, so every "
+            "statement is denied", "ask an administrator to configure policies")
+    phi = book.phi.touched(ctx.database, stmt.tables, ctx.view_dependencies)
+    matching = [rule for rule in book.rules if applies(rule, ctx)]
+    allowing, missing, blocked = _allowers(matching, ctx, stmt, phi)
+    max_rows = min((r.max_rows for r in allowing if r.max_rows is not None), default=None)
+    exported = _exported(book.phi, ctx, stmt, max_rows, phi)
+    denials = [(r, what) for r in matching if (what := _denial(r, stmt, phi, exported))]
+    facts = _Facts(stmt, phi, exported, max_rows)
+    if denials:
+        return facts.denied_by_rules(denials)
+    if DANGEROUS in missing:
+        return facts.deny((DANGEROUS_RULE,), f"phigate: rule dangerous: {stmt.dangerous[0]}; "
+                          "no rule allows dangerous statements for you",
+                          "a rule must list `dangerous` under allow", alert=True)
+    if missing:
+        return facts.denied_by_default(ctx, missing, blocked, matching, book.rules)
+    return facts.allowed(allowing)
+
+
+def _allowers(
+    matching: Sequence[Rule], ctx: RequestContext, stmt: Statement, phi: list[str]
+) -> tuple[list[Rule], list[str], dict[str, str]]:
+    """(rules that allow, items nobody allows, rule name → why it could not allow)."""
+    needed = sorted(stmt.classes or {"select"})
+    if stmt.dangerous:
+        needed.append(DANGEROUS)
+    allowing: dict[str, Rule] = {}
+    missing: list[str] = []
+    blocked: dict[str, str] = {}
+    for item in needed:
+        covered = False
+        for rule in matching:
+            if not rule.allows(item):
+                continue
+            why = _blocker(rule, ctx, phi)
+            if why:
+                blocked[rule.name] = why
+                continue
+            allowing[rule.name] = rule
+            covered = True
+        if not covered:
+            missing.append(item)
+    return list(allowing.values()), missing, blocked
+
+
+def _blocker(rule: Rule, ctx: RequestContext, phi: list[str]) -> str | None:
+    if rule.require_reason and not (ctx.reason and ctx.reason.strip()):
+        return "requires a reason: SET phigate.reason = '<ticket>'"
+    if phi and rule.phi == "deny":
+        return "does not allow PHI tables"
+    budget = rule.max_phi_rows_per_hour
+    if phi and budget is not None and ctx.phi_rows_last_hour >= budget:
+        return f"PHI row budget of {budget} rows/hour used up ({ctx.phi_rows_last_hour})"
+    return None
+
+
+def _exported(
+    matcher: PhiMatcher, ctx: RequestContext, stmt: Statement, max_rows: int | None,
+    phi: list[str],
+) -> list[str]:
+    """PHI tables whose rows the statement would export in bulk."""
+    if stmt.copy_to:
+        return list(phi)
+    out: dict[str, None] = {}
+    for flow in stmt.exports:
+        if flow.limit is not None and (max_rows is None or flow.limit <= max_rows):
+            continue
+        for name in matcher.touched(ctx.database, (flow.table,), ctx.view_dependencies):
+            out[name] = None
+    return list(out)
+
+
+def _denial(rule: Rule, stmt: Statement, phi: list[str], exported: list[str]) -> str | None:
+    if rule.deny:
+        for item in sorted(stmt.classes):
+            if rule.denies_class(item):
+                return item
+        if stmt.dangerous and DANGEROUS in rule.deny:
+            return f"dangerous statements ({stmt.dangerous[0]})"
+        if exported and BULK_EXPORT in rule.deny:
+            return f"bulk export of PHI ({', '.join(exported)})"
+    if phi and rule.phi == "deny":
+        return f"access to PHI tables ({', '.join(phi)})"
+    return None
+
+
+class _Facts:
+    """Builds the Decision for one statement once the outcome is known."""
+
+    def __init__(self, stmt: Statement, phi: list[str], exported: list[str],
+                 max_rows: int | None) -> None:
+        self.stmt, self.phi, self.exported, self.max_rows = stmt, phi, exported, max_rows
+
+    def _make(self, action: str, rules: tuple[str, ...], reason: str, hint: str | None,
+              *, alert: bool, max_rows: int | None = None,
+              budget: int | None = None) -> Decision:
+        stmt = self.stmt
+        return Decision(
+            action="allow" if action == "allow" else "deny",
+            rules=rules,
+            reason=reason,
+            hint=hint,
+            classes=tuple(sorted(stmt.classes)),
+            tables=tuple(dict.fromkeys(str(t) for t in stmt.tables)),
+            phi_tables=tuple(self.phi),
+            max_rows=max_rows,
+            max_phi_rows_per_hour=budget,
+            alert=alert,
+            bulk_export=bool(self.exported),
+            dangerous=stmt.is_dangerous,
+            statements=(stmt,),
+        )
+
+    def deny(self, rules: tuple[str, ...], reason: str, hint: str | None, *,
+             alert: bool = False) -> Decision:
+        return self._make("deny", rules, reason, hint, alert=alert)
+
+    def allowed(self, allowing: list[Rule]) -> Decision:
+        names = tuple(r.name for r in allowing)
+        budgets = [r.max_phi_rows_per_hour for r in allowing if r.max_phi_rows_per_hour]
+        what = ", ".join(sorted(self.stmt.classes)) or "statement"
+        return self._make(
+            "allow", names, f"phigate: allowed by rule {', '.join(names)} ({what})", None,
+            alert=any(r.alert for r in allowing), max_rows=self.max_rows,
+            budget=min(budgets, default=None),
+        )
+
+    def denied_by_rules(self, denials: list[tuple[Rule, str]]) -> Decision:
+        rule, what = denials[0]
+        names = tuple(dict.fromkeys(r.name for r, _ in denials))
+        also = f" (also denied by {', '.join(names[1:])})" if len(names) > 1 else ""
+        return self.deny(names, f"phigate: rule {rule.name} denies {what}{also}",
+                         self._deny_hint(rule, what), alert=any(r.alert for r, _ in denials))
+
+    def _deny_hint(self, rule: Rule, what: str) -> str:
+        if what.startswith("bulk export"):
+            if self.stmt.copy_to:
+                return "COPY of a PHI table is a bulk export; select the rows you need instead"
+            bound = f" or a LIMIT of at most {self.max_rows}" if self.max_rows else " or a LIMIT"
+            return f"add a WHERE clause that selects the rows you need{bound}"
+        if what.startswith("access to PHI"):
+            return "this rule forbids PHI tables; query tables that hold no PHI"
+        if what.startswith("dangerous"):
+            return "server-side file, program and dynamic-SQL functions are not allowed"
+        when = rule.when_text()
+        return f"{what} is denied by {rule.name}" + (f" during {when}" if when else "")
+
+    def denied_by_default(self, ctx: RequestContext, missing: list[str], blocked: dict[str, str],
+                          matching: list[Rule], rules: tuple[Rule, ...]) -> Decision:
+        why = "; ".join(f"{name} {text}" for name, text in blocked.items())
+        reason = (f"phigate: rule default-deny: no rule allows {', '.join(missing)} for "
+                  f"{ctx.identity} on {ctx.database}" + (f" ({why})" if why else ""))
+        return self.deny((DEFAULT_DENY, *blocked), reason, _default_hint(ctx, missing, matching,
+                                                                          rules, blocked))
+
+
+def _default_hint(ctx: RequestContext, missing: list[str], matching: list[Rule],
+                  rules: tuple[Rule, ...], blocked: dict[str, str]) -> str:
+    if any("reason" in text for text in blocked.values()):
+        return "set a reason first: SET phigate.reason = '<ticket>' (or PGOPTIONS at connect)"
+    for rule in rules:  # a rule for this identity that allows it elsewhere or at another time
+        if rule in matching or not any(rule.allows(item) for item in missing):
+            continue
+        if _for_identity(rule, ctx):
+            where = []
+            if rule.databases is not None and ctx.database not in rule.databases:
+                where.append(f"on {', '.join(sorted(rule.databases))}")
+            if rule.when_text():
+                where.append(f"during {rule.when_text()}")
+            if rule.clients is not None:
+                where.append("from " + ", ".join(str(n) for n in rule.clients))
+            return f"rule {rule.name} allows it {' '.join(where)}".rstrip()
+    granting = [rule for rule in matching if rule.allow]
+    allowed = sorted({item for rule in granting for item in rule.allow})
+    if allowed:
+        return f"you may run: {', '.join(allowed)} ({', '.join(r.name for r in granting)})"
+    return "no rule applies to you here; ask an administrator"
+
+
+def _for_identity(rule: Rule, ctx: RequestContext) -> bool:
+    if rule.users is None and rule.groups is None:
+        return True
+    return bool((rule.users and ctx.identity in rule.users) or
+                (rule.groups and not rule.groups.isdisjoint(ctx.groups)))

@@ -1,0 +1,116 @@
+"""What the classifier says about a query string: one ``Statement`` per SQL statement.
+
+``policies.classify`` produces these values from the parse tree; ``policies.engine`` decides on
+them; the gateway keeps the ``Statement`` of each PREPAREd statement and DECLAREd cursor in its
+session so later ``EXECUTE``/``FETCH`` statements are decided on what they really run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+EffectKind = Literal[
+    "prepare",  # PREPARE name AS ...: remember ``statement`` under ``name``
+    "deallocate",  # DEALLOCATE name / ALL (``name`` None)
+    "declare",  # DECLARE name CURSOR FOR ...: remember ``statement`` under ``name``
+    "close",  # CLOSE name / ALL (``name`` None)
+    "discard_all",  # DISCARD ALL: forget every prepared statement and cursor
+    "set_reason",  # SET phigate.reason = value: consumed by the gateway, not forwarded
+    "reset_reason",  # RESET phigate.reason / SET phigate.reason TO DEFAULT
+]
+
+
+@dataclass(frozen=True, slots=True)
+class TableRef:
+    """A relation as written: schema and catalog only when the SQL gave them.
+
+    Identifiers are as PostgreSQL sees them (unquoted ones folded to lower case). ``name`` is "*"
+    for "every table in the schema" (GRANT ... ON ALL TABLES IN SCHEMA).
+    """
+
+    name: str
+    schema: str | None = None
+    catalog: str | None = None
+
+    def __str__(self) -> str:
+        return ".".join(p for p in (self.catalog, self.schema, self.name) if p is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class ExportFlow:
+    """Rows of ``table`` that reach the client (or a new table) unfiltered.
+
+    "Unfiltered" means through no WHERE that mentions a column and no scalar aggregate; ``limit``
+    is the smallest constant LIMIT on the way out (None: none, ``LIMIT ALL``, a parameter, or
+    ``WITH TIES``). ``via`` says where the rows go: "select", "cursor", "create table as",
+    "insert select", "returning".
+    """
+
+    table: TableRef
+    limit: int | None
+    via: str
+
+
+@dataclass(frozen=True, slots=True)
+class RowShape:
+    """Facts about the outermost row source of a statement, for the journal and for tests."""
+
+    has_where: bool
+    limit: int | None
+    aggregate_only: bool
+    via: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEffect:
+    """Session state the gateway must update once the statement has succeeded upstream."""
+
+    kind: EffectKind
+    name: str | None = None
+    statement: Statement | None = None
+    value: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One classified statement.
+
+    ``classes`` is every class the statement needs (``INSERT ... SELECT`` needs insert and
+    select; a writable CTE adds its DML class). ``dangerous`` lists why the statement is dangerous
+    (empty when it is not). ``exports`` are the unfiltered row flows that make a bulk export when
+    they come from a PHI table; ``copy_to`` marks ``COPY ... TO`` whose every PHI table is a bulk
+    export. ``executes``/``fetches`` name the prepared statement or cursor whose classification
+    the engine must look up; with ``explain_only`` the looked-up statement is only planned.
+    """
+
+    text: str
+    command: str
+    classes: frozenset[str]
+    tables: tuple[TableRef, ...] = ()
+    functions: tuple[str, ...] = ()
+    dangerous: tuple[str, ...] = ()
+    exports: tuple[ExportFlow, ...] = ()
+    shape: RowShape | None = None
+    copy_to: bool = False
+    executes: str | None = None
+    fetches: str | None = None
+    explain_only: bool = False
+    effect: SessionEffect | None = None
+
+    @property
+    def is_dangerous(self) -> bool:
+        return bool(self.dangerous)
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """A whole query string: its statements in order, or the reason it could not be parsed."""
+
+    sql: str
+    statements: tuple[Statement, ...]
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None

@@ -1,0 +1,76 @@
+"""The classification cache: a fingerprint is not a safe key; the exact text is."""
+
+from __future__ import annotations
+
+import pytest
+from pglast import parser
+
+from policies.cache import MAX_CACHED_TEXT, ClassificationCache
+from policies.classify import classify
+from policies.engine import Engine
+from policies.loader import load_policy
+from tests.policies.conftest import MakeCtx
+
+EVERYONE_SELECTS = "rules:\n  - name: readers\n    allow: [select, session]\n"
+
+
+@pytest.mark.parametrize(("safe", "unsafe"), [
+    ("SELECT set_config('search_path', 'public', false)",
+     "SELECT set_config('role', 'postgres', false)"),
+    ("SELECT set_config('application_name', 'x', false)",
+     "SELECT set_config('session_authorization', 'postgres', false)"),
+])
+def test_fingerprint_twins_do_not_share_a_cached_allow(ctx: MakeCtx, safe: str,
+                                                       unsafe: str) -> None:
+    # The hazard is real: libpg_query's fingerprint ignores the constants.
+    assert parser.fingerprint(safe) == parser.fingerprint(unsafe)
+    for first, second in ((safe, unsafe), (unsafe, safe)):
+        engine = Engine([load_policy(EVERYONE_SELECTS, "p.yaml")])
+        decisions = {sql: engine.decide(ctx("anyone"), sql) for sql in (first, second)}
+        assert decisions[safe].allowed
+        assert not decisions[unsafe].allowed and decisions[unsafe].rules == ("dangerous",)
+        assert len(engine.cache) == 2
+
+
+def test_limit_constants_are_not_shared(ctx: MakeCtx, engine: Engine) -> None:
+    small, big = "SELECT * FROM patients LIMIT 10", "SELECT * FROM patients LIMIT 100000"
+    assert parser.fingerprint(small) == parser.fingerprint(big)
+    assert engine.decide(ctx(), small).allowed
+    assert not engine.decide(ctx(), big).allowed
+
+
+def test_lru_bounds_and_counts() -> None:
+    calls: list[str] = []
+
+    def counting(sql: str):  # type: ignore[no-untyped-def]
+        calls.append(sql)
+        return classify(sql)
+
+    cache = ClassificationCache(2, classifier=counting)
+    for sql in ("SELECT 1", "SELECT 2", "SELECT 1", "SELECT 3", "SELECT 2"):
+        cache.get(sql)
+    # SELECT 2 was evicted (least recently used when SELECT 3 came in)
+    assert calls == ["SELECT 1", "SELECT 2", "SELECT 3", "SELECT 2"]
+    assert (cache.hits, cache.misses, len(cache)) == (1, 4, 2)
+    assert "SELECT 1" not in cache and "SELECT 3" in cache
+    cache.clear()
+    assert len(cache) == 0
+
+
+def test_large_texts_and_zero_capacity_are_not_kept() -> None:
+    cache = ClassificationCache(10)
+    big = "SELECT 1 /*" + "x" * MAX_CACHED_TEXT + "*/"
+    assert cache.get(big).ok and len(cache) == 0
+    off = ClassificationCache(0)
+    off.get("SELECT 1")
+    assert len(off) == 0
+    with pytest.raises(ValueError):
+        ClassificationCache(-1)
+
+
+def test_a_cache_can_be_shared_across_reloads(ctx: MakeCtx, clinic_policy) -> None:  # type: ignore[no-untyped-def]
+    cache = ClassificationCache()
+    Engine([clinic_policy], cache=cache).decide(ctx(), "SELECT * FROM patients WHERE id = 1")
+    stricter = Engine([load_policy("rules: []\n", "none.yaml")], cache=cache)
+    assert not stricter.decide(ctx(), "SELECT * FROM patients WHERE id = 1").allowed
+    assert cache.hits == 1

@@ -1,0 +1,53 @@
+"""View dependencies: the mapping builder, and the catalog query against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from policies.views import CATALOG_SQL, build_view_dependencies
+from tests.conftest import ClusterInfo
+
+
+def test_mapping_is_transitive_and_has_bare_names() -> None:
+    rows = [
+        ("public", "patient_directory", "public", "patients"),
+        ("reporting", "summary", "public", "patient_directory"),
+        ("reporting", "summary", "public", "departments"),
+        ("archive", "patient_directory", "archive", "old_patients"),
+        ("public", "patients_2024", "public", "patients"),
+    ]
+    deps = build_view_dependencies(rows)
+    assert deps["reporting.summary"] == {"public.patient_directory", "public.patients",
+                                         "public.departments"}
+    assert deps["summary"] == deps["reporting.summary"]
+    assert deps["patient_directory"] == {"public.patients", "archive.old_patients"}
+    assert deps["public.patients_2024"] == {"public.patients"}
+
+
+def test_cycles_terminate() -> None:
+    deps = build_view_dependencies([("s", "a", "s", "b"), ("s", "b", "s", "a")])
+    assert deps["s.a"] == {"s.a", "s.b"}
+
+
+async def test_catalog_query_against_postgres(pg_cluster: ClusterInfo) -> None:
+    conn = await asyncpg.connect(pg_cluster.superuser_dsn)
+    try:
+        await conn.execute("""
+            CREATE SCHEMA IF NOT EXISTS phigate_views_test;
+            CREATE TABLE phigate_views_test.visits (id int, at date) PARTITION BY RANGE (at);
+            CREATE TABLE phigate_views_test.visits_2024 PARTITION OF phigate_views_test.visits
+                FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+            CREATE VIEW phigate_views_test.names AS
+                SELECT p.id FROM public.patients p JOIN phigate_views_test.visits v ON v.id = p.id;
+            CREATE MATERIALIZED VIEW phigate_views_test.counts AS
+                SELECT count(*) FROM phigate_views_test.names;
+        """)
+        rows = [tuple(r) for r in await conn.fetch(CATALOG_SQL)]
+    finally:
+        await conn.execute("DROP SCHEMA phigate_views_test CASCADE")
+        await conn.close()
+    deps = build_view_dependencies(rows)  # type: ignore[arg-type]
+    assert "public.patients" in deps["public.patient_directory"]  # from the demo data set
+    assert deps["phigate_views_test.names"] == {"public.patients", "phigate_views_test.visits"}
+    assert "public.patients" in deps["phigate_views_test.counts"]
+    assert deps["phigate_views_test.visits_2024"] == {"phigate_views_test.visits"}
