@@ -115,8 +115,13 @@ class RowLimit:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
+    """A hook's answer. ``rewrite_sql`` (simple queries only) is forwarded instead of the
+    client's text; an empty rewrite is answered by the gateway with ``local_tag``."""
+
     refusal: StatementRefused | None = None
     row_limit: RowLimit | None = None
+    rewrite_sql: str | None = None
+    local_tag: str | None = None
 
 
 ALLOW = Verdict()
@@ -222,11 +227,13 @@ def _merge(verdict: Verdict, new: Verdict) -> Verdict:
         return verdict
     if new.refusal is not None:
         return new
-    if new.row_limit is None:
-        return verdict
-    if verdict.row_limit is None or new.row_limit.max_rows < verdict.row_limit.max_rows:
-        return Verdict(row_limit=new.row_limit)
-    return verdict
+    row_limit = verdict.row_limit
+    if new.row_limit is not None and (row_limit is None
+                                      or new.row_limit.max_rows < row_limit.max_rows):
+        row_limit = new.row_limit
+    rewrite = new.rewrite_sql if new.rewrite_sql is not None else verdict.rewrite_sql
+    tag = new.local_tag if new.rewrite_sql is not None else verdict.local_tag
+    return Verdict(row_limit=row_limit, rewrite_sql=rewrite, local_tag=tag)
 
 
 class HookChain:

@@ -79,6 +79,7 @@ class _Kind(enum.Enum):
     EXECUTE = 2  # one Execute (or FunctionCall): ends at its completion message
     SYNC = 3  # a Sync: ends at ReadyForQuery
     REFUSAL = 4  # gateway refusal: swallow ParseComplete/BindComplete, replace the error
+    LOCAL = 5  # answered by the gateway itself (a consumed setting), after what precedes it
 
 
 @dataclass(slots=True)
@@ -134,6 +135,7 @@ class Relay:
         self._statements: dict[str, str] = {}
         self._portals: dict[str, _Portal] = {}
         self._discarding = False  # after a refusal in an extended batch, until Sync
+        self._status = "I"  # transaction status of the last ReadyForQuery
         self._number = 0
         self.summary = SessionSummary()
         self._end: EndReason | None = None
@@ -263,6 +265,12 @@ class Relay:
         verdict = await self._hooks.before_statement(statement)
         if verdict.refusal is not None:
             return self._refuse(statement, pending, verdict.refusal)
+        if verdict.rewrite_sql is not None and pending is not None and \
+                statement.phase is Phase.SIMPLE:
+            if not verdict.rewrite_sql.strip():
+                self._answer_locally(pending, verdict.local_tag or "SET")
+                return b""
+            frame = encode(m.Query(sql=verdict.rewrite_sql))
         if pending is not None:
             pending.row_limit = verdict.row_limit
             if pending.portal is not None and verdict.row_limit is not None:
@@ -303,6 +311,19 @@ class Relay:
                               f"-- fast-path function call, oid {call.function_oid}",
                               function_call=call)
         return statement, _Pending(_Kind.EXECUTE, statement)
+
+    def _answer_locally(self, pending: _Pending, tag: str) -> None:
+        """Complete a simple query without the upstream, in order with what is in flight."""
+        pending.kind = _Kind.LOCAL
+        pending.outcome.command_tags.append(tag)
+        pending.replacement = (encode(m.CommandComplete(tag=tag))
+                               + encode(m.ReadyForQuery(status=self._status)))
+        self.summary.statements += 1
+        if self._pending:
+            self._pending.append(pending)
+            return
+        self._client.write(pending.replacement)
+        self._complete(pending)
 
     def _refuse(self, statement: Statement, pending: _Pending | None,
                 refusal: StatementRefused) -> bytes:
@@ -414,10 +435,9 @@ class Relay:
         """Account for a completion message; return bytes to send instead, or None."""
         head = self._pending[0]
         if head.kind is _Kind.REFUSAL:
-            return self._refusal_response(head, type_byte)
+            return self._refusal_response(head, type_byte, bytes(buf[start:end]))
         if type_byte == _B_READY:
-            self._ready()
-            return None
+            return self._ready(bytes(buf[start:end]))
         if type_byte in (_B_PARSE_COMPLETE, _B_BIND_COMPLETE):
             return None
         if head.kind is _Kind.SYNC:
@@ -440,7 +460,7 @@ class Relay:
                 self._skip_until_sync()
         return replacement
 
-    def _refusal_response(self, head: _Pending, type_byte: int) -> bytes | None:
+    def _refusal_response(self, head: _Pending, type_byte: int, frame: bytes) -> bytes | None:
         if type_byte in (_B_PARSE_COMPLETE, _B_BIND_COMPLETE):
             return b""  # answers to the gateway's own refusal statement
         if type_byte == _B_ERROR:
@@ -455,6 +475,7 @@ class Relay:
         if type_byte == _B_READY:  # simple-protocol refusal finished
             self._pending.popleft()
             self._complete(head)
+            return self._after_ready(frame)
         return None
 
     def _skip_until_sync(self) -> None:
@@ -466,14 +487,25 @@ class Relay:
                 skipped.outcome.error_message = "skipped after an earlier error in the batch"
                 self._complete(skipped)
 
-    def _ready(self) -> None:
-        """ReadyForQuery ends a simple query or a Sync'd batch."""
+    def _ready(self, frame: bytes) -> bytes | None:
+        """ReadyForQuery ends a simple query or a Sync'd batch; local answers may follow it."""
         while self._pending:
             head = self._pending.popleft()
             if head.statement is not None:
                 self._complete(head)
             if head.kind in (_Kind.QUERY, _Kind.SYNC):
-                return
+                break
+        return self._after_ready(frame)
+
+    def _after_ready(self, frame: bytes) -> bytes | None:
+        """Local answers queued behind the batch that just ended go out right after it."""
+        self._status = chr(frame[5])
+        local = b""
+        while self._pending and self._pending[0].kind is _Kind.LOCAL:
+            answered = self._pending.popleft()
+            local += answered.replacement or b""
+            self._complete(answered)
+        return frame + local if local else None
 
     def _complete(self, pending: _Pending) -> None:
         statement = pending.statement

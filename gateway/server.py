@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import ssl
 from collections.abc import Sequence
 
@@ -58,7 +57,6 @@ class Gateway:
         self._relays: set[Relay] = set()
         self._client_tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
-        self._stopped = asyncio.Event()
 
     # ---------------------------------------------------------------- serving
 
@@ -112,18 +110,6 @@ class Gateway:
         return len(self._relays)
 
     # ---------------------------------------------------------------- lifecycle
-
-    def install_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
-        loop.add_signal_handler(signal.SIGINT, self.request_stop)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
-
-    def request_stop(self) -> None:
-        self._stopped.set()
-
-    async def wait_stopped(self) -> None:
-        await self._stopped.wait()
 
     def reload(self) -> None:
         """SIGHUP: re-read the config; users change for new logins, sessions keep running."""

@@ -9,13 +9,17 @@ checkpoint), so every session's last entries are in it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 
 from .audit import JournalHook, config_fields
+from .clock import TEST_NOW_ENV, Clock
 from .config import Settings
 from .errors import ConfigError, GatewayError
 from .hooks import Hook
 from .journal import Journal, JournalError
+from .policy_hook import PolicyHook
 from .server import Gateway
 
 log = logging.getLogger("phigate.service")
@@ -25,7 +29,11 @@ EXIT_JOURNAL = 3  # the journal could not be opened: tampered, locked or unwrita
 
 def build_hooks(settings: Settings, journal: Journal) -> list[Hook]:
     """The interception chain, in the fixed order: decide (policy) → journal → record."""
-    return [JournalHook(journal)]
+    clock = Clock.from_environment()
+    if clock.shifted:
+        log.warning("clock shifted by %s for testing: policy time windows use %s",
+                    TEST_NOW_ENV, clock.now().isoformat())
+    return [PolicyHook(settings, clock=clock), JournalHook(journal)]
 
 
 async def open_journal(settings: Settings) -> Journal:
@@ -40,7 +48,26 @@ async def open_journal(settings: Settings) -> Journal:
     return await Journal.open(settings.journal)
 
 
+class Signals:
+    """SIGTERM/SIGINT stop, SIGHUP reloads; installed before anything else can be signalled."""
+
+    def __init__(self) -> None:
+        self.stop = asyncio.Event()
+        self.gateway: Gateway | None = None
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stop.set)
+        loop.add_signal_handler(signal.SIGINT, self.stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload)
+
+    def _reload(self) -> None:
+        if self.gateway is None:
+            log.warning("SIGHUP before the gateway was listening: ignored")
+            return
+        self.gateway.reload()
+
+
 async def run_gateway(settings: Settings) -> int:
+    signals = Signals()
     try:
         journal = await open_journal(settings)
     except (JournalError, GatewayError) as e:
@@ -50,8 +77,8 @@ async def run_gateway(settings: Settings) -> int:
         await journal.append("config_loaded", config_fields(settings))
         gateway = Gateway(settings, build_hooks(settings, journal))
         await gateway.start()
-        gateway.install_signal_handlers()
-        await gateway.wait_stopped()
+        signals.gateway = gateway
+        await signals.stop.wait()
         await gateway.drain()
     finally:
         await journal.close()

@@ -25,6 +25,8 @@ from protocols.postgres.scram import make_verifier
 from tests.conftest import ClusterInfo
 
 REPO = Path(__file__).resolve().parents[2]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+CLINIC_POLICY = REPO / "examples" / "policies" / "clinic.yaml"
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ def base_config(cluster: ClusterInfo, port: int, workdir: Path) -> dict[str, Any
         "users": {i.name: {"password": verifier(i), "groups": list(i.groups)}
                   for i in IDENTITIES.values()},
         "limits": {"auth_failure_delay": "50ms"},
+        "policies": [str(FIXTURES / "allow-all.yaml")],
     }
 
 

@@ -1,0 +1,255 @@
+"""The policy hook: every statement is decided before it reaches the database.
+
+First in the hook chain, so the journal records each decision with the
+statement. Owns what the pure engine cannot: per-session state (reason,
+SQL-level prepared statements and cursors, Parse'd statements), the
+per-identity PHI-row budget, view dependencies from the upstream catalog, the
+clock, and reloading policy files on SIGHUP (a bad file keeps the old policy).
+
+* Simple Query: decided as a whole string; ``SET phigate.reason`` is consumed
+  (cut out of the string, or answered by the gateway when it is all there is).
+* Parse: decided once classified; a denial becomes an error in the pipeline.
+* Execute: decided again with the current context (time windows and budgets
+  move), and ``max_rows`` becomes a row limit counting every Execute of the
+  portal and every FETCH from a declared cursor.
+* Fast-path FunctionCall: refused (it bypasses SQL, so nothing can be decided).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from policies.budget import PhiBudget
+from policies.context import RequestContext
+from policies.engine import Engine
+from policies.loader import PolicyError, load_policies
+from policies.model import Decision
+from policies.statement import Statement as Classified
+
+from .audit import POLICY_TAG
+from .catalog import Dependencies, ViewCatalog
+from .clock import Clock
+from .config import Settings
+from .errors import ConfigError, PolicyDenied, RowLimitExceeded
+from .hooks import Hook, Outcome, Phase, RowLimit, SessionInfo, SessionSummary, Statement, Verdict
+
+log = logging.getLogger("phigate.policy")
+
+DECISION_TAG = "decision"
+REASON_EFFECTS = frozenset({"set_reason", "reset_reason"})
+
+
+def load_engine(policy_files: Iterable[Path], *, previous: Engine | None = None) -> Engine:
+    """Read and validate policy files into an engine. Raises ConfigError."""
+    files = []
+    for path in policy_files:
+        try:
+            files.append((path.read_text(encoding="utf-8"), str(path)))
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read policy file: {e}", file=str(path)) from e
+    try:
+        return Engine(load_policies(files), cache=previous.cache if previous else None)
+    except PolicyError as e:
+        raise ConfigError(str(e)) from e
+
+
+@dataclass(slots=True)
+class _SessionState:
+    info: SessionInfo
+    reason: str | None
+    views: Dependencies
+    prepared: dict[str, Classified] = field(default_factory=dict)
+    cursors: dict[str, Classified] = field(default_factory=dict)
+    cursor_limits: dict[str, int] = field(default_factory=dict)
+    cursor_rows: dict[str, int] = field(default_factory=dict)
+
+
+class PolicyHook(Hook):
+    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
+        self.engine = load_engine(settings.policy_files)
+        if not settings.policy_files:
+            log.warning("no policy files configured: every statement will be denied")
+        self._settings = settings
+        self._clock = clock or Clock()
+        self._budget = PhiBudget()
+        self._catalog = ViewCatalog(settings.limits.max_message_size)
+        self._sessions: dict[str, _SessionState] = {}
+        self._refreshes: set[asyncio.Task[None]] = set()
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def config_loaded(self, settings: Settings) -> None:
+        try:
+            engine = load_engine(settings.policy_files, previous=self.engine)
+        except ConfigError as e:
+            log.error("policy reload failed, keeping the policies in force: %s", e)
+            return
+        self.engine, self._settings = engine, settings
+        log.info("policies loaded", extra={"files": [str(p) for p in settings.policy_files]})
+
+    async def session_started(self, session: SessionInfo) -> None:
+        db = self._settings.database_for(session.database)
+        views: Dependencies = {}
+        if db is not None:
+            try:
+                views = await self._catalog.dependencies(db, db.dbname or session.database)
+            except Exception as e:  # conservative default: views resolve to nothing
+                log.error("could not read view dependencies: %s", e)
+        self._sessions[session.session_id] = _SessionState(session, session.reason, views)
+
+    def session_ended(self, session: SessionInfo, summary: SessionSummary) -> None:
+        self._sessions.pop(session.session_id, None)
+
+    # ---------------------------------------------------------------- deciding
+
+    def _context(self, state: _SessionState) -> RequestContext:
+        info = state.info
+        now = self._clock.now()
+        return RequestContext(
+            identity=info.identity, database=info.database, now=now, groups=info.groups,
+            client_ip=info.client_ip, reason=state.reason,
+            phi_rows_last_hour=self._budget.used(info.identity, now),
+            view_dependencies=state.views, prepared=state.prepared, cursors=state.cursors)
+
+    async def before_statement(self, statement: Statement) -> Verdict | None:
+        state = self._sessions.get(statement.session.session_id)
+        if state is None:
+            raise PolicyDenied("phigate: session unknown to the policy engine")
+        if statement.phase is Phase.FUNCTION:
+            statement.tags[POLICY_TAG] = {"decision": "deny", "rules": ["fast-path"]}
+            raise PolicyDenied("phigate: fast-path function calls are refused by the gateway",
+                               hint="call the function from SQL instead")
+        ctx = self._context(state)
+        decision = self.engine.decide(ctx, statement.sql)
+        statement.tags[DECISION_TAG] = decision
+        statement.tags[POLICY_TAG] = _journal_fields(decision)
+        if not decision.allowed:
+            raise PolicyDenied(decision.reason, hint=decision.hint)
+        if statement.phase is Phase.PARSE:
+            return None
+        row_limit = self._row_limit(state, decision, ctx.phi_rows_last_hour)
+        if row_limit is not None and row_limit.max_rows <= 0:
+            raise row_limit.error
+        rewrite = _without_reason_settings(statement, decision)
+        if rewrite is None:
+            return Verdict(row_limit=row_limit) if row_limit else None
+        return Verdict(row_limit=row_limit, rewrite_sql=rewrite, local_tag="SET")
+
+    def _row_limit(self, state: _SessionState, decision: Decision,
+                   used_phi_rows: int) -> RowLimit | None:
+        limit, rule = decision.max_rows, ",".join(decision.rules)
+        for part in decision.statements:
+            if part.fetches is not None and part.fetches in state.cursor_limits:
+                remaining = (state.cursor_limits[part.fetches]
+                             - state.cursor_rows.get(part.fetches, 0))
+                limit = remaining if limit is None else min(limit, remaining)
+        if decision.phi_tables and decision.max_phi_rows_per_hour is not None:
+            remaining = decision.max_phi_rows_per_hour - used_phi_rows
+            limit = remaining if limit is None else min(limit, remaining)
+        if limit is None:
+            return None
+        return RowLimit(max(limit, 0), RowLimitExceeded(
+            f"phigate: rule {rule}: result exceeds max_rows ({decision.max_rows}) "
+            "or the hourly PHI row budget; no more rows sent",
+            hint="add a WHERE clause or a LIMIT, or ask for a rule that allows more"))
+
+    # ---------------------------------------------------------------- afterwards
+
+    def after_statement(self, statement: Statement, outcome: Outcome) -> None:
+        decision = statement.tags.get(DECISION_TAG)
+        state = self._sessions.get(statement.session.session_id)
+        if not isinstance(decision, Decision) or state is None or outcome.refused:
+            return
+        if decision.phi_tables and outcome.rows:
+            self._budget.record(state.info.identity, outcome.rows, self._clock.now())
+        for part in decision.statements:
+            if part.fetches is not None:
+                state.cursor_rows[part.fetches] = (state.cursor_rows.get(part.fetches, 0)
+                                                   + outcome.rows)
+        if outcome.sqlstate is None:
+            self._apply_effects(state, decision)
+            if "ddl" in decision.classes:
+                self._refresh_views(state)
+
+    def _apply_effects(self, state: _SessionState, decision: Decision) -> None:
+        parts = decision.parts or (decision,)
+        for part, classified in zip(parts, decision.statements, strict=False):
+            effect = classified.effect
+            if effect is None:
+                continue
+            if effect.kind == "prepare" and effect.name and effect.statement:
+                state.prepared[effect.name] = effect.statement
+            elif effect.kind == "deallocate":
+                _forget(state.prepared, effect.name)
+            elif effect.kind == "declare" and effect.name and effect.statement:
+                state.cursors[effect.name] = effect.statement
+                state.cursor_rows[effect.name] = 0
+                if part.max_rows is not None:
+                    state.cursor_limits[effect.name] = part.max_rows
+            elif effect.kind == "close":
+                _forget(state.cursors, effect.name)
+            elif effect.kind == "discard_all":
+                state.prepared.clear()
+                state.cursors.clear()
+            elif effect.kind == "set_reason":
+                state.reason = effect.value or None
+            elif effect.kind == "reset_reason":
+                state.reason = None
+
+    def _refresh_views(self, state: _SessionState) -> None:
+        db = self._settings.database_for(state.info.database)
+        if db is None:
+            return
+        dbname = db.dbname or state.info.database
+        self._catalog.invalidate(db, dbname)
+
+        async def refresh() -> None:
+            try:
+                state.views = await self._catalog.dependencies(db, dbname)
+            except Exception as e:
+                log.error("could not refresh view dependencies: %s", e)
+
+        task = asyncio.create_task(refresh(), name=f"views-{state.info.session_id}")
+        self._refreshes.add(task)
+        task.add_done_callback(self._refreshes.discard)
+
+
+def _forget(names: dict[str, Classified], name: str | None) -> None:
+    if name is None:
+        names.clear()
+    else:
+        names.pop(name, None)
+
+
+def _without_reason_settings(statement: Statement, decision: Decision) -> str | None:
+    """The query text with ``SET phigate.reason`` statements cut out; None if there are none."""
+    if statement.phase is not Phase.SIMPLE:
+        return None
+    reasons = [s for s in decision.statements if s.effect and s.effect.kind in REASON_EFFECTS]
+    if not reasons:
+        return None
+    kept = [s.text for s in decision.statements if s not in reasons]
+    return ";\n".join(kept)
+
+
+def _journal_fields(decision: Decision) -> dict[str, object]:
+    fields: dict[str, object] = {
+        "decision": decision.verdict, "rules": list(decision.rules), "reason": decision.reason,
+        "classes": list(decision.classes), "tables": list(decision.tables),
+        "phi_tables": list(decision.phi_tables),
+    }
+    if decision.would_deny:
+        fields["dry_run"] = True
+    if decision.bulk_export:
+        fields["bulk_export"] = True
+    if decision.dangerous:
+        fields["dangerous"] = True
+    if decision.alert:
+        fields["alert"] = True
+    if decision.max_rows is not None:
+        fields["max_rows"] = decision.max_rows
+    return fields
