@@ -40,6 +40,7 @@ from .hooks import Hook, Outcome, Phase, RowLimit, SessionInfo, SessionSummary, 
 log = logging.getLogger("phigate.policy")
 
 DECISION_TAG = "decision"
+CURSORS_TAG = "fetches"  # cursors a statement FETCHes from, to count rows across FETCHes
 REASON_EFFECTS = frozenset({"set_reason", "reset_reason"})
 
 
@@ -131,7 +132,9 @@ class PolicyHook(Hook):
             raise PolicyDenied(decision.reason, hint=decision.hint)
         if statement.phase is Phase.PARSE:
             return None
-        row_limit = self._row_limit(state, decision, ctx.phi_rows_last_hour)
+        cursors = _fetched_cursors(self.engine.classify(statement.sql).statements)
+        statement.tags[CURSORS_TAG] = cursors
+        row_limit = self._row_limit(state, decision, cursors, ctx.phi_rows_last_hour)
         if row_limit is not None and row_limit.max_rows <= 0:
             raise row_limit.error
         rewrite = _without_reason_settings(statement, decision)
@@ -139,13 +142,12 @@ class PolicyHook(Hook):
             return Verdict(row_limit=row_limit) if row_limit else None
         return Verdict(row_limit=row_limit, rewrite_sql=rewrite, local_tag="SET")
 
-    def _row_limit(self, state: _SessionState, decision: Decision,
+    def _row_limit(self, state: _SessionState, decision: Decision, cursors: tuple[str, ...],
                    used_phi_rows: int) -> RowLimit | None:
         limit, rule = decision.max_rows, ",".join(decision.rules)
-        for part in decision.statements:
-            if part.fetches is not None and part.fetches in state.cursor_limits:
-                remaining = (state.cursor_limits[part.fetches]
-                             - state.cursor_rows.get(part.fetches, 0))
+        for cursor in cursors:
+            if cursor in state.cursor_limits:
+                remaining = state.cursor_limits[cursor] - state.cursor_rows.get(cursor, 0)
                 limit = remaining if limit is None else min(limit, remaining)
         if decision.phi_tables and decision.max_phi_rows_per_hour is not None:
             remaining = decision.max_phi_rows_per_hour - used_phi_rows
@@ -166,10 +168,9 @@ class PolicyHook(Hook):
             return
         if decision.phi_tables and outcome.rows:
             self._budget.record(state.info.identity, outcome.rows, self._clock.now())
-        for part in decision.statements:
-            if part.fetches is not None:
-                state.cursor_rows[part.fetches] = (state.cursor_rows.get(part.fetches, 0)
-                                                   + outcome.rows)
+        cursors = statement.tags.get(CURSORS_TAG, ())
+        for cursor in cursors if isinstance(cursors, tuple) else ():
+            state.cursor_rows[cursor] = state.cursor_rows.get(cursor, 0) + outcome.rows
         if outcome.sqlstate is None:
             self._apply_effects(state, decision)
             if "ddl" in decision.classes:
@@ -216,6 +217,10 @@ class PolicyHook(Hook):
         task = asyncio.create_task(refresh(), name=f"views-{state.info.session_id}")
         self._refreshes.add(task)
         task.add_done_callback(self._refreshes.discard)
+
+
+def _fetched_cursors(statements: Iterable[Classified]) -> tuple[str, ...]:
+    return tuple(s.fetches for s in statements if s.fetches is not None)
 
 
 def _forget(names: dict[str, Classified], name: str | None) -> None:
