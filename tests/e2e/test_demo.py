@@ -1,7 +1,8 @@
 """``phigate demo`` end to end: start it, connect with psql using the printed password, Ctrl-C it.
 
-Runs the real command in a subprocess, reads the connection instructions from its stdout, and
-checks that SIGINT leaves no PostgreSQL process and no temporary directory behind.
+Runs the real command in a subprocess, reads the connection instructions from its stdout, checks
+that the example policy is in force (an allowed read, a denied one), and that SIGINT leaves no
+PostgreSQL process and no temporary directory behind.
 """
 
 from __future__ import annotations
@@ -134,8 +135,11 @@ def test_demo_serves_printed_credentials_and_cleans_up_on_ctrl_c(demo: DemoProce
     alice = _psql(port, "alice", passwords["alice"], "SELECT count(*) FROM patients")
     assert alice.returncode == 0, alice.stderr
     assert alice.stdout.strip() == "500"
-    bob = _psql(port, "bob", passwords["bob"], "SELECT current_user")
-    assert (bob.returncode, bob.stdout.strip()) == (0, "phigate_svc"), bob.stderr
+    bob = _psql(port, "bob", passwords["bob"], "SELECT count(*) FROM departments")
+    assert (bob.returncode, bob.stdout.strip()) == (0, "7"), bob.stderr
+    denied = _psql(port, "bob", passwords["bob"], "SELECT * FROM patients WHERE id = 1")
+    assert denied.returncode != 0
+    assert "phigate: rule engineers-no-phi" in denied.stderr
     wrong = _psql(port, "alice", passwords["bob"], "SELECT 1")
     assert wrong.returncode != 0
     assert "password authentication failed" in wrong.stderr
