@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from policies.budget import PhiBudget
+from policies.classify import classify
 from policies.context import RequestContext
 from policies.engine import Engine
 from policies.loader import PolicyError, load_policies
@@ -42,6 +44,9 @@ log = logging.getLogger("phigate.policy")
 DECISION_TAG = "decision"
 CURSORS_TAG = "fetches"  # cursors a statement FETCHes from, to count rows across FETCHes
 REASON_EFFECTS = frozenset({"set_reason", "reset_reason"})
+# Within this long after its Parse, an Execute is decided as the Parse was: time windows and
+# budgets cannot have moved enough to matter, and row limits are still computed afresh.
+REUSE_PARSE_DECISION_S = 1.0
 
 
 def load_engine(policy_files: Iterable[Path], *, previous: Engine | None = None) -> Engine:
@@ -67,6 +72,7 @@ class _SessionState:
     cursors: dict[str, Classified] = field(default_factory=dict)
     cursor_limits: dict[str, int] = field(default_factory=dict)
     cursor_rows: dict[str, int] = field(default_factory=dict)
+    parsed: dict[str, tuple[str, Decision, float]] = field(default_factory=dict)
 
 
 class PolicyHook(Hook):
@@ -125,7 +131,12 @@ class PolicyHook(Hook):
             raise PolicyDenied("phigate: fast-path function calls are refused by the gateway",
                                hint="call the function from SQL instead")
         ctx = self._context(state)
-        decision = self.engine.decide(ctx, statement.sql)
+        decision = self._parsed_decision(state, statement)
+        if decision is None:
+            decision = self.engine.decide(ctx, statement.sql)
+        if statement.phase is Phase.PARSE:
+            state.parsed[statement.statement_name] = (statement.sql, decision,
+                                                      time.monotonic())
         statement.tags[DECISION_TAG] = decision
         statement.tags[POLICY_TAG] = _journal_fields(decision)
         if not decision.allowed:
@@ -141,6 +152,19 @@ class PolicyHook(Hook):
         if rewrite is None:
             return Verdict(row_limit=row_limit) if row_limit else None
         return Verdict(row_limit=row_limit, rewrite_sql=rewrite, local_tag="SET")
+
+    @staticmethod
+    def _parsed_decision(state: _SessionState, statement: Statement) -> Decision | None:
+        """An Execute right after its Parse reuses the Parse's decision (same batch)."""
+        if statement.phase is not Phase.EXECUTE:
+            return None
+        parsed = state.parsed.get(statement.statement_name)
+        if parsed is None:
+            return None
+        sql, decision, decided_at = parsed
+        if sql != statement.sql or time.monotonic() - decided_at > REUSE_PARSE_DECISION_S:
+            return None
+        return decision
 
     def _row_limit(self, state: _SessionState, decision: Decision, cursors: tuple[str, ...],
                    used_phi_rows: int) -> RowLimit | None:
@@ -234,11 +258,12 @@ def _without_reason_settings(statement: Statement, decision: Decision) -> str | 
     """The query text with ``SET phigate.reason`` statements cut out; None if there are none."""
     if statement.phase is not Phase.SIMPLE:
         return None
-    reasons = [s for s in decision.statements if s.effect and s.effect.kind in REASON_EFFECTS]
-    if not reasons:
+    if not any(s.effect and s.effect.kind in REASON_EFFECTS for s in decision.statements):
         return None
-    kept = [s.text for s in decision.statements if s not in reasons]
-    return ";\n".join(kept)
+    # Cached classifications may carry another query's text: cut from this query's own parse.
+    exact = classify(statement.sql).statements
+    return ";\n".join(s.text for s in exact
+                      if not (s.effect and s.effect.kind in REASON_EFFECTS))
 
 
 def _journal_fields(decision: Decision) -> dict[str, object]:

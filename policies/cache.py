@@ -1,24 +1,58 @@
-"""A bounded LRU cache of classifications, keyed on the exact SQL text.
+"""A bounded LRU cache of classifications, keyed on the SQL text.
 
 Parsing costs tens of microseconds; a dictionary hit costs well under one. The key must keep
 every constant a decision depends on — a LIMIT value, the setting name in ``set_config('role',
 ...)``, a function's string argument, a prepared statement's name — and a libpg_query fingerprint
 drops constants (and some names), so ``set_config('search_path', ...)`` and ``set_config('role',
-...)`` share a fingerprint. The exact text keeps everything, and classification depends on the
-text alone, so a hit is always the right answer. Statements that differ only in constants miss;
-drivers that use parameters ($1) hit.
+...)`` share a fingerprint. So the fingerprint alone is never the key.
+
+Two levels: the exact text (always right), then a *shape* key for the common case of queries
+that differ only in a number compared in a predicate (``WHERE id = 42`` vs ``WHERE id = 7``):
+the fingerprint together with the text in which exactly those numbers — a numeric literal
+directly after ``=``, ``<`` or ``>`` — are replaced by ``?``. Everything else stays verbatim:
+identifiers, and numbers anywhere else (texts with strings, quoted identifiers or comments
+are not shaped at all) (a LIMIT or FETCH count can never
+directly follow a comparison operator, and ``LIMIT /**/ 10`` keeps its number). Numbers
+compared in a predicate never change a statement's class, tables, functions, danger or export
+shape, so a shape hit classifies alike. A shape hit's ``sql`` and statement ``text`` are those
+of the first query with that shape: callers that need this query's own text (the gateway
+cutting ``SET phigate.reason`` out of a string) must classify it exactly.
 """
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import TypeVar
+
+from pglast import parser
 
 from policies.classify import classify
 from policies.statement import Classification
 
+_K = TypeVar("_K")
+
 DEFAULT_CAPACITY = 10_000  # entries; a few KB each, so tens of MB at worst
 MAX_CACHED_TEXT = 64 * 1024  # longer texts are classified every time rather than pinned
+# A plain decimal number directly after a comparison operator (whitespace only between).
+_OPAQUE = re.compile(r"['\"$\\]|--|/\*")
+_COMPARED_NUMBER = re.compile(r"(?<=[=<>])(\s*)[+-]?\d+(?:\.\d+)?(?![\w.$])")
+
+
+def shape_key(sql: str) -> tuple[str, str] | None:
+    """Fingerprint plus the text with compared numbers masked; None when not applicable.
+
+    Not applicable to text with quotes, dollar quotes, comments or backslashes, where a
+    "number after =" might sit inside a string (a reason, a role name) or a comment.
+    """
+    if _OPAQUE.search(sql):
+        return None
+    try:
+        fingerprint = parser.fingerprint(sql)
+    except Exception:  # unparseable: classify exactly, which reports the error
+        return None
+    return fingerprint, _COMPARED_NUMBER.sub(r"\1?", sql)
 
 
 class ClassificationCache:
@@ -35,6 +69,7 @@ class ClassificationCache:
         self.capacity = capacity
         self._classify = classifier
         self._entries: OrderedDict[str, Classification] = OrderedDict()
+        self._shapes: OrderedDict[tuple[str, str], Classification] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
@@ -44,19 +79,33 @@ class ClassificationCache:
             self._entries.move_to_end(sql)
             self.hits += 1
             return found
+        cacheable = self.capacity and len(sql) <= MAX_CACHED_TEXT
+        shape = shape_key(sql) if cacheable else None
+        if shape is not None and (found := self._shapes.get(shape)) is not None:
+            self._shapes.move_to_end(shape)
+            self.hits += 1
+            return found
         self.misses += 1
         result = self._classify(sql)
-        if self.capacity and len(sql) <= MAX_CACHED_TEXT:
-            self._entries[sql] = result
-            if len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
+        if cacheable:
+            _remember(self._entries, sql, result, self.capacity)
+            if shape is not None:
+                _remember(self._shapes, shape, result, self.capacity)
         return result
 
     def clear(self) -> None:
         self._entries.clear()
+        self._shapes.clear()
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def __contains__(self, sql: object) -> bool:
         return sql in self._entries
+
+
+def _remember(entries: OrderedDict[_K, Classification], key: _K, value: Classification,
+              capacity: int) -> None:
+    entries[key] = value
+    if len(entries) > capacity:
+        entries.popitem(last=False)

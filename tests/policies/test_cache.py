@@ -47,12 +47,13 @@ def test_lru_bounds_and_counts() -> None:
         return classify(sql)
 
     cache = ClassificationCache(2, classifier=counting)
-    for sql in ("SELECT 1", "SELECT 2", "SELECT 1", "SELECT 3", "SELECT 2"):
+    # Quoted constants keep the shape level out of it: this is the exact-text LRU.
+    for sql in ("SELECT '1'", "SELECT '2'", "SELECT '1'", "SELECT '3'", "SELECT '2'"):
         cache.get(sql)
-    # SELECT 2 was evicted (least recently used when SELECT 3 came in)
-    assert calls == ["SELECT 1", "SELECT 2", "SELECT 3", "SELECT 2"]
+    # SELECT '2' was evicted (least recently used when SELECT '3' came in)
+    assert calls == ["SELECT '1'", "SELECT '2'", "SELECT '3'", "SELECT '2'"]
     assert (cache.hits, cache.misses, len(cache)) == (1, 4, 2)
-    assert "SELECT 1" not in cache and "SELECT 3" in cache
+    assert "SELECT '1'" not in cache and "SELECT '3'" in cache
     cache.clear()
     assert len(cache) == 0
 
@@ -74,3 +75,27 @@ def test_a_cache_can_be_shared_across_reloads(ctx: MakeCtx, clinic_policy) -> No
     stricter = Engine([load_policy("rules: []\n", "none.yaml")], cache=cache)
     assert not stricter.decide(ctx(), "SELECT * FROM patients WHERE id = 1").allowed
     assert cache.hits == 1
+
+
+def test_shape_key_masks_only_numbers_compared_in_predicates() -> None:
+    from policies.cache import shape_key
+
+    first = shape_key("SELECT * FROM t WHERE id = 5")
+    second = shape_key("SELECT * FROM t WHERE id=7")
+    assert first is not None and second is not None and first[0] == second[0]
+    assert shape_key("SELECT * FROM t WHERE id = 5") == shape_key("SELECT * FROM t WHERE id = 9")
+    # LIMIT values, even hidden behind comments or parentheses, keep their own key.
+    assert shape_key("SELECT * FROM t LIMIT 10") != shape_key("SELECT * FROM t LIMIT 10000")
+    assert shape_key("SELECT * FROM t LIMIT (10)") != shape_key("SELECT * FROM t LIMIT (10000)")
+    assert shape_key("SELECT * FROM t LIMIT /**/ 10") is None
+    # Strings (a reason, a role name) are never shaped.
+    assert shape_key("SET phigate.reason = 'INC = 5'") is None
+    assert shape_key("SELECT set_config('role', 'x', false)") is None
+
+
+def test_shape_hits_share_a_classification_but_never_across_limits() -> None:
+    cache = ClassificationCache()
+    bounded = cache.get("SELECT * FROM patients WHERE id > 1 LIMIT 10")
+    assert cache.get("SELECT * FROM patients WHERE id > 2 LIMIT 10") is bounded
+    unbounded = cache.get("SELECT * FROM patients WHERE id > 2 LIMIT 100000")
+    assert unbounded is not bounded
