@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -142,6 +143,7 @@ class Publisher:
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self._post_task: asyncio.Task[None] | None = None
+        self._health = _WitnessHealth()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="phigate-journal-witness")
@@ -184,21 +186,50 @@ class Publisher:
             try:
                 segments.atomic_write(target, data)
             except OSError as e:
-                log.error("could not write journal checkpoint seq %d to %s: %s", cp.seq,
-                          target, e)
+                self._health.failed(str(target), cp, e)
+            else:
+                self._health.succeeded(str(target), cp)
 
     def _post(self, cp: Checkpoint) -> None:
         if self._url is None or (self._post_task is not None and not self._post_task.done()):
             return
-        self._post_task = asyncio.create_task(asyncio.to_thread(_post, self._url, cp),
+        self._post_task = asyncio.create_task(asyncio.to_thread(self._post_now, self._url, cp),
                                               name="phigate-journal-witness-post")
 
+    def _post_now(self, url: str, cp: Checkpoint) -> None:
+        request = urllib.request.Request(url, data=cp.to_json(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=URL_TIMEOUT_S) as response:
+                response.read()
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            self._health.failed(url, cp, e)
+        else:
+            self._health.succeeded(url, cp)
 
-def _post(url: str, cp: Checkpoint) -> None:
-    request = urllib.request.Request(url, data=cp.to_json(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=URL_TIMEOUT_S) as response:
-            response.read()
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        log.warning("could not POST journal checkpoint seq %d to %s: %s", cp.seq, url, e)
+
+class _WitnessHealth:
+    """Logs a witness going bad and coming back, not every checkpoint in between.
+
+    Checkpoints come every second; an unreachable witness would otherwise flood
+    the log and hide everything else. Called from the witness threads.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._failing: dict[str, int] = {}
+
+    def failed(self, target: str, cp: Checkpoint, error: Exception) -> None:
+        with self._lock:
+            first = target not in self._failing
+            self._failing[target] = self._failing.get(target, 0) + 1
+        if first:
+            log.error("journal checkpoint witness %s failed at seq %d: %s (logged again when "
+                      "it recovers)", target, cp.seq, error)
+
+    def succeeded(self, target: str, cp: Checkpoint) -> None:
+        with self._lock:
+            missed = self._failing.pop(target, 0)
+        if missed:
+            log.warning("journal checkpoint witness %s recovered at seq %d after %d failures",
+                        target, cp.seq, missed)

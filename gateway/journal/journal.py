@@ -16,9 +16,10 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from importlib import metadata
 
-from . import recovery
+from . import recovery, segments
 from .chain import RESERVED_FIELDS, genesis
 from .checkpoints import Publisher
 from .errors import JournalError, JournalLocked
@@ -29,6 +30,14 @@ from .settings import JournalSettings
 from .writer import ChainPosition, Pending, Writer
 
 log = logging.getLogger("phigate.journal")
+
+
+@dataclass(frozen=True, slots=True)
+class JournalStats:
+    seq: int
+    entries: int
+    batches: int
+    writable: bool
 
 
 class Journal:
@@ -45,6 +54,8 @@ class Journal:
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.Task[None] | None = None
         self._closed = False
+        # append_later entries refused since the journal last accepted one (logged once).
+        self._dropped = 0
 
     @classmethod
     async def open(cls, settings: JournalSettings, *, journal_id: str | None = None,
@@ -57,11 +68,14 @@ class Journal:
         the ``start`` entry cannot be written.
         """
         key = await asyncio.to_thread(load_private, settings.signing_key)
-        settings.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        await asyncio.to_thread(segments.make_journal_dir, settings.dir)
         lock = DirectoryLock(settings.dir)
         if not await asyncio.to_thread(lock.acquire):
             raise JournalLocked(f"journal {settings.dir} is in use by another process")
+        publisher: Publisher | None = None
+        writer: Writer | None = None
         try:
+            await asyncio.to_thread(segments.remove_stale_temporaries, settings.dir)
             state = await asyncio.to_thread(recovery.inspect, settings.dir, key.public_key())
             if journal_id and state.journal_id and journal_id != state.journal_id:
                 raise JournalError(f"{settings.dir} holds journal {state.journal_id}, "
@@ -83,6 +97,10 @@ class Journal:
                             on_checkpoint=publisher.submit)
             await writer.start()
         except BaseException:
+            if writer is not None:
+                await writer.stop()
+            if publisher is not None:
+                await publisher.close()
             lock.release()
             raise
         parameter_key = settings.parameter_key or derive_parameter_key(key)
@@ -132,8 +150,15 @@ class Journal:
         """
         refusal = self._writer.refusal()
         if refusal is not None:
-            log.error("journal: %r entry not written: %s", type, refusal)
+            self._dropped += 1
+            if self._dropped == 1:
+                log.error("journal: %r entry not written (%s); counting further losses",
+                          type, refusal.message)
             return
+        if self._dropped:
+            log.warning("journal: %d entries were not written while it was unwritable",
+                        self._dropped)
+            self._dropped = 0
         self._writer.submit(Pending(type, _own(fields), None))
 
     def digest_parameters(self, params: Sequence[bytes | None]) -> list[str | None] | None:
@@ -143,6 +168,13 @@ class Journal:
     @property
     def writable(self) -> bool:
         return not self._closed and self._writer.writable
+
+    @property
+    def stats(self) -> JournalStats:
+        """Counters since open, for metrics: last seq, entries and group-commit batches."""
+        writer = self._writer
+        return JournalStats(seq=writer.seq, entries=writer.entries, batches=writer.batches,
+                            writable=self.writable)
 
     async def checkpoint(self) -> int:
         """Write a signed checkpoint now; returns its seq."""

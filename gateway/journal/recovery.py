@@ -86,7 +86,7 @@ def _inspect(directory: Path, key: Ed25519PublicKey) -> JournalState:
     torn = None
     for segment in found[start:]:
         data = segment.path.read_bytes()
-        chunk = scan_lines(data, key, watch)
+        chunk = scan_lines(data, key)
         check.add(chunk, segment.name, 1, segment_seq=segment.first_seq)
         if chunk.tail:
             if segment is not found[-1] or segments.is_sealed(segment.path):

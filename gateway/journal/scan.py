@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import json.scanner
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .chain import CHECKPOINT_FIELDS, LINE_DOMAIN
 from .checkpoints import Checkpoint
+
+# The scanner json.loads wraps, called directly (typeshed mistypes its argument).
+_SCAN_ONCE = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
 
 # Entries whose content matters beyond the chain: the stitcher sees these.
 SPECIAL_TYPES = frozenset({"checkpoint", "prune", "start"})
@@ -52,32 +56,33 @@ class ChunkResult:
     last_hash: str | None = None
     tail: bytes = b""
     specials: list[Special] = field(default_factory=list)
-    watched: dict[int, str] = field(default_factory=dict)
     fault: LineFault | None = None
 
 
-def scan_lines(data: bytes, key: Ed25519PublicKey, watch: frozenset[int] = frozenset()
-               ) -> ChunkResult:
-    """Check every complete line of ``data``; stops at the first fault.
-
-    ``watch``: seqs whose chain hash the caller wants (to match checkpoint files).
-    """
+def scan_lines(data: bytes, key: Ed25519PublicKey) -> ChunkResult:
+    """Check every complete line of ``data``; stops at the first fault."""
     result = ChunkResult(size=len(data))
     lines = data.split(b"\n")
     result.tail = lines.pop()
-    loads = json.loads
+    scan_once = _SCAN_ONCE
     sha256 = hashlib.sha256
     specials = SPECIAL_TYPES
     expected: int | None = None
     prev_hash: str | None = None
+    index = 0
     for index, line in enumerate(lines):
         try:
-            entry = loads(line)
+            # The JSON scanner itself, on strictly decoded UTF-8: json.loads would
+            # also sniff the encoding and skip whitespace a canonical line never has.
+            text = line.decode()
+            entry, end = scan_once(text, 0)
+            if end != len(text):
+                raise ValueError("trailing data")
             seq = entry["seq"]
             prev = entry["prev"]
             kind = entry["type"]
             entry["time"]
-        except (ValueError, TypeError, KeyError, IndexError) as e:
+        except (ValueError, TypeError, KeyError, IndexError, StopIteration) as e:
             result.fault = LineFault(index, expected, f"not a journal entry: {_describe(e)}")
             break
         if seq.__class__ is not int or kind.__class__ is not str:
@@ -97,23 +102,21 @@ def scan_lines(data: bytes, key: Ed25519PublicKey, watch: frozenset[int] = froze
                 result.fault = LineFault(index, seq, problem)
                 break
         prev_hash = sha256(LINE_DOMAIN + line).hexdigest()
-        if seq in watch:
-            result.watched[seq] = prev_hash
         expected = seq + 1
-        result.lines = index + 1
+    # After a break, index is the faulty line: the lines before it were checked.
+    result.lines = len(lines) if result.fault is None else index
     if expected is not None:
         result.last_seq = expected - 1
         result.last_hash = prev_hash
     return result
 
 
-def scan_file_range(path: str, start: int, end: int, public_raw: bytes,
-                    watch: frozenset[int]) -> ChunkResult:
+def scan_file_range(path: str, start: int, end: int, public_raw: bytes) -> ChunkResult:
     """Worker-process entry point: scan bytes [start, end) of a segment."""
     with open(path, "rb") as f:
         f.seek(start)
         data = f.read(end - start) if end >= 0 else f.read()
-    return scan_lines(data, Ed25519PublicKey.from_public_bytes(public_raw), watch)
+    return scan_lines(data, Ed25519PublicKey.from_public_bytes(public_raw))
 
 
 def _special(result: ChunkResult, index: int, seq: int, kind: str, entry: dict[str, object],
@@ -137,7 +140,8 @@ def _special(result: ChunkResult, index: int, seq: int, kind: str, entry: dict[s
 
 def _seq_fault(seq: int, expected: int) -> str:
     if seq < expected:
-        return f"seq {seq} where {expected} was expected (a line was inserted, duplicated or moved)"
+        return (f"seq {seq} where {expected} was expected: a line was inserted before this one "
+                "(or lines were duplicated or moved)")
     return f"seq {seq} where {expected} was expected (lines were removed or moved)"
 
 
@@ -151,6 +155,6 @@ def _describe(e: Exception) -> str:
         return f"missing {e.args[0]!r}"
     if isinstance(e, UnicodeDecodeError):
         return "not UTF-8"
-    if isinstance(e, ValueError):
+    if isinstance(e, ValueError | StopIteration):
         return "invalid JSON"
     return "not a JSON object"

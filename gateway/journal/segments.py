@@ -205,6 +205,21 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
     fsync_dir(path.parent)
 
 
+def remove_stale_temporaries(directory: Path) -> None:
+    """Delete what an interrupted :func:`atomic_write` left behind (call with the lock held)."""
+    for path in directory.glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def make_journal_dir(directory: Path) -> None:
+    """Create the journal directory (0700: it holds PHI) durably, if it does not exist."""
+    if directory.is_dir():
+        return
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fsync_dir(directory.parent)
+
+
 class DirectoryLock:
     """An exclusive flock on ``.lock`` in the journal directory, held while open.
 

@@ -71,8 +71,8 @@ class ChainCheck:
         self.checkpoints = 0
         self.newest_checkpoint: Checkpoint | None = None
         self.pruned: dict[int, str] = {}
+        # Checkpoint lines at the seqs of recorded checkpoints (checkpoint.json, witness).
         self.watched_checkpoints: dict[int, Checkpoint] = {}
-        self.watched_hashes: dict[int, str] = {}
         # The first seq this check has seen (or starts after), to know what it can judge.
         self.first_seq = after.seq + 1 if after else None
 
@@ -90,17 +90,22 @@ class ChainCheck:
                     f"the file name says this segment starts at seq {segment_seq}, but its first "
                     f"line is seq {chunk.first_seq}: segments were renamed, swapped or replaced")))
             self._join(chunk.first_seq, chunk.first_prev, file, first_line, segment_seq)
-        if fault is not None:
-            raise Tampered(Failure(fault.seq, file, first_line + fault.index, fault.what))
+        # Specials all precede the fault (scanning stops there), so this keeps chain order.
         for special in chunk.specials:
             self._special(special, file, first_line + special.index)
+        if fault is not None:
+            what = fault.what
+            if "signature" in what:
+                good = self.newest_checkpoint
+                what += (f"; the last checkpoint that verifies is seq {good.seq} ({good.time})"
+                         if good else "; no earlier checkpoint verifies")
+            raise Tampered(Failure(fault.seq, file, first_line + fault.index, what))
         if chunk.last_seq is not None and chunk.last_hash is not None:
             self.next_seq = chunk.last_seq + 1
             self.head = chunk.last_hash
             self.head_at = (file, first_line + chunk.lines - 1)
         self.entries += chunk.lines
         self.bytes += chunk.size
-        self.watched_hashes.update(chunk.watched)
 
     def _join(self, seq: int, prev: str | None, file: str, line: int,
               segment_seq: int | None) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -30,7 +31,7 @@ from .segments import SegmentFile
 from .stitch import ChainCheck, Failure, Tampered
 
 # Below this a journal is verified in-process: starting workers costs more than it saves.
-PARALLEL_MIN_BYTES = 32 * 1024 * 1024
+PARALLEL_MIN_BYTES = 8 * 1024 * 1024
 # Slices handed to workers; big enough to amortise the hand-off, small enough to balance.
 CHUNK_BYTES = 8 * 1024 * 1024
 # A live gateway may be mid-write when we read the last line; look again once.
@@ -123,7 +124,7 @@ class _Run:
             raise Tampered(Failure(None, str(self.directory), None, "no journal segments"))
         watch = frozenset(cp.seq for cp in [recorded, *witnesses.values()] if cp is not None)
         check = self.check_ = ChainCheck(self.key, watch=watch)
-        self._scan(found, check, watch, workers)
+        self._scan(found, check, workers)
         check.finish_anchor()
         check.finish_checkpoints(whole=True)
         check.check_recorded(recorded, segments.CHECKPOINT_FILE, rollback=False)
@@ -140,14 +141,13 @@ class _Run:
         self.witness = witness
         check.check_recorded(witness, f"witness {source}", rollback=True)
 
-    def _scan(self, found: list[SegmentFile], check: ChainCheck, watch: frozenset[int],
-              workers: int | None) -> None:
+    def _scan(self, found: list[SegmentFile], check: ChainCheck, workers: int | None) -> None:
         sizes = [os.stat(segment.path).st_size for segment in found]
         count = _worker_count(sum(sizes), workers)
         slices = _plan(found, sizes, count)
         line_base = 1
         current: SegmentFile | None = None
-        for (segment, start, _, is_last_slice), chunk in _results(slices, self.key, watch, count):
+        for (segment, start, _, is_last_slice), chunk in _results(slices, self.key, count):
             if segment is not current:
                 current, line_base = segment, 1
                 self.segments += 1
@@ -171,7 +171,7 @@ class _Run:
             time.sleep(SETTLE_S)
             with open(segment.path, "rb") as f:
                 f.seek(offset)
-                more = scan_lines(f.read(), self.key, check.watch)
+                more = scan_lines(f.read(), self.key)
             check.add(more, segment.name, line_base, segment_seq=None)
             if not more.tail:
                 return
@@ -240,23 +240,28 @@ def _worker_count(total: int, workers: int | None) -> int:
     return min(os.cpu_count() or 1, 8)
 
 
-def _results(slices: list[_Slice], key: Ed25519PublicKey, watch: frozenset[int],
-             count: int) -> Iterator[tuple[_Slice, ChunkResult]]:
+def _results(slices: list[_Slice], key: Ed25519PublicKey, count: int
+             ) -> Iterator[tuple[_Slice, ChunkResult]]:
     """Scan results in chain order; lazily, so a failure stops early."""
     raw = public_raw(key)
     if count <= 1:
         for item in slices:
-            yield item, scan_file_range(str(item[0].path), item[1], item[2], raw, watch)
+            yield item, scan_file_range(str(item[0].path), item[1], item[2], raw)
         return
-    executor: Executor = ProcessPoolExecutor(
-        max_workers=count, mp_context=multiprocessing.get_context("spawn"))
+    executor: Executor = ProcessPoolExecutor(max_workers=count, mp_context=_context())
     try:
-        futures = [executor.submit(scan_file_range, str(s[0].path), s[1], s[2], raw, watch)
+        futures = [executor.submit(scan_file_range, str(s[0].path), s[1], s[2], raw)
                    for s in slices]
         for item, future in zip(slices, futures, strict=True):
             yield item, future.result()
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    # fork starts workers in milliseconds, but is only safe while we have no other
+    # threads (the CLI); inside a threaded program (a test, the gateway) use spawn.
+    return multiprocessing.get_context("fork" if threading.active_count() == 1 else "spawn")
 
 
 def _read_recorded(path: Path, source: str) -> Checkpoint | None:

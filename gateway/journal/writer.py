@@ -22,7 +22,6 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from . import checkpoints, segments
 from .canonical import TimeFormatter, encode_line
 from .chain import link
 from .checkpoints import Checkpoint
+from .disk_thread import DiskThread
 from .settings import JournalSettings
 
 log = logging.getLogger("phigate.journal")
@@ -82,6 +82,9 @@ class Writer:
         self._fmt = TimeFormatter()
         self._sync_every_batch = settings.durability == "fsync"
         self.seq = position.last_seq
+        # Counters for metrics and the benchmark: committed batches and entries this run.
+        self.batches = 0
+        self.entries = 0
         self._head = position.head
         self._path = position.active
         self._fd: int | None = None
@@ -99,13 +102,15 @@ class Writer:
         self._broken: type[StatementRefused] | None = None
         self._broken_at = 0.0
         self._poisoned = False
-        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="phigate-journal-io")
+        self._lost = 0
+        self._io = DiskThread()
         self._task: asyncio.Task[None] | None = None
 
     # -- driven by Journal -------------------------------------------------------------
 
     async def start(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._io, self._open_segment)
+        self._io.start()
+        await self._io.run(self._open_segment)
         self._task = asyncio.create_task(self._run(), name="phigate-journal-writer")
 
     def submit(self, pending: Pending) -> None:
@@ -150,21 +155,27 @@ class Writer:
         self._wake.set()
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._io, self._close_fd)
-        self._io.shutdown(wait=False)
+        if not self._io.running:
+            return
+        try:
+            await self._io.run(self._close_fd)
+        finally:
+            await asyncio.to_thread(self._io.stop)
 
     # -- the writer task -----------------------------------------------------------------
 
     async def _run(self) -> None:
-        queue = self._queue
+        waiting = self._queue
         while True:
-            while not queue:
+            while not waiting:
                 if self._stopping:
                     return
                 self._wake.clear()
                 await self._wake.wait()
-            batch = [queue.popleft() for _ in range(min(len(queue), MAX_BATCH))]
+            if self._poisoned:
+                self._fail_queue()
+                continue
+            batch = [waiting.popleft() for _ in range(min(len(waiting), MAX_BATCH))]
             try:
                 if self._rotation_due(self._clock()):
                     await self._rotate()
@@ -185,18 +196,22 @@ class Writer:
         if not accepted:
             return True
         sync = self._sync_every_batch or bool(signed)
-        loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._io, self._write, data, sync)
+            await self._io.run(self._write, data, sync)
         except OSError as e:
             self._set_broken(e)
-            _fail([p for p, _ in accepted], _refusal(self._broken or JournalWriteFailed))
+            self._lost += _fail([p for p, _ in accepted],
+                                _refusal(self._broken or JournalWriteFailed))
             return False
         self.seq, self._head = seq, head
         self._size += len(data)
+        self.batches += 1
+        self.entries += len(accepted)
         if self._broken is not None:
-            log.warning("journal is writable again at seq %d", seq)
+            log.warning("journal is writable again at seq %d; %d queued entries (outcomes) "
+                        "were lost while it was not", seq, self._lost)
             self._broken = None
+            self._lost = 0
         for pending, entry_seq in accepted:
             future = pending.future
             if future is not None and not future.done():
@@ -265,9 +280,8 @@ class Writer:
         """End the segment with a checkpoint, seal it, and start the next one."""
         if not await self._commit([Pending(CHECKPOINT, None, None)]):
             return
-        loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._io, self._seal_and_advance)
+            await self._io.run(self._seal_and_advance)
         except OSError as e:
             self._set_broken(e)
 
@@ -348,7 +362,8 @@ def _refusal(kind: type[StatementRefused]) -> StatementRefused:
                               hint="the gateway log has the details")
 
 
-def _fail(batch: list[Pending], error: BaseException) -> None:
+def _fail(batch: list[Pending], error: BaseException) -> int:
+    """Fail every append in ``batch``; returns how many had nobody waiting (outcomes)."""
     lost = 0
     for pending in batch:
         future = pending.future
@@ -357,8 +372,7 @@ def _fail(batch: list[Pending], error: BaseException) -> None:
         elif not future.done():
             # Each waiter gets its own exception instance (see _refusal).
             future.set_exception(_copy(error))
-    if lost:
-        log.error("%d journal entries (outcomes) were not written: %s", lost, error)
+    return lost
 
 
 def _copy(error: BaseException) -> BaseException:
