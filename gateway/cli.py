@@ -23,6 +23,7 @@ from .journal.cli import register as register_journal_commands
 from .logs import configure_logging
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+JOURNAL_SWITCH_INTERVAL_S = 0.0005
 log = logging.getLogger("phigate")
 
 
@@ -90,6 +91,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_config(args.config)
     configure_logging(settings.log_level)
     from .service import run_gateway
+
+    # The journal's disk thread needs the GIL for an instant per commit; with the default
+    # 5 ms switch interval a busy event loop would hold every statement up that long.
+    sys.setswitchinterval(JOURNAL_SWITCH_INTERVAL_S)
 
     _install_uvloop()
     return asyncio.run(run_gateway(settings))

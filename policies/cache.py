@@ -8,15 +8,16 @@ drops constants (and some names), so ``set_config('search_path', ...)`` and ``se
 
 Two levels: the exact text (always right), then a *shape* key for the common case of queries
 that differ only in a number compared in a predicate (``WHERE id = 42`` vs ``WHERE id = 7``):
-the fingerprint together with the text in which exactly those numbers — a numeric literal
-directly after ``=``, ``<`` or ``>`` — are replaced by ``?``. Everything else stays verbatim:
-identifiers, and numbers anywhere else (texts with strings, quoted identifiers or comments
-are not shaped at all) (a LIMIT or FETCH count can never
-directly follow a comparison operator, and ``LIMIT /**/ 10`` keeps its number). Numbers
-compared in a predicate never change a statement's class, tables, functions, danger or export
-shape, so a shape hit classifies alike. A shape hit's ``sql`` and statement ``text`` are those
-of the first query with that shape: callers that need this query's own text (the gateway
-cutting ``SET phigate.reason`` out of a string) must classify it exactly.
+the text in which exactly those numbers (a numeric literal directly after ``=``, ``<`` or
+``>``) are replaced by ``?``. Two texts with the same shape differ only in those literals, so
+their parse trees differ only in constant values. Everything else stays verbatim: identifiers
+and numbers anywhere else (a LIMIT or FETCH count can never directly follow a comparison
+operator). Texts with strings, quoted identifiers, comments or backslashes are never shaped,
+so a reason, a role name or ``LIMIT /**/ 10`` keep their exact key. Numbers compared in a
+predicate never change a statement's class, tables, functions, danger or export shape, so a
+shape hit classifies alike. A shape hit's ``sql`` and statement ``text`` are those of the
+first query with that shape: callers that need this query's own text (the gateway cutting
+``SET phigate.reason`` out of a string) must classify it exactly.
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import TypeVar
-
-from pglast import parser
 
 from policies.classify import classify
 from policies.statement import Classification
@@ -40,19 +39,16 @@ _OPAQUE = re.compile(r"['\"$\\]|--|/\*")
 _COMPARED_NUMBER = re.compile(r"(?<=[=<>])(\s*)[+-]?\d+(?:\.\d+)?(?![\w.$])")
 
 
-def shape_key(sql: str) -> tuple[str, str] | None:
-    """Fingerprint plus the text with compared numbers masked; None when not applicable.
+def shape_key(sql: str) -> str | None:
+    """The text with compared numbers masked; None when not applicable or nothing to mask.
 
     Not applicable to text with quotes, dollar quotes, comments or backslashes, where a
     "number after =" might sit inside a string (a reason, a role name) or a comment.
     """
     if _OPAQUE.search(sql):
         return None
-    try:
-        fingerprint = parser.fingerprint(sql)
-    except Exception:  # unparseable: classify exactly, which reports the error
-        return None
-    return fingerprint, _COMPARED_NUMBER.sub(r"\1?", sql)
+    masked, count = _COMPARED_NUMBER.subn(r"\1?", sql)
+    return masked if count else None
 
 
 class ClassificationCache:
@@ -69,7 +65,7 @@ class ClassificationCache:
         self.capacity = capacity
         self._classify = classifier
         self._entries: OrderedDict[str, Classification] = OrderedDict()
-        self._shapes: OrderedDict[tuple[str, str], Classification] = OrderedDict()
+        self._shapes: OrderedDict[str, Classification] = OrderedDict()
         self.hits = 0
         self.misses = 0
 

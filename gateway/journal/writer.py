@@ -195,7 +195,10 @@ class Writer:
         data, seq, head, accepted, signed = self._encode(batch)
         if not accepted:
             return True
-        sync = self._sync_every_batch or bool(signed)
+        # Only acknowledged entries (statements) need fdatasync before their answer; queued
+        # outcomes ride along with the next synced batch or checkpoint, in order.
+        sync = bool(signed) or (self._sync_every_batch
+                                and any(p.future is not None for p, _ in accepted))
         try:
             await self._io.run(self._write, data, sync)
         except OSError as e:

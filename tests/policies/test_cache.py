@@ -80,13 +80,14 @@ def test_a_cache_can_be_shared_across_reloads(ctx: MakeCtx, clinic_policy) -> No
 def test_shape_key_masks_only_numbers_compared_in_predicates() -> None:
     from policies.cache import shape_key
 
-    first = shape_key("SELECT * FROM t WHERE id = 5")
-    second = shape_key("SELECT * FROM t WHERE id=7")
-    assert first is not None and second is not None and first[0] == second[0]
+    assert shape_key("SELECT * FROM t WHERE id=7") == "SELECT * FROM t WHERE id=?"
+    assert shape_key("SELECT * FROM t") is None  # nothing to mask: the exact level suffices
     assert shape_key("SELECT * FROM t WHERE id = 5") == shape_key("SELECT * FROM t WHERE id = 9")
     # LIMIT values, even hidden behind comments or parentheses, keep their own key.
-    assert shape_key("SELECT * FROM t LIMIT 10") != shape_key("SELECT * FROM t LIMIT 10000")
-    assert shape_key("SELECT * FROM t LIMIT (10)") != shape_key("SELECT * FROM t LIMIT (10000)")
+    assert shape_key("SELECT * FROM t WHERE a = 1 LIMIT 10") != shape_key(
+        "SELECT * FROM t WHERE a = 1 LIMIT 10000")
+    assert shape_key("SELECT * FROM t WHERE a = 1 LIMIT (10)") != shape_key(
+        "SELECT * FROM t WHERE a = 1 LIMIT (10000)")
     assert shape_key("SELECT * FROM t LIMIT /**/ 10") is None
     # Strings (a reason, a role name) are never shaped.
     assert shape_key("SET phigate.reason = 'INC = 5'") is None
