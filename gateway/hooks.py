@@ -145,6 +145,7 @@ class Statement:
     function_call: m.FunctionCall | None = None
     tags: dict[str, object] = field(default_factory=dict)
     verdict: Verdict = ALLOW  # what the hooks so far decided
+    capture_rows: int = 0  # a hook wants this many result rows (raw frames) in the Outcome
     _bind: m.Bind | None = field(default=None, init=False, repr=False)
 
     def _decoded_bind(self) -> m.Bind | None:
@@ -182,6 +183,14 @@ class Outcome:
     refused: bool = False
     suspended: bool = False  # PortalSuspended: more rows may follow on a later Execute
     row_limit_hit: bool = False
+    # Filled only when a hook asked for ``statement.capture_rows``; raw wire frames.
+    row_description: bytes | None = None
+    sample: list[bytes] | None = None  # DataRow or CopyData (COPY TO) frames, in order
+    notices: list[bytes] = field(default_factory=list)
+    error_frame: bytes | None = None
+    copy_direction: str | None = None  # "in" or "out" for COPY
+    copy_in_bytes: int = 0
+    copy_in_sample: list[bytes] | None = None  # CopyData frames the client sent
 
 
 @dataclass(slots=True)

@@ -18,6 +18,7 @@ clock, and reloading policy files on SIGHUP (a bad file keeps the old policy).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 from collections.abc import Iterable
@@ -30,6 +31,7 @@ from policies.context import RequestContext
 from policies.engine import Engine
 from policies.loader import PolicyError, load_policies
 from policies.model import Decision
+from policies.statement import Classification
 from policies.statement import Statement as Classified
 
 from .audit import POLICY_TAG
@@ -44,6 +46,7 @@ log = logging.getLogger("phigate.policy")
 DECISION_TAG = "decision"
 CURSORS_TAG = "fetches"  # cursors a statement FETCHes from, to count rows across FETCHes
 REASON_EFFECTS = frozenset({"set_reason", "reset_reason"})
+MAX_SESSION_DECISIONS = 1024  # per-session decision cache; cleared when full
 # Within this long after its Parse, an Execute is decided as the Parse was: time windows and
 # budgets cannot have moved enough to matter, and row limits are still computed afresh.
 REUSE_PARSE_DECISION_S = 1.0
@@ -63,6 +66,9 @@ def load_engine(policy_files: Iterable[Path], *, previous: Engine | None = None)
         raise ConfigError(str(e)) from e
 
 
+_Decided = tuple[Decision, dict[str, object]]  # a decision and its journal fields
+
+
 @dataclass(slots=True)
 class _SessionState:
     info: SessionInfo
@@ -72,7 +78,10 @@ class _SessionState:
     cursors: dict[str, Classified] = field(default_factory=dict)
     cursor_limits: dict[str, int] = field(default_factory=dict)
     cursor_rows: dict[str, int] = field(default_factory=dict)
-    parsed: dict[str, tuple[str, Decision, float]] = field(default_factory=dict)
+    parsed: dict[str, tuple[str, _Decided, float]] = field(default_factory=dict)
+    decisions: dict[int, tuple[Classification, tuple[object, ...], _Decided]] = field(
+        default_factory=dict)
+    version: int = 0  # bumped whenever prepared statements or cursors change
 
 
 class PolicyHook(Hook):
@@ -86,6 +95,7 @@ class PolicyHook(Hook):
         self._catalog = ViewCatalog(settings.limits.max_message_size)
         self._sessions: dict[str, _SessionState] = {}
         self._refreshes: set[asyncio.Task[None]] = set()
+        self._generation = 0
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -96,6 +106,7 @@ class PolicyHook(Hook):
             log.error("policy reload failed, keeping the policies in force: %s", e)
             return
         self.engine, self._settings = engine, settings
+        self._generation += 1  # decisions cached by sessions were made on the old policies
         log.info("policies loaded", extra={"files": [str(p) for p in settings.policy_files]})
 
     async def session_started(self, session: SessionInfo) -> None:
@@ -113,9 +124,8 @@ class PolicyHook(Hook):
 
     # ---------------------------------------------------------------- deciding
 
-    def _context(self, state: _SessionState) -> RequestContext:
+    def _context(self, state: _SessionState, now: dt.datetime) -> RequestContext:
         info = state.info
-        now = self._clock.now()
         return RequestContext(
             identity=info.identity, database=info.database, now=now, groups=info.groups,
             client_ip=info.client_ip, reason=state.reason,
@@ -130,22 +140,22 @@ class PolicyHook(Hook):
             statement.tags[POLICY_TAG] = {"decision": "deny", "rules": ["fast-path"]}
             raise PolicyDenied("phigate: fast-path function calls are refused by the gateway",
                                hint="call the function from SQL instead")
-        ctx = self._context(state)
-        decision = self._parsed_decision(state, statement)
-        if decision is None:
-            decision = self.engine.decide(ctx, statement.sql)
+        now = self._clock.now()
+        classification = self.engine.classify(statement.sql)
+        decided = self._parsed_decision(state, statement) or self._decide(
+            state, classification, now)
+        decision, fields = decided
         if statement.phase is Phase.PARSE:
-            state.parsed[statement.statement_name] = (statement.sql, decision,
-                                                      time.monotonic())
+            state.parsed[statement.statement_name] = (statement.sql, decided, time.monotonic())
         statement.tags[DECISION_TAG] = decision
-        statement.tags[POLICY_TAG] = _journal_fields(decision)
+        statement.tags[POLICY_TAG] = fields
         if not decision.allowed:
             raise PolicyDenied(decision.reason, hint=decision.hint)
         if statement.phase is Phase.PARSE:
             return None
-        cursors = _fetched_cursors(self.engine.classify(statement.sql).statements)
+        cursors = _fetched_cursors(classification.statements)
         statement.tags[CURSORS_TAG] = cursors
-        row_limit = self._row_limit(state, decision, cursors, ctx.phi_rows_last_hour)
+        row_limit = self._row_limit(state, decision, cursors, now)
         if row_limit is not None and row_limit.max_rows <= 0:
             raise row_limit.error
         rewrite = _without_reason_settings(statement, decision)
@@ -153,8 +163,26 @@ class PolicyHook(Hook):
             return Verdict(row_limit=row_limit) if row_limit else None
         return Verdict(row_limit=row_limit, rewrite_sql=rewrite, local_tag="SET")
 
+    def _decide(self, state: _SessionState, classification: Classification,
+                now: dt.datetime) -> _Decided:
+        """Decide, reusing this session's earlier decision on the same classification while
+        nothing it depends on moved: the minute (time windows), the reason, the session's
+        prepared statements and cursors, and the loaded policies. Decisions touching PHI are
+        never reused, since the PHI-row budget can change them at any moment."""
+        key = (int(now.timestamp() // 60), state.reason, state.version, self._generation)
+        cached = state.decisions.get(id(classification))
+        if cached is not None and cached[0] is classification and cached[1] == key:
+            return cached[2]
+        decision = self.engine.decide_classified(self._context(state, now), classification)
+        decided = (decision, _journal_fields(decision))
+        if not decision.phi_tables:
+            if len(state.decisions) >= MAX_SESSION_DECISIONS:
+                state.decisions.clear()
+            state.decisions[id(classification)] = (classification, key, decided)
+        return decided
+
     @staticmethod
-    def _parsed_decision(state: _SessionState, statement: Statement) -> Decision | None:
+    def _parsed_decision(state: _SessionState, statement: Statement) -> _Decided | None:
         """An Execute right after its Parse reuses the Parse's decision (same batch)."""
         if statement.phase is not Phase.EXECUTE:
             return None
@@ -167,14 +195,15 @@ class PolicyHook(Hook):
         return decision
 
     def _row_limit(self, state: _SessionState, decision: Decision, cursors: tuple[str, ...],
-                   used_phi_rows: int) -> RowLimit | None:
+                   now: dt.datetime) -> RowLimit | None:
         limit, rule = decision.max_rows, ",".join(decision.rules)
         for cursor in cursors:
             if cursor in state.cursor_limits:
                 remaining = state.cursor_limits[cursor] - state.cursor_rows.get(cursor, 0)
                 limit = remaining if limit is None else min(limit, remaining)
         if decision.phi_tables and decision.max_phi_rows_per_hour is not None:
-            remaining = decision.max_phi_rows_per_hour - used_phi_rows
+            remaining = (decision.max_phi_rows_per_hour
+                         - self._budget.used(state.info.identity, now))
             limit = remaining if limit is None else min(limit, remaining)
         if limit is None:
             return None
@@ -202,6 +231,8 @@ class PolicyHook(Hook):
 
     def _apply_effects(self, state: _SessionState, decision: Decision) -> None:
         parts = decision.parts or (decision,)
+        if any(s.effect is not None for s in decision.statements):
+            state.version += 1
         for part, classified in zip(parts, decision.statements, strict=False):
             effect = classified.effect
             if effect is None:

@@ -69,6 +69,11 @@ _FRONTEND_TYPES = frozenset(b"QPBESCFXdcfDH")
 _B_DATA_ROW, _B_COMMAND_COMPLETE, _B_ERROR = ord("D"), ord("C"), ord("E")
 _B_EMPTY_QUERY, _B_PORTAL_SUSPENDED, _B_READY = ord("I"), ord("s"), ord("Z")
 _B_PARSE_COMPLETE, _B_BIND_COMPLETE, _B_COPY_DATA = ord("1"), ord("2"), ord("d")
+_B_ROW_DESCRIPTION, _B_NOTICE = ord("T"), ord("N")
+_B_COPY_IN_RESPONSE, _B_COPY_OUT_RESPONSE = ord("G"), ord("H")
+# Looked at only when a hook asked to capture the statement's result.
+_B_RESULT_DETAIL = frozenset((_B_ROW_DESCRIPTION, _B_NOTICE, _B_COPY_IN_RESPONSE,
+                              _B_COPY_OUT_RESPONSE))
 _B_END_OF_STATEMENT = frozenset((_B_COMMAND_COMPLETE, _B_ERROR, _B_EMPTY_QUERY,
                                  _B_PORTAL_SUSPENDED, _B_READY, _B_PARSE_COMPLETE,
                                  _B_BIND_COMPLETE))
@@ -104,6 +109,7 @@ class _Pending:
     rows_before: int = 0  # rows a suspended portal already returned
     portal: _Portal | None = None
     cancelled: bool = False
+    capture: int = 0  # result rows to keep for the hooks (statement.capture_rows)
 
 
 def error_frame(error: GatewayError) -> bytes:
@@ -237,6 +243,9 @@ class Relay:
             frame = bytes(buf[start:end])
             if type_byte in (_F_QUERY, _F_PARSE, _F_EXECUTE, _F_FUNCTION):
                 out += await self._statement_frame(type_byte, frame)
+            elif type_byte == _F_COPY_DATA:
+                self._copy_in(frame)
+                out += frame
             elif type_byte == _F_BIND:
                 self._bind(frame)
                 out += frame
@@ -272,6 +281,7 @@ class Relay:
                 return b""
             frame = encode(m.Query(sql=verdict.rewrite_sql))
         if pending is not None:
+            pending.capture = statement.capture_rows
             pending.row_limit = verdict.row_limit
             if pending.portal is not None and verdict.row_limit is not None:
                 pending.portal.row_limit = verdict.row_limit
@@ -344,6 +354,18 @@ class Relay:
         self._discarding = True
         return _REFUSAL_EXTENDED
 
+    def _copy_in(self, frame: bytes) -> None:
+        """COPY FROM STDIN data belongs to the statement at the head of the queue."""
+        if not self._pending:
+            return
+        outcome = self._pending[0].outcome
+        outcome.copy_in_bytes += len(frame) - 5
+        if self._pending[0].capture:
+            if outcome.copy_in_sample is None:
+                outcome.copy_in_sample = []
+            if len(outcome.copy_in_sample) < self._pending[0].capture:
+                outcome.copy_in_sample.append(frame)
+
     def _bind(self, frame: bytes) -> None:
         portal, statement = peek.bind_names(frame)
         self._portals[portal] = _Portal(self._statements.get(statement, ""), statement, frame)
@@ -399,8 +421,16 @@ class Relay:
                     if head.row_limit is not None and self._over_limit(head):
                         out += buf[copied:start]
                         copied = end
+                    elif head.capture:
+                        _keep_row(head, buf, start, end)
                 continue
-            if type_byte not in _B_END_OF_STATEMENT or not pending:
+            if not pending:
+                continue
+            if type_byte in _B_RESULT_DETAIL:
+                if pending[0].capture:
+                    _keep_detail(pending[0], type_byte, bytes(buf[start:end]))
+                continue
+            if type_byte not in _B_END_OF_STATEMENT:
                 continue
             replacement = self._end_of_statement(type_byte, buf, start, end)
             if replacement is not None:
@@ -444,10 +474,13 @@ class Relay:
             return None  # e.g. an error for a Parse/Bind: nothing of ours to account for
         outcome = head.outcome
         if type_byte == _B_ERROR:
-            error = decode_backend(bytes(buf[start:end]))
+            frame = bytes(buf[start:end])
+            error = decode_backend(frame)
             assert isinstance(error, m.ErrorResponse)
             outcome.sqlstate = error.sqlstate
             outcome.error_message = error.message
+            if head.capture:
+                outcome.error_frame = frame
         elif type_byte == _B_COMMAND_COMPLETE:
             outcome.command_tags.append(peek.command_tag(bytes(buf[start:end])))
         elif type_byte == _B_PORTAL_SUSPENDED:
@@ -519,3 +552,23 @@ class Relay:
             outcome.error_message = pending.row_limit.error.message
         self.summary.rows += outcome.rows
         self._hooks.after_statement(statement, outcome)
+
+
+def _keep_row(head: _Pending, buf: bytearray, start: int, end: int) -> None:
+    outcome = head.outcome
+    if outcome.sample is None:
+        outcome.sample = []
+    if len(outcome.sample) < head.capture:
+        outcome.sample.append(bytes(buf[start:end]))
+
+
+def _keep_detail(head: _Pending, type_byte: int, frame: bytes) -> None:
+    outcome = head.outcome
+    if type_byte == _B_ROW_DESCRIPTION:
+        outcome.row_description = frame
+    elif type_byte == _B_NOTICE:
+        outcome.notices.append(frame)
+    elif type_byte == _B_COPY_IN_RESPONSE:
+        outcome.copy_direction = "in"
+    else:
+        outcome.copy_direction = "out"
