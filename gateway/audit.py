@@ -97,7 +97,7 @@ class JournalHook(Hook):
             "session": session.session_id, "identity": session.identity,
             "duration_s": round(time.time() - session.started_at, 3),
             "statements": summary.statements, "refused": summary.refused,
-            "rows": summary.rows, "end": summary.end.value,
+            "rows": summary.rows, "end": summary.end.value, **summary.annotations,
         })
 
     def config_loaded(self, settings: Settings) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from protocols.postgres.framing import DEFAULT_MAX_MESSAGE_SIZE
 from protocols.postgres.scram import InvalidVerifier, ScramVerifier, parse_verifier
@@ -78,6 +79,67 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordingSettings:
+    """``recordings:`` — encrypted session recordings (key: 32 random bytes, base64)."""
+
+    dir: Path
+    key_file: Path | None = None
+    key_env: str | None = None  # alternative to key_file: the base64 key in this variable
+    capture_rows: int = 100  # result rows kept per statement; 0 = none
+    required: bool = True  # a recording that cannot be written refuses the statement
+    flush_interval_s: float = 1.0  # longest a recorded event waits before its chunk is sealed
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """``metrics:`` — Prometheus endpoint, /healthz and /readyz."""
+
+    host: str
+    port: int
+    per_user: bool = False  # identities as label values (bounded by the configured users)
+
+
+ALERT_CONDITIONS = ("failed_logins", "off_hours", "denied", "bulk_export", "volume",
+                    "break_glass", "journal", "new_client")
+SINK_TYPES = ("webhook", "log", "syslog")
+
+
+@dataclass(frozen=True, slots=True)
+class SinkSettings:
+    name: str
+    type: str
+    url: str | None = None
+    secret: Secret | None = None  # webhook HMAC key, from secret_env
+    timeout_s: float = 5.0
+    max_queue: int = 1000
+    retries: int = 5
+    syslog_address: str | None = None  # "/dev/log" or "host:port" (UDP)
+    facility: str = "auth"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRule:
+    """One alert rule; ``params`` holds the condition's own keys (validated here)."""
+
+    name: str
+    when: str
+    sinks: tuple[str, ...]
+    threshold: int | None = None
+    window_s: float | None = None
+    hours: str | None = None
+    days: tuple[str, ...] = ()
+    timezone: str | None = None
+    rules: tuple[str, ...] = ()  # for `denied`: only these policy rules (empty: any)
+    dedupe_s: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class AlertSettings:
+    sinks: Mapping[str, SinkSettings]
+    rules: tuple[AlertRule, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     source: Path
     sha256: str
@@ -90,6 +152,9 @@ class Settings:
     journal: JournalSettings | None
     limits: Limits
     log_level: str = "info"
+    recordings: RecordingSettings | None = None
+    metrics: MetricsSettings | None = None
+    alerts: AlertSettings | None = None
 
     def database_for(self, name: str) -> DatabaseSettings | None:
         """The upstream for a client-requested database name (``*`` is the fallback)."""
@@ -221,7 +286,8 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-TOP_LEVEL_KEYS = ("listen", "tls", "databases", "users", "policies", "journal", "limits", "log")
+TOP_LEVEL_KEYS = ("listen", "tls", "databases", "users", "policies", "journal", "limits", "log",
+                  "recordings", "metrics", "alerts")
 
 
 def load_config(path: str | os.PathLike[str], *,
@@ -255,6 +321,9 @@ def load_config(path: str | os.PathLike[str], *,
         journal=_journal(root.child("journal")) if "journal" in root.data else None,
         limits=_limits(root),
         log_level=_log_level(root),
+        recordings=_recordings(root.child("recordings")) if "recordings" in root.data else None,
+        metrics=_metrics(root) if root.data.get("metrics") is not None else None,
+        alerts=_alerts(root.child("alerts"), env) if "alerts" in root.data else None,
     )
 
 
@@ -377,3 +446,128 @@ def _log_level(root: _Section) -> str:
     section = root.child("log")
     section.only("level")
     return section.choice("level", ("debug", "info", "warning", "error"), "info")
+
+
+def _recordings(section: _Section) -> RecordingSettings:
+    section.only("dir", "key_file", "key_env", "capture_rows", "required", "flush_interval")
+    if ("key_file" in section.data) == ("key_env" in section.data):
+        raise section.error(None, "give exactly one of key_file or key_env "
+                                  "(`phigate keygen --recording-key PATH` makes a key file)")
+    return RecordingSettings(
+        dir=section.path("dir"),
+        key_file=section.optional_path("key_file"),
+        key_env=section.optional_text("key_env"),
+        capture_rows=section.integer("capture_rows", 100),
+        required=section.flag("required", True),
+        flush_interval_s=section.duration("flush_interval", 1.0),
+    )
+
+
+def _metrics(root: _Section) -> MetricsSettings:
+    value = root.data["metrics"]
+    if isinstance(value, str):
+        listen, per_user = value, False
+    else:
+        section = root.child("metrics")
+        section.only("listen", "per_user")
+        listen, per_user = section.text("listen"), section.flag("per_user", False)
+    try:
+        host, port = parse_listen(listen)
+    except ValueError as e:
+        raise root.error("metrics", str(e)) from e
+    return MetricsSettings(host=host, port=port, per_user=per_user)
+
+
+_CONDITION_KEYS: dict[str, tuple[str, ...]] = {
+    "failed_logins": ("threshold", "window"),
+    "off_hours": ("hours", "days", "timezone"),
+    "denied": ("rules",),
+    "bulk_export": (),
+    "volume": ("threshold", "window"),
+    "break_glass": (),
+    "journal": (),
+    "new_client": (),
+}
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _alerts(section: _Section, env: Mapping[str, str]) -> AlertSettings:
+    section.only("sinks", "rules")
+    sinks_section = section.child("sinks") if "sinks" in section.data else None
+    sinks = {name: _sink(sinks_section.child(name), name, env)
+             for name in (sinks_section.data if sinks_section else {})}
+    rules_value = section.data.get("rules", [])
+    if not isinstance(rules_value, list):
+        raise section.error("rules", "must be a list of rules")
+    rules = []
+    for index, item in enumerate(rules_value):
+        rule = _Section(item, section.file, f"{section.key_path('rules')}[{index}]",
+                        section.base_dir)
+        rules.append(_alert_rule(rule, sinks))
+    names = [r.name for r in rules]
+    for name in names:
+        if names.count(name) > 1:
+            raise section.error("rules", f"alert rule name {name!r} is used twice")
+    return AlertSettings(sinks=sinks, rules=tuple(rules))
+
+
+def _sink(sink: _Section, name: str, env: Mapping[str, str]) -> SinkSettings:
+    kind = sink.choice("type", SINK_TYPES, "")
+    if kind == "webhook":
+        sink.only("type", "url", "secret_env", "timeout", "max_queue", "retries")
+        url = sink.text("url")
+        if not url.startswith(("http://", "https://")):
+            raise sink.error("url", "must be an http:// or https:// URL")
+        secret = None
+        if "secret_env" in sink.data:
+            var = sink.text("secret_env")
+            if var not in env:
+                raise sink.error("secret_env", f"environment variable {var} is not set")
+            secret = Secret(env[var])
+        return SinkSettings(name=name, type=kind, url=url, secret=secret,
+                            timeout_s=sink.duration("timeout", 5.0),
+                            max_queue=sink.integer("max_queue", 1000, minimum=1),
+                            retries=sink.integer("retries", 5))
+    if kind == "syslog":
+        sink.only("type", "address", "facility")
+        return SinkSettings(name=name, type=kind,
+                            syslog_address=sink.optional_text("address") or "/dev/log",
+                            facility=sink.text("facility", "auth"))
+    sink.only("type")
+    return SinkSettings(name=name, type=kind)
+
+
+def _alert_rule(rule: _Section, sinks: Mapping[str, SinkSettings]) -> AlertRule:
+    when = rule.choice("when", ALERT_CONDITIONS, "")
+    rule.only("name", "when", "sinks", "dedupe", *_CONDITION_KEYS[when])
+    sink_names = rule.data.get("sinks", [])
+    if not isinstance(sink_names, list) or not all(isinstance(n, str) for n in sink_names):
+        raise rule.error("sinks", "must be a list of sink names")
+    for name in sink_names:
+        if name not in sinks:
+            raise rule.error("sinks", f"unknown sink {name!r} (define it under alerts.sinks)")
+    days = rule.data.get("days", [])
+    if not isinstance(days, list) or any(d not in _DAYS for d in days):
+        raise rule.error("days", f"must be a list of: {', '.join(_DAYS)}")
+    hours = rule.optional_text("hours")
+    if hours is not None and not re.fullmatch(r"\d\d:\d\d-\d\d:\d\d", hours):
+        raise rule.error("hours", 'must look like "07:00-19:00"')
+    timezone = rule.optional_text("timezone")
+    if timezone is not None:
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError) as e:
+            raise rule.error("timezone", f"unknown time zone {timezone!r}") from e
+    names = rule.data.get("rules", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise rule.error("rules", "must be a list of policy rule names")
+    needs_threshold = when in ("failed_logins", "volume")
+    return AlertRule(
+        name=rule.text("name"), when=when, sinks=tuple(sink_names),
+        threshold=rule.integer("threshold", 5 if when == "failed_logins" else 10000,
+                               minimum=1) if needs_threshold else None,
+        window_s=rule.duration("window", 300.0 if when == "failed_logins" else 3600.0)
+        if needs_threshold else None,
+        hours=hours, days=tuple(days), timezone=timezone, rules=tuple(names),
+        dedupe_s=rule.duration("dedupe", 300.0),
+    )

@@ -18,7 +18,9 @@ raises is a refusal too (fail closed): the client sees SQLSTATE 58000
 
 Session hooks: ``authenticated`` for every login attempt (success or not),
 ``session_started`` before the client sees ReadyForQuery (raising a
-GatewayError refuses the session), ``session_ended`` once both sides closed.
+GatewayError refuses the session), ``session_ended`` once both sides closed,
+called in reverse chain order so later hooks can leave ``summary.annotations``
+for earlier ones.
 
 When is ``before_statement`` called?
 
@@ -199,6 +201,9 @@ class SessionSummary:
     refused: int = 0
     rows: int = 0
     end: EndReason = EndReason.CLIENT_DISCONNECT
+    # Hooks later in the chain end first and may leave fields here for earlier ones
+    # (the recorder leaves the recording's digest for the journal's session_end entry).
+    annotations: dict[str, object] = field(default_factory=dict)
 
 
 class Hook:
@@ -281,7 +286,7 @@ class HookChain:
             await hook.session_started(session)
 
     def session_ended(self, session: SessionInfo, summary: SessionSummary) -> None:
-        for hook in self.hooks:
+        for hook in reversed(self.hooks):  # teardown in reverse order, like a stack
             _best_effort(hook.session_ended, session, summary)
 
     def config_loaded(self, settings: Settings) -> None:
