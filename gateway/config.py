@@ -493,9 +493,11 @@ _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 def _alerts(section: _Section, env: Mapping[str, str]) -> AlertSettings:
     section.only("sinks", "rules")
-    sinks_section = section.child("sinks") if "sinks" in section.data else None
-    sinks = {name: _sink(sinks_section.child(name), name, env)
-             for name in (sinks_section.data if sinks_section else {})}
+    sinks: dict[str, SinkSettings] = {}
+    if "sinks" in section.data:
+        sinks_section = section.child("sinks")
+        sinks = {name: _sink(sinks_section.child(name), name, env)
+                 for name in sinks_section.data}
     rules_value = section.data.get("rules", [])
     if not isinstance(rules_value, list):
         raise section.error("rules", "must be a list of rules")

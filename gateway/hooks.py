@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING
 from protocols.postgres import messages as m
 from protocols.postgres.codec import decode_frontend
 
-from .errors import GatewayError, StatementRefused
+from .errors import StatementRefused
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -229,11 +229,10 @@ class Hook:
         return None
 
 
-class InternalHookError(GatewayError):
+class InternalHookError(StatementRefused):
     """A hook failed; the statement is refused rather than run unchecked."""
 
     sqlstate = "58000"
-    severity = "ERROR"
 
 
 def _merge(verdict: Verdict, new: Verdict) -> Verdict:
