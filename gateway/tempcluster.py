@@ -295,6 +295,16 @@ class TempCluster:
         self.execute(_create_role_sql(name, password, auth=auth, superuser=superuser, login=login))
         self.reload()
 
+    def enable_tls(self, cert_pem: bytes, key_pem: bytes) -> None:
+        """Serve TLS with this certificate (PEM) from now on; plaintext stays allowed."""
+        cert, key = self.data_dir / "server.crt", self.data_dir / "server.key"
+        self._write_owned(cert, cert_pem.decode("ascii"))
+        self._write_owned(key, key_pem.decode("ascii"))
+        key.chmod(0o600)  # the server refuses a key others can read
+        with (self.data_dir / "phigate.conf").open("a") as conf:
+            conf.write("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n")
+        self.reload()
+
     def reload(self) -> None:
         """Re-read postgresql.conf and pg_hba.conf, waiting until new sessions see the reload."""
         broken = self.execute("SELECT line_number || ': ' || error FROM pg_hba_file_rules"
