@@ -33,6 +33,12 @@ class AuthorizationRejected(GatewayError):
     sqlstate = "28000"
 
 
+class ParameterRefused(GatewayError):
+    """A startup parameter the gateway cannot allow (it would confuse the policy parser)."""
+
+    sqlstate = "22023"
+
+
 class UnknownDatabase(GatewayError):
     sqlstate = "3D000"
 

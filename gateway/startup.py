@@ -28,6 +28,7 @@ from .errors import (
     AuthenticationFailed,
     AuthorizationRejected,
     GatewayError,
+    ParameterRefused,
     TooManyConnections,
     UnknownDatabase,
 )
@@ -162,6 +163,11 @@ async def _admitted_session(gateway: Gateway, client: _Client, startup: m.Startu
     forwarded["application_name"] = f"phigate/{auth.user.name}/{app_name}"[:63]
     upstream = await connect_upstream(db, db.dbname or database, forwarded,
                                       gateway.settings.limits.max_message_size)
+    try:
+        _check_parser_settings(upstream)
+    except GatewayError:
+        upstream.stream.close()
+        raise
     info = SessionInfo(
         session_id=secrets.token_hex(8), identity=auth.user.name, groups=auth.user.groups,
         client_ip=client.ip, client_port=client.port, database=database,
@@ -217,6 +223,26 @@ async def _relay(gateway: Gateway, client: _Client, upstream: Upstream, info: Se
     finally:
         gateway.cancel_registry.forget(cancel_key)
         upstream.stream.close()
+
+
+# What the policy engine's parser assumes. A session whose text the server would read
+# differently (another client encoding, backslash escapes in plain strings) could smuggle
+# a statement past the policy, so such sessions are refused.
+_PARSER_SETTINGS = {
+    "client_encoding": frozenset({"UTF8", "SQL_ASCII"}),
+    "standard_conforming_strings": frozenset({"on"}),
+}
+
+
+def _check_parser_settings(upstream: Upstream) -> None:
+    for frame in upstream.parameter_frames:
+        status = decode_backend(frame)
+        assert isinstance(status, m.ParameterStatus)
+        allowed = _PARSER_SETTINGS.get(status.name)
+        if allowed is not None and status.value not in allowed:
+            raise ParameterRefused(
+                f"phigate: {status.name} {status.value!r} is not supported",
+                hint=f"connect with {status.name} set to {sorted(allowed)[0]}")
 
 
 def _startup_frames(upstream: Upstream, info: SessionInfo, secret_key: bytes) -> list[bytes]:

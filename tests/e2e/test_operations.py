@@ -131,5 +131,16 @@ def test_startup_options_are_forwarded_and_reason_is_consumed(gateway: GatewayPr
 
 def test_client_parameters_reach_the_upstream(gateway: GatewayProcess) -> None:
     result = psql(gateway, "SHOW DateStyle; SHOW client_encoding",
-                  env={"PGDATESTYLE": "SQL, DMY", "PGCLIENTENCODING": "LATIN1"})
-    assert result.stdout.split() == ["SQL,", "DMY", "LATIN1"]
+                  env={"PGDATESTYLE": "SQL, DMY", "PGCLIENTENCODING": "UTF8"})
+    assert result.stdout.split() == ["SQL,", "DMY", "UTF8"]
+
+
+@pytest.mark.parametrize("env", [
+    {"PGCLIENTENCODING": "SJIS"},  # multibyte characters can hide quotes from the parser
+    {"PGOPTIONS": "-c standard_conforming_strings=off"},  # backslashes would escape quotes
+])
+def test_settings_that_would_fool_the_policy_parser_are_refused(
+        gateway: GatewayProcess, env: dict[str, str]) -> None:
+    result = psql(gateway, "SELECT 1", env=env)
+    assert result.returncode != 0
+    assert "is not supported" in result.stderr
