@@ -59,6 +59,15 @@ _REFUSAL_EXTENDED = b"".join((
     encode(m.Flush()),
 ))
 
+# What the policy engine's parser assumes. A session whose text the server would read
+# differently (another client encoding, backslash escapes in plain strings) could smuggle
+# a statement past the policy: such sessions are refused at start-up and ended if the
+# upstream ever reports a change.
+PARSER_SETTINGS = {
+    "client_encoding": frozenset({"UTF8", "SQL_ASCII"}),
+    "standard_conforming_strings": frozenset({"on"}),
+}
+
 # Frontend type bytes
 _F_QUERY, _F_PARSE, _F_BIND, _F_EXECUTE = ord("Q"), ord("P"), ord("B"), ord("E")
 _F_SYNC, _F_CLOSE, _F_FUNCTION, _F_TERMINATE = ord("S"), ord("C"), ord("F"), ord("X")
@@ -69,7 +78,7 @@ _FRONTEND_TYPES = frozenset(b"QPBESCFXdcfDH")
 _B_DATA_ROW, _B_COMMAND_COMPLETE, _B_ERROR = ord("D"), ord("C"), ord("E")
 _B_EMPTY_QUERY, _B_PORTAL_SUSPENDED, _B_READY = ord("I"), ord("s"), ord("Z")
 _B_PARSE_COMPLETE, _B_BIND_COMPLETE, _B_COPY_DATA = ord("1"), ord("2"), ord("d")
-_B_ROW_DESCRIPTION, _B_NOTICE = ord("T"), ord("N")
+_B_ROW_DESCRIPTION, _B_NOTICE, _B_PARAMETER_STATUS = ord("T"), ord("N"), ord("S")
 _B_COPY_IN_RESPONSE, _B_COPY_OUT_RESPONSE = ord("G"), ord("H")
 # Looked at only when a hook asked to capture the statement's result.
 _B_RESULT_DETAIL = frozenset((_B_ROW_DESCRIPTION, _B_NOTICE, _B_COPY_IN_RESPONSE,
@@ -393,7 +402,9 @@ class Relay:
                 self._upstream_buf += data
         except ProtocolError as e:
             log.error("upstream protocol error: %s", e.message)
-            self._upstream_lost()
+            self._ended(EndReason.PROTOCOL_ERROR)
+            self._client.write(encode(m.error_response(e.sqlstate, e.message,
+                                                       severity="FATAL")))
         except (ConnectionError, asyncio.IncompleteReadError):
             self._upstream_lost()
 
@@ -424,6 +435,9 @@ class Relay:
                     elif head.capture:
                         _keep_row(head, buf, start, end)
                 continue
+            if type_byte == _B_PARAMETER_STATUS:
+                self._guard_setting(bytes(buf[start:end]))
+                continue
             if not pending:
                 continue
             if type_byte in _B_RESULT_DETAIL:
@@ -444,6 +458,16 @@ class Relay:
         out += buf[copied:consumed]
         del buf[:consumed]
         self._client.write(out)
+
+    def _guard_setting(self, frame: bytes) -> None:
+        status = decode_backend(frame)
+        assert isinstance(status, m.ParameterStatus)
+        allowed = PARSER_SETTINGS.get(status.name)
+        if allowed is not None and status.value not in allowed:
+            log.error("session changed a setting the policy parser depends on; ending it",
+                      extra={"session": self.session.session_id, "setting": status.name})
+            raise ProtocolError(f"phigate: {status.name} {status.value!r} is not supported; "
+                                "the session is ended", sqlstate="22023")
 
     def _over_limit(self, head: _Pending) -> bool:
         """True when this DataRow must be dropped; cancels the query at the first one."""

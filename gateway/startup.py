@@ -34,7 +34,7 @@ from .errors import (
 )
 from .hooks import AuthEvent, SessionInfo
 from .options import consume_gateway_options
-from .relay import Relay, error_frame
+from .relay import PARSER_SETTINGS, Relay, error_frame
 from .upstream import Upstream, UpstreamRejected, connect_upstream
 from .wire import FrameStream, PeerClosed
 
@@ -225,20 +225,11 @@ async def _relay(gateway: Gateway, client: _Client, upstream: Upstream, info: Se
         upstream.stream.close()
 
 
-# What the policy engine's parser assumes. A session whose text the server would read
-# differently (another client encoding, backslash escapes in plain strings) could smuggle
-# a statement past the policy, so such sessions are refused.
-_PARSER_SETTINGS = {
-    "client_encoding": frozenset({"UTF8", "SQL_ASCII"}),
-    "standard_conforming_strings": frozenset({"on"}),
-}
-
-
 def _check_parser_settings(upstream: Upstream) -> None:
     for frame in upstream.parameter_frames:
         status = decode_backend(frame)
         assert isinstance(status, m.ParameterStatus)
-        allowed = _PARSER_SETTINGS.get(status.name)
+        allowed = PARSER_SETTINGS.get(status.name)
         if allowed is not None and status.value not in allowed:
             raise ParameterRefused(
                 f"phigate: {status.name} {status.value!r} is not supported",

@@ -144,3 +144,13 @@ def test_settings_that_would_fool_the_policy_parser_are_refused(
     result = psql(gateway, "SELECT 1", env=env)
     assert result.returncode != 0
     assert "is not supported" in result.stderr
+
+
+def test_changing_the_client_encoding_mid_session_ends_the_session(
+        gateway: GatewayProcess) -> None:
+    # The test policy allows everything, even what the clinic policy calls dangerous;
+    # the relay still refuses to go on once the server would read text differently.
+    result = psql(gateway, "SET client_encoding = 'SJIS'; SELECT 'after'")
+    assert result.returncode != 0
+    assert "is not supported" in result.stderr
+    assert "after" not in result.stdout
