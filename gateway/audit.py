@@ -27,6 +27,8 @@ from .hooks import (
 from .journal import Journal
 
 POLICY_TAG = "policy"  # statement.tags key where the policy hook leaves its journal fields
+JOURNAL_SEQ_TAG = "journal_seq"  # the statement entry's seq, for alerts to point at
+JOURNAL_APPEND_TAG = "journal_append_s"  # how long the durable append took, for metrics
 _PROTOCOL = {Phase.SIMPLE: "simple", Phase.PARSE: "extended", Phase.EXECUTE: "extended",
              Phase.FUNCTION: "function"}
 
@@ -72,7 +74,9 @@ class JournalHook(Hook):
             fields.update(policy)
         if refused is not None:
             fields["refused"] = {"sqlstate": refused.sqlstate, "message": refused.message}
-        await self.journal.append("statement", fields)
+        started = time.perf_counter()
+        statement.tags[JOURNAL_SEQ_TAG] = await self.journal.append("statement", fields)
+        statement.tags[JOURNAL_APPEND_TAG] = time.perf_counter() - started
         return None
 
     def after_statement(self, statement: Statement, outcome: Outcome) -> None:

@@ -75,6 +75,7 @@ class EndReason(enum.Enum):
     IDLE_TIMEOUT = "idle_timeout"
     SHUTDOWN = "shutdown"
     PROTOCOL_ERROR = "protocol_error"
+    REFUSED = "refused"  # a session hook refused the session before it began
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +149,7 @@ class Statement:
     tags: dict[str, object] = field(default_factory=dict)
     verdict: Verdict = ALLOW  # what the hooks so far decided
     capture_rows: int = 0  # a hook wants this many result rows (raw frames) in the Outcome
+    received_at: float = 0.0  # time.perf_counter() when the relay read the statement
     _bind: m.Bind | None = field(default=None, init=False, repr=False)
 
     def _decoded_bind(self) -> m.Bind | None:
@@ -185,6 +187,7 @@ class Outcome:
     refused: bool = False
     suspended: bool = False  # PortalSuspended: more rows may follow on a later Execute
     row_limit_hit: bool = False
+    gateway_latency_s: float = 0.0  # from reading the statement to forwarding it
     # Filled only when a hook asked for ``statement.capture_rows``; raw wire frames.
     row_description: bytes | None = None
     sample: list[bytes] | None = None  # DataRow or CopyData (COPY TO) frames, in order
@@ -226,6 +229,10 @@ class Hook:
 
     def config_loaded(self, settings: Settings) -> None:
         """A configuration came into force (at start-up and after each SIGHUP reload)."""
+        return None
+
+    def upstream_failed(self, database: str) -> None:
+        """Connecting to the upstream of ``database`` (the config key) failed."""
         return None
 
 
@@ -281,8 +288,17 @@ class HookChain:
             _best_effort(hook.authenticated, event)
 
     async def session_started(self, session: SessionInfo) -> None:
-        for hook in self.hooks:
-            await hook.session_started(session)
+        """Start the session in every hook; if one refuses, end it in those that started."""
+        started: list[Hook] = []
+        try:
+            for hook in self.hooks:
+                await hook.session_started(session)
+                started.append(hook)
+        except BaseException:
+            refused = SessionSummary(end=EndReason.REFUSED)
+            for hook in reversed(started):
+                _best_effort(hook.session_ended, session, refused)
+            raise
 
     def session_ended(self, session: SessionInfo, summary: SessionSummary) -> None:
         for hook in reversed(self.hooks):  # teardown in reverse order, like a stack
@@ -291,6 +307,10 @@ class HookChain:
     def config_loaded(self, settings: Settings) -> None:
         for hook in self.hooks:
             _best_effort(hook.config_loaded, settings)
+
+    def upstream_failed(self, database: str) -> None:
+        for hook in self.hooks:
+            _best_effort(hook.upstream_failed, database)
 
 
 def _best_effort(method: Callable[..., None], *args: object) -> None:

@@ -280,6 +280,7 @@ class Relay:
     async def _statement_frame(self, type_byte: int, frame: bytes) -> bytes:
         """Run the hooks for a statement frame; return what to send upstream instead."""
         statement, pending = self._statement_for(type_byte, frame)
+        statement.received_at = time.perf_counter()
         verdict = await self._hooks.before_statement(statement)
         if verdict.refusal is not None:
             return self._refuse(statement, pending, verdict.refusal)
@@ -295,6 +296,7 @@ class Relay:
             if pending.portal is not None and verdict.row_limit is not None:
                 pending.portal.row_limit = verdict.row_limit
             pending.started = time.monotonic()
+            pending.outcome.gateway_latency_s = time.perf_counter() - statement.received_at
             self._pending.append(pending)
             self.summary.statements += 1
         return frame

@@ -32,7 +32,7 @@ from .errors import (
     TooManyConnections,
     UnknownDatabase,
 )
-from .hooks import AuthEvent, SessionInfo
+from .hooks import AuthEvent, SessionInfo, SessionSummary
 from .options import consume_gateway_options
 from .relay import PARSER_SETTINGS, Relay, error_frame
 from .upstream import Upstream, UpstreamRejected, connect_upstream
@@ -161,8 +161,14 @@ async def _admitted_session(gateway: Gateway, client: _Client, startup: m.Startu
         if k not in _GATEWAY_PARAMETERS and not k.startswith("_pq_.")})
     app_name = params.get("application_name", "")
     forwarded["application_name"] = f"phigate/{auth.user.name}/{app_name}"[:63]
-    upstream = await connect_upstream(db, db.dbname or database, forwarded,
-                                      gateway.settings.limits.max_message_size)
+    try:
+        upstream = await connect_upstream(db, db.dbname or database, forwarded,
+                                          gateway.settings.limits.max_message_size)
+    except UpstreamRejected:
+        raise  # the upstream answered (e.g. no such database): not a connection failure
+    except GatewayError:
+        gateway.hooks.upstream_failed(db.name)
+        raise
     try:
         _check_parser_settings(upstream)
     except GatewayError:
@@ -202,8 +208,14 @@ async def _relay(gateway: Gateway, client: _Client, upstream: Upstream, info: Se
                  auth: AuthResult, address: tuple[str, int]) -> None:
     target = UpstreamKey(address[0], address[1], upstream.process_id, upstream.secret_key)
     cancel_key = gateway.cancel_registry.register(target)
+    summary = SessionSummary()
     try:
         await gateway.hooks.session_started(info)
+    except BaseException:
+        gateway.cancel_registry.forget(cancel_key)
+        upstream.stream.close()
+        raise
+    try:
         await client.stream.send(*_startup_frames(upstream, info, cancel_key.secret_key))
         relay = Relay(
             info, client.stream.reader, client.stream.writer, upstream.stream.reader,
@@ -216,13 +228,13 @@ async def _relay(gateway: Gateway, client: _Client, upstream: Upstream, info: Se
                                            "client": f"{info.client_ip}:{info.client_port}",
                                            "database": info.database, "method": auth.method})
         summary = await gateway.run_session(relay)
-        gateway.hooks.session_ended(info, summary)
-        log.info("session ended", extra={"session": info.session_id, "end": summary.end.value,
-                                         "statements": summary.statements,
-                                         "refused": summary.refused, "rows": summary.rows})
     finally:
+        gateway.hooks.session_ended(info, summary)  # every started session ends, however
         gateway.cancel_registry.forget(cancel_key)
         upstream.stream.close()
+    log.info("session ended", extra={"session": info.session_id, "end": summary.end.value,
+                                     "statements": summary.statements,
+                                     "refused": summary.refused, "rows": summary.rows})
 
 
 def _check_parser_settings(upstream: Upstream) -> None:

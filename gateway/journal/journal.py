@@ -176,6 +176,11 @@ class Journal:
         return JournalStats(seq=writer.seq, entries=writer.entries, batches=writer.batches,
                             writable=self.writable)
 
+    @property
+    def checkpoint_info(self) -> tuple[int, float]:
+        """The newest checkpoint's seq and when it was written (time.monotonic())."""
+        return self._writer.last_checkpoint_seq, self._writer.last_checkpoint_at
+
     async def checkpoint(self) -> int:
         """Write a signed checkpoint now; returns its seq."""
         return await self._writer.request_checkpoint()
