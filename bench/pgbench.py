@@ -42,6 +42,7 @@ import yaml
 
 from gateway.journal.keys import generate as generate_keys
 from gateway.journal.segments import set_immutable
+from gateway.recording.keys import generate_key_file
 from gateway.tempcluster import TempCluster
 from protocols.postgres.scram import make_verifier
 
@@ -71,12 +72,14 @@ class GatewayVariant:
     overrides: Mapping[str, Any] = field(default_factory=dict)
 
 
-# Add variants here, e.g. recording on/off:  GatewayVariant("phigate+rec", {"recording": {...}}).
+# Session recording on, as configured in production (100 result rows kept per statement).
+RECORDING = {"dir": "recordings", "key_file": "keys/recordings.key", "capture_rows": 100}
 GATEWAY_VARIANTS: dict[str, GatewayVariant] = {
     variant.name: variant for variant in (
         # Production defaults: journal with fsync durability, the policy engine deciding.
         GatewayVariant("phigate"),
         GatewayVariant("phigate-write", {"journal": {"durability": "write"}}),
+        GatewayVariant("phigate+rec", {"recordings": RECORDING}),
     )
 }
 # No policy denies everything, so the base config allows pgbench's identity everything; the
@@ -230,6 +233,9 @@ class GatewayTarget(Target):
     def start(self) -> None:
         self.dir.mkdir()
         generate_keys(self.dir / "keys" / "journal")
+        recordings = self.config().get("recordings")
+        if isinstance(recordings, Mapping) and "key_file" in recordings:
+            generate_key_file(self.dir / recordings["key_file"])
         (self.dir / "policy.yaml").write_text(yaml.safe_dump(BENCH_POLICY), encoding="utf-8")
         config_path = self.dir / "phigate.yaml"
         config_path.write_text(yaml.safe_dump(self.config()), encoding="utf-8")

@@ -17,10 +17,13 @@ from collections.abc import Sequence
 
 from protocols.postgres.scram import make_verifier
 
+from .alerts.cli import register as register_alert_commands
 from .config import load_config
 from .errors import ConfigError
 from .journal.cli import register as register_journal_commands
 from .logs import configure_logging
+from .recording.cli import extend_journal_commands
+from .recording.cli import register as register_recording_commands
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 JOURNAL_SWITCH_INTERVAL_S = 0.0005
@@ -49,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=6432, help="gateway port (default 6432)")
     demo.set_defaults(func=_cmd_demo)
 
-    register_journal_commands(commands)
+    register_journal_commands(commands, extend=extend_journal_commands)
+    register_recording_commands(commands)
+    register_alert_commands(commands)
     return parser
 
 

@@ -19,7 +19,9 @@ from .config import Settings
 from .errors import ConfigError, GatewayError
 from .hooks import Hook
 from .journal import Journal, JournalError
+from .monitoring import Monitoring
 from .policy_hook import PolicyHook
+from .recording import RecorderHook, RecordingServices
 from .server import Gateway
 
 log = logging.getLogger("phigate.service")
@@ -27,13 +29,21 @@ log = logging.getLogger("phigate.service")
 EXIT_JOURNAL = 3  # the journal could not be opened: tampered, locked or unwritable
 
 
-def build_hooks(settings: Settings, journal: Journal) -> list[Hook]:
-    """The interception chain, in the fixed order: decide (policy) → journal → record."""
+def build_hooks(settings: Settings, journal: Journal,
+                monitoring: Monitoring | None = None) -> list[Hook]:
+    """The interception chain, in the fixed order: decide (policy) → journal → record
+    → metrics → alerts."""
     clock = Clock.from_environment()
     if clock.shifted:
         log.warning("clock shifted by %s for testing: policy time windows use %s",
                     TEST_NOW_ENV, clock.now().isoformat())
-    return [PolicyHook(settings, clock=clock), JournalHook(journal)]
+    policy, journal_hook = PolicyHook(settings, clock=clock), JournalHook(journal)
+    others: list[Hook] = []
+    if settings.recordings is not None:
+        others.append(RecorderHook(settings.recordings, journal, source=str(settings.source)))
+    if monitoring is None:
+        return [policy, journal_hook, *others]
+    return monitoring.chain(policy, journal_hook, journal, clock, others=others)
 
 
 async def open_journal(settings: Settings) -> Journal:
@@ -68,18 +78,25 @@ class Signals:
 
 async def run_gateway(settings: Settings) -> int:
     signals = Signals()
+    monitoring = Monitoring(settings)
     try:
         journal = await open_journal(settings)
     except (JournalError, GatewayError) as e:
         log.critical("journal cannot be opened: %s", e)
+        await monitoring.journal_unusable(f"journal cannot be opened: {e}")
         return EXIT_JOURNAL
     try:
         await journal.append("config_loaded", config_fields(settings))
-        gateway = Gateway(settings, build_hooks(settings, journal))
-        await gateway.start()
-        signals.gateway = gateway
-        await signals.stop.wait()
-        await gateway.drain()
+        hooks = build_hooks(settings, journal, monitoring)
+        async with RecordingServices(journal, hooks):
+            gateway = Gateway(settings, hooks)
+            await gateway.start()
+            await monitoring.start(gateway, journal)
+            signals.gateway = gateway
+            await signals.stop.wait()
+            monitoring.draining()
+            await gateway.drain()
     finally:
+        await monitoring.stop()
         await journal.close()
     return 0

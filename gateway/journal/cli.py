@@ -83,7 +83,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], *,
     made("journal prune", prune_parser)
 
     keygen = subparsers.add_parser("keygen", help="create a journal signing key pair")
-    keygen.add_argument("path", type=Path, help="writes PATH.key (0600) and PATH.pub")
+    keygen.add_argument("path", type=Path, nargs="?", help="writes PATH.key (0600) and PATH.pub")
     keygen.set_defaults(func=keygen_command)
     made("keygen", keygen)
 
@@ -198,6 +198,8 @@ async def _prune(settings: JournalSettings) -> PruneResult:
 
 
 def keygen_command(args: argparse.Namespace) -> int:
+    if args.path is None:
+        return _usage(ValueError("keygen needs PATH"))
     try:
         private_path, public_path = generate(args.path)
     except (KeyFileError, OSError) as e:
