@@ -83,6 +83,8 @@ _B_COPY_IN_RESPONSE, _B_COPY_OUT_RESPONSE = ord("G"), ord("H")
 # Looked at only when a hook asked to capture the statement's result.
 _B_RESULT_DETAIL = frozenset((_B_ROW_DESCRIPTION, _B_NOTICE, _B_COPY_IN_RESPONSE,
                               _B_COPY_OUT_RESPONSE))
+_B_NO_DATA = ord("n")
+_B_DESCRIPTION = frozenset((_B_ROW_DESCRIPTION, _B_NO_DATA))
 _B_END_OF_STATEMENT = frozenset((_B_COMMAND_COMPLETE, _B_ERROR, _B_EMPTY_QUERY,
                                  _B_PORTAL_SUSPENDED, _B_READY, _B_PARSE_COMPLETE,
                                  _B_BIND_COMPLETE))
@@ -149,6 +151,10 @@ class Relay:
         self._pending: deque[_Pending] = deque()
         self._statements: dict[str, str] = {}
         self._portals: dict[str, _Portal] = {}
+        # Describe answers (RowDescription or NoData), in order, so that a prepared
+        # statement's column names reach hooks even when its Executes come much later.
+        self._described: deque[str | None] = deque()
+        self._descriptions: dict[str, bytes | None] = {}
         self._discarding = False  # after a refusal in an extended batch, until Sync
         self._status = "I"  # transaction status of the last ReadyForQuery
         self._number = 0
@@ -261,6 +267,10 @@ class Relay:
             elif type_byte == _F_SYNC:
                 self._pending.append(_Pending(_Kind.SYNC))
                 out += frame
+            elif type_byte == _F_DESCRIBE:
+                kind, name = peek.close_target(frame)  # Describe has Close's layout
+                self._described.append(name if kind == "S" else None)
+                out += frame
             elif type_byte == _F_CLOSE:
                 self._close(frame)
                 out += frame
@@ -311,6 +321,7 @@ class Relay:
         if type_byte == _F_PARSE:
             name, sql = peek.parse_name_sql(frame)
             self._statements[name] = sql
+            self._descriptions.pop(name, None)
             return Statement(session, self._number, Phase.PARSE, sql, statement_name=name), None
         if type_byte == _F_EXECUTE:
             portal_name = peek.execute_portal(frame)
@@ -323,8 +334,10 @@ class Relay:
             statement = Statement(session, self._number, Phase.EXECUTE, portal.sql,
                                   statement_name=portal.statement_name, portal_name=portal_name,
                                   bind_frame=portal.bind_frame)
-            return statement, _Pending(_Kind.EXECUTE, statement, portal=portal,
-                                       rows_before=portal.rows_sent, row_limit=portal.row_limit)
+            pending = _Pending(_Kind.EXECUTE, statement, portal=portal,
+                               rows_before=portal.rows_sent, row_limit=portal.row_limit)
+            pending.outcome.row_description = self._descriptions.get(portal.statement_name)
+            return statement, pending
         call = decode_frontend(frame)
         assert isinstance(call, m.FunctionCall)
         self._number += 1
@@ -385,6 +398,7 @@ class Relay:
         kind, name = peek.close_target(frame)
         if kind == "S":
             self._statements.pop(name, None)
+            self._descriptions.pop(name, None)
         else:
             self._portals.pop(name, None)
 
@@ -440,6 +454,9 @@ class Relay:
             if type_byte == _B_PARAMETER_STATUS:
                 self._guard_setting(bytes(buf[start:end]))
                 continue
+            if type_byte in _B_DESCRIPTION and self._described and (
+                    not pending or pending[0].kind is not _Kind.QUERY):
+                self._description(type_byte, bytes(buf[start:end]))
             if not pending:
                 continue
             if type_byte in _B_RESULT_DETAIL:
@@ -460,6 +477,12 @@ class Relay:
         out += buf[copied:consumed]
         del buf[:consumed]
         self._client.write(out)
+
+    def _description(self, type_byte: int, frame: bytes) -> None:
+        """The answer to the oldest outstanding Describe; kept for a described statement."""
+        name = self._described.popleft()
+        if name is not None:
+            self._descriptions[name] = frame if type_byte == _B_ROW_DESCRIPTION else None
 
     def _guard_setting(self, frame: bytes) -> None:
         status = decode_backend(frame)
@@ -559,6 +582,7 @@ class Relay:
     def _after_ready(self, frame: bytes) -> bytes | None:
         """Local answers queued behind the batch that just ended go out right after it."""
         self._status = chr(frame[5])
+        self._described.clear()  # Describes an error skipped get no answer
         local = b""
         while self._pending and self._pending[0].kind is _Kind.LOCAL:
             answered = self._pending.popleft()
