@@ -70,6 +70,8 @@ class GatewayVariant:
 
     name: str
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    # How to start it: ``phigate serve`` normally; the relay alone for protocol-layer figures.
+    program: tuple[str, ...] = ("-m", "gateway.cli", "serve")
 
 
 # Session recording on, as configured in production (100 result rows kept per statement).
@@ -80,6 +82,8 @@ GATEWAY_VARIANTS: dict[str, GatewayVariant] = {
         GatewayVariant("phigate"),
         GatewayVariant("phigate-write", {"journal": {"durability": "write"}}),
         GatewayVariant("phigate+rec", {"recordings": RECORDING}),
+        # The protocol layer alone: no policy, journal or recorder hooks (bench/relay_only.py).
+        GatewayVariant("relay-only", program=(str(REPO / "bench" / "relay_only.py"),)),
     )
 }
 # No policy denies everything, so the base config allows pgbench's identity everything; the
@@ -88,7 +92,7 @@ BENCH_POLICY: dict[str, Any] = {
     "phi_tables": [],
     "rules": [{"name": "bench-allow-all", "users": [CLIENT_USER], "allow": ["all"]}],
 }
-DEFAULT_TARGETS = ("direct", "phigate", "phigate-write", "pgbouncer", "pyrelay")
+DEFAULT_TARGETS = ("direct", "relay-only", "phigate", "phigate-write", "pgbouncer", "pyrelay")
 
 
 # -- small helpers -------------------------------------------------------------------------------
@@ -242,7 +246,7 @@ class GatewayTarget(Target):
         log = self.dir / "gateway.log"
         with log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "serve", "-c", str(config_path)],
+                [sys.executable, *self.variant.program, "-c", str(config_path)],
                 cwd=REPO, stdout=out, stderr=out, start_new_session=True,
                 env=clean_env(BENCH_DB_PASSWORD=self.bench.upstream_password))
         wait_listening(self.port, self.process, f"phigate ({self.name})", log)

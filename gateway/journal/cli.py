@@ -123,7 +123,7 @@ def show_command(args: argparse.Namespace) -> int:
                       else _row(entry))
         out.flush()
     except BrokenPipeError:
-        return _reader_gone()
+        return reader_gone()
     except (ValueError, OSError) as e:
         return _usage(e)
     return EXIT_OK
@@ -146,7 +146,7 @@ def export_command(args: argparse.Namespace) -> int:
             if args.output:
                 out.close()
     except BrokenPipeError:
-        return _reader_gone()
+        return reader_gone()
     except OSError as e:
         return _usage(e)
     return EXIT_OK
@@ -229,7 +229,7 @@ def _row(entry: Entry) -> str:
             f"{entry.user or '-':12}  {entry.client or '-':21}  {detail}\n")
 
 
-def _reader_gone() -> int:
+def reader_gone() -> int:
     """``show | head``: the reader left; not an error. Keep Python's exit flush quiet."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())

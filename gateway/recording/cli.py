@@ -23,6 +23,7 @@ from pathlib import Path
 from ..config import RecordingSettings, Settings, load_config
 from ..errors import ConfigError
 from ..journal import JournalSettings
+from ..journal.cli import reader_gone
 from .binding import Check, SessionFacts, Status, check_all, check_recording, scan_journal
 from .errors import RecordingError, RecordingKeyError, RecordingMissing
 from .keys import generate_key_file, load_master_key
@@ -100,7 +101,7 @@ def sessions_list_command(args: argparse.Namespace) -> int:
             print("\n".join(format_rows(rows)))
         sys.stdout.flush()
     except BrokenPipeError:
-        return _reader_gone()
+        return reader_gone()
     return EXIT_OK
 
 
@@ -138,7 +139,7 @@ def replay_command(args: argparse.Namespace) -> int:
                           gateway_running=partial(gateway_running, journal.dir),
                           recheck=partial(_recheck, journal.dir, recordings.dir, facts.session))
         except BrokenPipeError:
-            return _reader_gone()
+            return reader_gone()
 
 
 def _options(args: argparse.Namespace) -> ReplayOptions:
@@ -256,14 +257,6 @@ def _recordings(settings: Settings) -> RecordingSettings:
         raise ConfigError("the config has no recordings section: sessions are not recorded",
                           file=str(settings.source), key="recordings")
     return settings.recordings
-
-
-def _reader_gone() -> int:
-    """``replay … | head``: the reader left; not an error. Keep Python's exit flush quiet."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
-    return EXIT_OK
 
 
 def _note(text: str) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..journal import Journal, JournalError, JournalSettings, KeyFileError
-from ..journal.segments import DirectoryLock
+from ..journal.segments import DirectoryLock, fsync_dir
 from .errors import RecordingError
 
 log = logging.getLogger("phigate.recording")
@@ -138,21 +138,13 @@ def write_request(directory: Path, fields: dict[str, Any]) -> Path:
     finally:
         os.close(fd)
     os.replace(temporary, final)
-    _fsync_dir(directory)
+    fsync_dir(directory)
     return final
 
 
 def make_spool(directory: Path) -> None:
     directory.mkdir(exist_ok=True)
     os.chmod(directory, SPOOL_MODE)  # mkdir's mode is filtered by the umask
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------- the gateway side

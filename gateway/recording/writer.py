@@ -31,6 +31,7 @@ from pathlib import Path
 from ..config import RecordingSettings
 from ..hooks import SessionInfo
 from ..journal import Journal
+from ..journal.segments import fsync_dir
 from .events import Queued, encode_events, session_record
 from .format import SUFFIX, Sealer, new_header
 from .keys import MasterKey
@@ -286,9 +287,9 @@ def _create(path: Path, header: bytes) -> int:
     try:
         _pwrite_all(fd, header, 0)
         os.fdatasync(fd)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         if created:
-            _fsync_dir(path.parent.parent)
+            fsync_dir(path.parent.parent)
     except BaseException:
         os.close(fd)
         raise
@@ -321,11 +322,3 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
     while view:
         written = os.pwrite(fd, view, offset)
         view, offset = view[written:], offset + written
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
