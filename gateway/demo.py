@@ -36,6 +36,7 @@ from .config import Settings, load_config
 from .demo_data import clinic_counts, clinic_sql, grant_service_role_sql
 from .journal.keys import generate as generate_keys
 from .journal.segments import set_immutable
+from .recording.keys import generate_key_file
 from .service import run_gateway
 from .tempcluster import ClusterError, TempCluster
 
@@ -58,6 +59,8 @@ SHUTDOWN_GRACE = "2s"
 # Inside the demo's temporary directory, next to phigate.yaml.
 JOURNAL_DIR = "journal"
 SIGNING_KEY = "keys/journal"  # keygen writes .key and .pub
+RECORDINGS_DIR = "recordings"
+RECORDING_KEY = "keys/recordings.key"
 POLICY_FILE = "policies/clinic.yaml"
 # The documented example policy (with its test cases beside it): the demo shows exactly that.
 EXAMPLE_POLICY = Path(__file__).resolve().parents[1] / "examples" / "policies" / "clinic.yaml"
@@ -114,6 +117,7 @@ def demo_config(*, listen_port: int, upstream_port: int, users: list[DemoUser]) 
     return {
         "listen": f"{HOST}:{listen_port}",
         "journal": {"dir": JOURNAL_DIR, "signing_key": f"{SIGNING_KEY}.key"},
+        "recordings": {"dir": RECORDINGS_DIR, "key_file": RECORDING_KEY},
         "policies": [POLICY_FILE],
         "databases": {
             DATABASE: {"host": HOST, "port": upstream_port, "dbname": DATABASE,
@@ -166,6 +170,7 @@ def provision(cluster: TempCluster) -> str:
 def write_config(config_dir: Path, config: Mapping[str, Any]) -> Path:
     """Write phigate.yaml, the journal signing key pair and the policy it names."""
     generate_keys(config_dir / SIGNING_KEY)
+    generate_key_file(config_dir / RECORDING_KEY)
     try:
         policy = EXAMPLE_POLICY.read_text(encoding="utf-8")
     except OSError as e:
@@ -240,7 +245,15 @@ def instructions(port: int, users: list[DemoUser], cluster: TempCluster,
             *_examples(EXAMPLE_QUERIES.get(user.name, ())),
             "",
         ]
-    lines += ["Ctrl-C to stop (the database and all temporary files are removed).", ""]
+    lines += [
+        "Auditor's view (in another terminal, from this checkout):",
+        f"  .venv/bin/phigate sessions list -c {config_path}",
+        f"  .venv/bin/phigate replay -c {config_path} SESSION_ID --instant",
+        f"  .venv/bin/phigate journal show {config_path.parent / JOURNAL_DIR} --user alice",
+        f"  .venv/bin/phigate journal verify {config_path.parent / JOURNAL_DIR} "
+        f"--key {config_path.parent / SIGNING_KEY}.pub",
+        "",
+        "Ctrl-C to stop (the database and all temporary files are removed).", ""]
     return "\n".join(lines)
 
 

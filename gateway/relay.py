@@ -368,6 +368,8 @@ class Relay:
         record.replacement = replacement
         record.started = time.monotonic()
         record.outcome.refused = True
+        record.outcome.sqlstate = refusal.sqlstate
+        record.outcome.error_message = refusal.message
         if statement.phase is Phase.PARSE:
             record.statement = None  # nothing was to run yet: no outcome to report
             self._statements.pop(statement.statement_name, None)

@@ -142,7 +142,8 @@ async def test_refused_simple_query_is_raised_upstream_and_replaced() -> None:
     assert error.hint == "ask" and error.sqlstate == "42501"
     assert ready == m.ReadyForQuery("E")  # transaction state is the upstream's own
     await play.finish()
-    assert hook.outcomes[0][1].refused
+    refused = hook.outcomes[0][1]
+    assert refused.refused and refused.sqlstate == "42501"
 
 
 async def test_pipeline_refusal_discards_until_sync_and_keeps_earlier_results() -> None:
