@@ -154,3 +154,36 @@ def test_changing_the_client_encoding_mid_session_ends_the_session(
     assert result.returncode != 0
     assert "is not supported" in result.stderr
     assert "after" not in result.stdout
+
+
+def test_idle_sessions_are_closed_after_the_idle_timeout(
+        start_gateway: Callable[..., GatewayProcess]) -> None:
+    gateway = start_gateway({"limits": {"idle_timeout": "1s"}})
+
+    async def scenario() -> None:
+        session = await asyncpg.connect(host="127.0.0.1", port=gateway.port, user="alice",
+                                        password=IDENTITIES["alice"].password,
+                                        database="clinic", ssl=False)
+        try:
+            # Busy is not idle: a statement running longer than the timeout completes.
+            assert await session.fetchval("SELECT 1 FROM pg_sleep(1.5)") == 1
+            await asyncio.sleep(2.5)
+            with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError,
+                                ConnectionError)):
+                await session.fetchval("SELECT 1")
+        finally:
+            session.terminate()
+
+    asyncio.run(scenario())
+    assert "idle_timeout" in gateway.log()
+
+
+def test_serve_refuses_to_start_without_a_journal(gateway: GatewayProcess,
+                                                  tmp_path: Path) -> None:
+    config = yaml.safe_load(gateway.config_path.read_text())
+    del config["journal"]
+    path = tmp_path / "nojournal.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = phigate("serve", "-c", str(path), env=gateway.env)
+    assert result.returncode == 2
+    assert "journal" in result.stderr and "required" in result.stderr
