@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 
 from .config import Settings
 from .hooks import (
@@ -33,9 +34,14 @@ _PROTOCOL = {Phase.SIMPLE: "simple", Phase.PARSE: "extended", Phase.EXECUTE: "ex
              Phase.FUNCTION: "function"}
 
 
+PoliciesInForce = Callable[[], dict[str, str]]  # policy file → SHA-256 of what is enforced
+
+
 class JournalHook(Hook):
-    def __init__(self, journal: Journal) -> None:
+    def __init__(self, journal: Journal, policies_in_force: PoliciesInForce | None = None
+                 ) -> None:
         self.journal = journal
+        self._policies_in_force = policies_in_force
 
     def authenticated(self, event: AuthEvent) -> None:
         fields: dict[str, object] = {
@@ -105,16 +111,28 @@ class JournalHook(Hook):
         })
 
     def config_loaded(self, settings: Settings) -> None:
-        self.journal.append_later("config_loaded", config_fields(settings))
+        in_force = self._policies_in_force() if self._policies_in_force else None
+        self.journal.append_later("config_loaded", config_fields(settings, in_force))
 
 
-def config_fields(settings: Settings) -> dict[str, object]:
-    """What ``config_loaded`` records: hashes that pin exactly which files were in force."""
-    policies = {}
+def config_fields(settings: Settings, policies_in_force: dict[str, str] | None = None
+                  ) -> dict[str, object]:
+    """What ``config_loaded`` records: hashes that pin exactly which files were in force.
+
+    ``policy_files`` hashes the files as they are on disk; ``policies`` the ones enforced.
+    They differ after a reload whose policy files were rejected (the old ones stay).
+    """
+    on_disk = {}
     for path in settings.policy_files:
         try:
-            policies[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+            on_disk[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
         except OSError as e:
-            policies[str(path)] = f"unreadable: {e.strerror}"
-    return {"config": str(settings.source), "sha256": settings.sha256, "policies": policies,
-            "users": len(settings.users), "databases": sorted(settings.databases)}
+            on_disk[str(path)] = f"unreadable: {e.strerror}"
+    fields: dict[str, object] = {
+        "config": str(settings.source), "sha256": settings.sha256,
+        "policies": on_disk if policies_in_force is None else policies_in_force,
+        "users": len(settings.users), "databases": sorted(settings.databases)}
+    if policies_in_force is not None and policies_in_force != on_disk:
+        fields["policy_files"] = on_disk
+        fields["policy_reload_failed"] = True
+    return fields

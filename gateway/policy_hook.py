@@ -99,6 +99,10 @@ class PolicyHook(Hook):
 
     # ---------------------------------------------------------------- lifecycle
 
+    def policies_in_force(self) -> dict[str, str]:
+        """Each enforced policy file and the SHA-256 of the text it was loaded from."""
+        return {policy.source: policy.sha256 for policy in self.engine.policies}
+
     def config_loaded(self, settings: Settings) -> None:
         try:
             engine = load_engine(settings.policy_files, previous=self.engine)

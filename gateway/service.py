@@ -37,7 +37,8 @@ def build_hooks(settings: Settings, journal: Journal,
     if clock.shifted:
         log.warning("clock shifted by %s for testing: policy time windows use %s",
                     TEST_NOW_ENV, clock.now().isoformat())
-    policy, journal_hook = PolicyHook(settings, clock=clock), JournalHook(journal)
+    policy = PolicyHook(settings, clock=clock)
+    journal_hook = JournalHook(journal, policy.policies_in_force)
     others: list[Hook] = []
     if settings.recordings is not None:
         others.append(RecorderHook(settings.recordings, journal, source=str(settings.source)))

@@ -219,6 +219,18 @@ def test_sighup_reloads_policies(start_gateway: Callable[..., GatewayProcess],
         assert time.monotonic() < deadline + 10
         time.sleep(0.05)
     assert psql(gateway, "SELECT code FROM departments LIMIT 1", user="bob").returncode != 0
+    # The journal says which policy is really enforced, and that the file on disk is not it.
+    while True:
+        shown = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "journal", "show", str(gateway.journal_dir),
+             "--json", "--type", "config_loaded"],
+            cwd=REPO, capture_output=True, text=True, timeout=30)
+        loads = [json.loads(line) for line in shown.stdout.splitlines()]
+        if len(loads) >= 3 or time.monotonic() > deadline + 20:
+            break
+        time.sleep(0.2)
+    assert [entry.get("policy_reload_failed", False) for entry in loads] == [False, False, True]
+    assert loads[2]["policies"] == loads[1]["policies"] != loads[2]["policy_files"]
 
 
 def test_no_policy_files_denies_everything(start_gateway: Callable[..., GatewayProcess]) -> None:
