@@ -38,6 +38,8 @@ def _postgres_installed() -> None:
             pytest.fail(f"PostgreSQL is required in CI: {e}")
         pytest.skip(f"PostgreSQL not installed: {e}")
     if shutil.which("psql") is None:
+        if os.environ.get("CI"):
+            pytest.fail("psql is required in CI")
         pytest.skip("psql not installed")
 
 
