@@ -33,8 +33,6 @@ from .config import UserSettings
 from .errors import AuthenticationFailed
 from .wire import FrameStream
 
-SCRAM_MECHANISM = "SCRAM-SHA-256"
-
 
 @dataclass(frozen=True, slots=True)
 class AuthResult:

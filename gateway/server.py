@@ -105,10 +105,6 @@ class Gateway:
         finally:
             self._relays.discard(relay)
 
-    @property
-    def session_count(self) -> int:
-        return len(self._relays)
-
     # ---------------------------------------------------------------- lifecycle
 
     def reload(self) -> None:

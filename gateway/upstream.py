@@ -55,7 +55,6 @@ class Upstream:
     secret_key: bytes = b""
     parameter_frames: list[bytes] = field(default_factory=list)
     notice_frames: list[bytes] = field(default_factory=list)
-    negotiate_frame: bytes | None = None
     tls: bool = False
 
 
@@ -182,7 +181,7 @@ async def _read_until_ready(upstream: Upstream) -> None:
         elif isinstance(message, m.NoticeResponse):
             upstream.notice_frames.append(frame)
         elif isinstance(message, m.NegotiateProtocolVersion):
-            upstream.negotiate_frame = frame
+            pass  # we ask for 3.0 with no options; the client's own version is answered by us
         elif isinstance(message, m.ErrorResponse):
             _raise_startup_error(message)
         else:
