@@ -30,7 +30,13 @@ from .keys import generate_key_file, load_master_key
 from .reader import RecordingReader
 from .replay import ReplayOptions, replay, use_color
 from .sessions import SessionFilter, format_rows, list_sessions
-from .spool import AccessNotRecorded, access_fields, gateway_running, record_access
+from .spool import (
+    AccessNotRecorded,
+    access_fields,
+    gateway_running,
+    record_access,
+    spool_and_wait,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 Handler = Callable[[argparse.Namespace], int]
@@ -179,10 +185,34 @@ def extend_journal_commands(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--recordings", type=Path, metavar="RECDIR",
                             help="also check every recording against the journal's digests")
         parser.set_defaults(func=partial(_verify_with_recordings, inner))
+    elif name in ("journal show", "journal export"):
+        _add_as(parser)
+        parser.set_defaults(func=partial(_read_journal, inner, name))
     elif name == "keygen":
         parser.add_argument("--recording-key", type=Path, metavar="PATH",
                             help="write a recordings master key (32 random bytes, base64, 0600)")
         parser.set_defaults(func=partial(_keygen, inner))
+
+
+def _read_journal(inner: Handler, command: str, args: argparse.Namespace) -> int:
+    """Reading a live journal shows SQL text, which can hold PHI: journal the access first.
+
+    A journal no gateway holds is an offline copy (an auditor's own); reading it is not
+    journaled, and the auditor is told so.
+    """
+    if not Path(args.dir).is_dir() or not gateway_running(Path(args.dir)):
+        print(f"phigate: note: no gateway holds {args.dir}; this read is not journaled",
+              file=sys.stderr)
+        return inner(args)
+    filters = {k: getattr(args, k, None) for k in ("user", "session", "since", "until",
+                                                   "type", "decision", "table", "format")}
+    fields = access_fields(command, acting_as=args.acting_as, filters=filters)
+    try:
+        how = spool_and_wait(Path(args.dir), fields)
+    except AccessNotRecorded as e:
+        return _fail(e, EXIT_FAILED)
+    _note(how)
+    return inner(args)
 
 
 def _verify_with_recordings(inner: Handler, args: argparse.Namespace) -> int:

@@ -87,13 +87,18 @@ def record_access(journal: JournalSettings, fields: dict[str, Any]) -> str:
             return f"journaled as entry {seq}"
         except (JournalError, KeyFileError, OSError) as e:
             log.info("cannot append to the journal directly (%s); using the spool", e)
+    return spool_and_wait(journal.dir, fields)
+
+
+def spool_and_wait(journal_dir: Path, fields: dict[str, Any]) -> str:
+    """Hand the access to the gateway that holds the journal; wait until it is journaled."""
     try:
-        request = write_request(spool_dir(journal.dir), fields)
+        request = write_request(spool_dir(journal_dir), fields)
     except OSError as e:
         raise AccessNotRecorded(f"cannot journal this access: the journal is busy or not "
                                 f"writable and the spool refused the request ({e.strerror})"
                                 ) from e
-    if not gateway_running(journal.dir):
+    if not gateway_running(journal_dir):
         return "spooled; journaled when the gateway next starts"
     deadline = time.monotonic() + ACK_TIMEOUT_S
     while time.monotonic() < deadline:

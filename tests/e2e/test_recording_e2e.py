@@ -28,7 +28,7 @@ import yaml
 
 from gateway.recording.keys import generate_key_file
 from tests.conftest import ClusterInfo
-from tests.e2e.harness import IDENTITIES, REPO, GatewayProcess
+from tests.e2e.harness import IDENTITIES, REPO, GatewayProcess, psql
 
 GOLDEN = REPO / "tests" / "fixtures" / "recording" / "replay-golden.txt"
 CAPTURE_ROWS = 5
@@ -337,3 +337,21 @@ def test_the_gateway_will_not_start_without_its_recording_key(
     overrides["recordings"]["key_file"] = str(tmp_path / "missing.key")
     with pytest.raises(RuntimeError, match="cannot read recording key"):
         GatewayProcess(tmp_path / "gw", pg_cluster, overrides).start()
+
+
+def test_reading_a_live_journal_is_itself_journaled(start_gateway: Any) -> None:
+    gateway = start_gateway()
+    assert psql(gateway, "SELECT 1").returncode == 0
+    shown = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "journal", "show", str(gateway.journal_dir),
+         "--user", "alice", "--as", "auditor-ann"],
+        cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert "journaled by the running gateway" in shown.stderr
+    gateway.stop()
+    accesses = [json.loads(line) for line in subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "journal", "show", str(gateway.journal_dir),
+         "--json", "--type", "audit_access"],
+        cwd=REPO, capture_output=True, text=True, timeout=60).stdout.splitlines()]
+    assert [(a["action"], a.get("as"), a["filters"]) for a in accesses] == [
+        ("journal show", "auditor-ann", {"user": "alice"})]
