@@ -15,8 +15,9 @@ import sys
 import uuid
 from collections.abc import Mapping
 
-from ..config import SinkSettings, load_config
+from ..config import load_config
 from .model import Alert
+from .settings import SinkSettings
 from .sinks import SinkError, build_sink
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2

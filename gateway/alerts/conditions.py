@@ -18,8 +18,8 @@ from collections.abc import Callable
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from ..config import AlertRule
 from .model import Event, EventKind, Trigger
+from .settings import AlertRule
 
 # A flood of failed logins with random user names must not grow memory without bound;
 # past this many subjects per rule the least recently seen are dropped.

@@ -16,8 +16,8 @@ import random
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
-from ..config import SinkSettings
 from .model import Alert
+from .settings import SinkSettings
 from .sinks import Sink, SinkError
 
 log = logging.getLogger("phigate.alerts")

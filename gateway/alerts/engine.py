@@ -15,9 +15,9 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..config import AlertRule
 from .conditions import MAX_SUBJECTS, Condition, build_condition
 from .model import Alert, Event, EventKind, Trigger
+from .settings import AlertRule
 
 
 @dataclass(frozen=True, slots=True)

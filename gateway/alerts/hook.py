@@ -13,12 +13,13 @@ from typing import Any
 
 from ..audit import JOURNAL_SEQ_TAG, POLICY_TAG
 from ..clock import Clock
-from ..config import AlertRule, Settings
+from ..config import Settings
 from ..errors import StatementRefused
 from ..hooks import AuthEvent, Hook, Outcome, Phase, SessionInfo, Statement, Verdict
 from .dispatcher import Dispatcher
 from .engine import RulesEngine
 from .model import Event, EventKind
+from .settings import AlertRule
 
 log = logging.getLogger("phigate.alerts")
 

@@ -17,10 +17,10 @@ import logging.handlers
 import sys
 from typing import Protocol
 
-from ..config import SinkSettings
 from ..errors import ConfigError
 from .http import HttpError, post
 from .model import Alert
+from .settings import SinkSettings
 
 SIGNATURE_HEADER = "X-PHIGate-Signature"
 ALERT_ID_HEADER = "X-PHIGate-Alert"

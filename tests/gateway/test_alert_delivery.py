@@ -15,8 +15,9 @@ import pytest
 from gateway.alerts import dispatcher as dispatch
 from gateway.alerts.dispatcher import Dispatcher
 from gateway.alerts.model import Alert
+from gateway.alerts.settings import SinkSettings
 from gateway.alerts.sinks import LogSink, SyslogSink, WebhookSink, build_sink
-from gateway.config import Secret, SinkSettings
+from gateway.config_values import Secret
 
 SECRET = "s3cret-for-tests"
 

@@ -8,7 +8,7 @@ import pytest
 
 from gateway.alerts.engine import RulesEngine, journal_failure_alerts
 from gateway.alerts.model import Alert, Event, EventKind
-from gateway.config import AlertRule
+from gateway.alerts.settings import AlertRule
 
 # A Saturday night in New York, and a Tuesday morning.
 SATURDAY_NIGHT = dt.datetime(2026, 11, 28, 23, 0, tzinfo=dt.timezone(dt.timedelta(hours=-5)))

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import load_config, parse_duration, parse_size
+from gateway.config import load_config
+from gateway.config_values import parse_duration, parse_size
 from gateway.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,15 +10,8 @@ from types import SimpleNamespace
 
 import yaml
 
-from gateway.config import (
-    AlertRule,
-    AlertSettings,
-    DatabaseSettings,
-    Limits,
-    MetricsSettings,
-    Settings,
-    SinkSettings,
-)
+from gateway.alerts.settings import AlertRule, AlertSettings, SinkSettings
+from gateway.config import DatabaseSettings, Limits, MetricsSettings, Settings
 from gateway.hooks import AuthEvent, SessionInfo, SessionSummary
 from gateway.metrics import OTHER, JournalCollector, Metrics, MetricsHook, class_label
 
