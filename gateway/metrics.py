@@ -24,7 +24,12 @@ from importlib import metadata
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import generate_latest
 
 from policies.model import CLASSES
@@ -35,6 +40,7 @@ from .fastmetrics import FastCollector, FastCounter, FastHistogram
 from .hooks import AuthEvent, Hook, Outcome, Phase, SessionInfo, SessionSummary, Statement, Verdict
 from .journal import Journal
 from .journal.segments import list_segments
+from .journal.writer import BATCH_SIZE_BOUNDS
 from .recording.events import JOURNAL_FIELD as RECORDING_ANNOTATION
 
 log = logging.getLogger("phigate.metrics")
@@ -278,6 +284,8 @@ class JournalCollector:
                        stats.entries)
         yield _counter("phigate_journal_batches", "Group-commit batches written since start "
                        "(entries / batches = mean batch size).", stats.batches)
+        if stats.batch_sizes:
+            yield _batch_histogram(stats.batch_sizes, stats.entries)
         yield _gauge("phigate_journal_seq", "Seq of the last journal entry.", stats.seq)
         yield _gauge("phigate_journal_writable", "1 while the journal accepts entries.",
                      1.0 if stats.writable else 0.0)
@@ -287,6 +295,16 @@ class JournalCollector:
                      "signed checkpoint.", time.monotonic() - checkpoint_at)
         yield _gauge("phigate_journal_bytes", "Bytes of journal segments on disk.",
                      _segment_bytes(journal))
+
+
+def _batch_histogram(counts: tuple[int, ...], entries: int) -> Metric:
+    """Entries per group-commit batch (one fdatasync each), cumulative as Prometheus wants."""
+    buckets, running = [], 0
+    for bound, count in zip((*BATCH_SIZE_BOUNDS, float("inf")), counts, strict=True):
+        running += count
+        buckets.append(("+Inf" if bound == float("inf") else str(bound), running))
+    return HistogramMetricFamily("phigate_journal_batch_size", "Journal entries per "
+                                 "group-commit batch.", buckets=buckets, sum_value=entries)
 
 
 def _counter(name: str, documentation: str, value: float) -> Metric:

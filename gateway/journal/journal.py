@@ -38,6 +38,8 @@ class JournalStats:
     entries: int
     batches: int
     writable: bool
+    # Batches per size bucket: at most BATCH_SIZE_BOUNDS[i] entries; the last, more.
+    batch_sizes: tuple[int, ...] = ()
 
 
 class Journal:
@@ -174,7 +176,7 @@ class Journal:
         """Counters since open, for metrics: last seq, entries and group-commit batches."""
         writer = self._writer
         return JournalStats(seq=writer.seq, entries=writer.entries, batches=writer.batches,
-                            writable=self.writable)
+                            writable=self.writable, batch_sizes=tuple(writer.batch_sizes))
 
     @property
     def checkpoint_info(self) -> tuple[int, float]:

@@ -16,6 +16,7 @@ sealing happen here too, between batches. :class:`..journal.Journal` drives it.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import errno
 import logging
 import os
@@ -61,6 +62,7 @@ class Pending:
 # thread and back (two GIL transfers per batch, measured ~15% of the gateway's CPU per
 # statement on a 2-core host). Slower disks keep the thread, so a slow fsync never stalls
 # every session's result stream for long; one spike moves the average past the budget.
+BATCH_SIZE_BOUNDS = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # group-commit histogram buckets
 INLINE_IO_BUDGET_S = 0.0003
 IO_EWMA_WEIGHT = 0.2
 
@@ -93,6 +95,8 @@ class Writer:
         # Counters for metrics and the benchmark: committed batches and entries this run.
         self.batches = 0
         self.entries = 0
+        # How many batches had at most BATCH_SIZE_BOUNDS[i] entries (last: more), for metrics.
+        self.batch_sizes = [0] * (len(BATCH_SIZE_BOUNDS) + 1)
         self._head = position.head
         self._path = position.active
         self._fd: int | None = None
@@ -222,6 +226,7 @@ class Writer:
         self.seq, self._head = seq, head
         self._size += len(data)
         self.batches += 1
+        self.batch_sizes[bisect.bisect_left(BATCH_SIZE_BOUNDS, len(accepted))] += 1
         self.entries += len(accepted)
         if self._broken is not None:
             log.warning("journal is writable again at seq %d; %d queued entries (outcomes) "

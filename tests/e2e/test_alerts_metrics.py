@@ -247,6 +247,11 @@ def test_metrics_count_a_scripted_session(start_gateway: Callable[..., GatewayPr
     assert delta("phigate_statement_duration_seconds_count") == 3
     assert delta("phigate_journal_append_seconds_count") == 4  # the denial is journaled too
     assert delta("phigate_journal_entries_total") >= 4 + 4  # statements and their outcomes
+    # Every entry sits in exactly one group-commit batch.
+    assert delta("phigate_journal_batch_size_sum") == delta("phigate_journal_entries_total")
+    assert delta("phigate_journal_batch_size_count") == delta("phigate_journal_batches_total")
+    assert value(after, "phigate_journal_batch_size_bucket", le="+Inf") == value(
+        after, "phigate_journal_batch_size_count")
     assert value(after, "phigate_journal_writable") == 1
     assert value(after, "phigate_journal_last_checkpoint_seq") > 0
     assert value(after, "phigate_journal_bytes") > 0

@@ -31,7 +31,8 @@ def settings(per_user: bool = False) -> Settings:
 
 def exported_names(metrics: Metrics) -> set[str]:
     journal = SimpleNamespace(  # what JournalCollector reads from a Journal
-        stats=SimpleNamespace(seq=1, entries=1, batches=1, writable=True),
+        stats=SimpleNamespace(seq=1, entries=3, batches=2, writable=True,
+                              batch_sizes=(1, 1, 0, 0, 0, 0, 0, 0, 0, 0)),
         checkpoint_info=(1, 0.0),
         settings=SimpleNamespace(dir=Path("/nonexistent")))
     families = list(metrics.registry.collect()) + list(JournalCollector(journal).collect())  # type: ignore[arg-type]
