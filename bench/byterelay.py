@@ -19,7 +19,7 @@ from typing import cast
 
 StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
-READ_CHUNK = 256 * 1024  # the same read size as gateway/relay.py
+READ_CHUNK = 256 * 1024  # the same read size as gateway/proxy/relay.py
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -40,10 +40,10 @@ from typing import Any
 
 import yaml
 
+from gateway.demo.tempcluster import TempCluster
 from gateway.journal.keys import generate as generate_keys
 from gateway.journal.segments import set_immutable
 from gateway.recording.keys import generate_key_file
-from gateway.tempcluster import TempCluster
 from protocols.postgres.scram import make_verifier
 
 REPO = Path(__file__).resolve().parents[1]

@@ -31,7 +31,7 @@ from bench.pgbench import (
     run_pgbench,
     running,
 )
-from gateway.tempcluster import TempCluster
+from gateway.demo.tempcluster import TempCluster
 
 OFF, ON = "phigate", "phigate+rec"
 SETTLE_S = 1.5  # sessions end, then the recorder flushes (interval 1 s) before we measure

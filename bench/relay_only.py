@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway.config import load_config  # noqa: E402
-from gateway.server import Gateway  # noqa: E402
+from gateway.proxy.server import Gateway  # noqa: E402
+from gateway.settings.config import load_config  # noqa: E402
 
 
 async def serve(config: str) -> None:

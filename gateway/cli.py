@@ -18,12 +18,12 @@ from collections.abc import Sequence
 from protocols.postgres.scram import make_verifier
 
 from .alerts.cli import register as register_alert_commands
-from .config import load_config
 from .errors import ConfigError
 from .journal.cli import register as register_journal_commands
-from .logs import configure_logging
+from .ops.logs import configure_logging
 from .recording.cli import extend_journal_commands
 from .recording.cli import register as register_recording_commands
+from .settings.config import load_config
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 JOURNAL_SWITCH_INTERVAL_S = 0.0005
@@ -106,7 +106,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo.demo import run_demo
 
     configure_logging("warning")
     _install_uvloop()

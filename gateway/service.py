@@ -13,16 +13,16 @@ import asyncio
 import logging
 import signal
 
-from .audit import JournalHook, config_fields
 from .clock import TEST_NOW_ENV, Clock
-from .config import Settings
 from .errors import ConfigError, GatewayError
-from .hooks import Hook
 from .journal import Journal, JournalError
-from .monitoring import Monitoring
-from .policy_hook import PolicyHook
+from .journal.hook import JournalHook, config_fields
+from .ops.monitoring import Monitoring
+from .policy.hook import PolicyHook
+from .proxy.hooks import Hook
+from .proxy.server import Gateway
 from .recording import RecorderHook, RecordingServices
-from .server import Gateway
+from .settings.config import Settings
 
 log = logging.getLogger("phigate.service")
 

@@ -1,8 +1,8 @@
 """YAML policy text → validated ``Policy``; every error says ``file:line: key.path: message``.
 
 The caller reads the file (the gateway owns I/O) and passes its text and a source name.
-``yaml.safe_load``-equivalent parsing through a SafeLoader subclass that remembers the line of
-every key and list item and rejects duplicate keys. Unknown keys, unknown classes, bad CIDRs,
+Parsing is ``policies/yamlsource.py`` (safe, line-tracking, duplicate keys refused), shared
+with the gateway's config loader. Unknown keys, unknown classes, bad CIDRs,
 time windows, time zones and day names are all errors. Time zones are looked up with
 ``zoneinfo``, which reads the system time-zone database (the one read this package does).
 """
@@ -17,8 +17,6 @@ from collections.abc import Iterable
 from typing import Any, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
-
 from policies.model import (
     ALLOW_ITEMS,
     BULK_EXPORT,
@@ -31,6 +29,7 @@ from policies.model import (
     TimeWindow,
 )
 from policies.phi import parse_pattern
+from policies.yamlsource import LocatedList, LocatedMap, YamlSyntaxError, parse_located
 
 TOP_KEYS = frozenset({"phi_tables", "rules", "enforce", "description", "version"})
 RULE_KEYS = frozenset(
@@ -62,82 +61,19 @@ class PolicyError(Exception):
         return f"{where}:{key} {self.message}"
 
 
-class _Map(dict[Any, Any]):
-    """A mapping that remembers where it and each of its keys were written."""
-
-    line = 0
-    key_lines: dict[Any, int]
-
-
-class _Seq(list[Any]):
-    line = 0
-    item_lines: list[int]
-
-
-class _LineLoader(yaml.SafeLoader):
-    """SafeLoader (no arbitrary objects) that records line numbers and rejects duplicate keys."""
-
-
-def _construct_map(loader: _LineLoader, node: yaml.MappingNode) -> _Map:
-    loader.flatten_mapping(node)
-    result = _Map()
-    result.line, result.key_lines = node.start_mark.line + 1, {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
-        line = key_node.start_mark.line + 1
-        if not isinstance(key, str | int | bool | float) or key is None:
-            raise yaml.constructor.ConstructorError(None, None, "keys must be scalars",
-                                                    key_node.start_mark)
-        if key in result:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first on line {result.key_lines[key]})",
-                key_node.start_mark,
-            )
-        result[key] = loader.construct_object(value_node, deep=True)  # type: ignore[no-untyped-call]
-        result.key_lines[key] = line
-    return result
-
-
-def _construct_seq(loader: _LineLoader, node: yaml.SequenceNode) -> _Seq:
-    result = _Seq(loader.construct_object(child, deep=True)  # type: ignore[no-untyped-call]
-                  for child in node.value)
-    result.line = node.start_mark.line + 1
-    result.item_lines = [child.start_mark.line + 1 for child in node.value]
-    return result
-
-
-_LineLoader.add_constructor("tag:yaml.org,2002:map", _construct_map)
-_LineLoader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
-
-
 def parse_yaml(text: str, source: str) -> Any:
     """YAML text → plain data whose mappings and sequences remember line numbers."""
     try:
-        return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark is not None else None
-        raise PolicyError(f"invalid YAML: {e.problem or e}", source=source, line=line) from e
-    except yaml.YAMLError as e:
-        raise PolicyError(f"invalid YAML: {e}", source=source) from e
-
-
-def key_line(data: Any, key: Any, default: int | None = None) -> int | None:
-    """The line a key of a mapping from ``parse_yaml`` was written on."""
-    return getattr(data, "key_lines", {}).get(key, default)
-
-
-def item_line(data: Any, index: int, default: int | None = None) -> int | None:
-    """The line an item of a sequence from ``parse_yaml`` was written on."""
-    lines = getattr(data, "item_lines", [])
-    return lines[index] if 0 <= index < len(lines) else default
+        return parse_located(text)
+    except YamlSyntaxError as e:
+        raise PolicyError(e.message, source=source, line=e.line) from e
 
 
 def load_policy(text: str, source: str) -> Policy:
     """Validate one policy file's text. Raises ``PolicyError``."""
     data = parse_yaml(text, source)
     v = _Validator(source)
-    if not isinstance(data, _Map):
+    if not isinstance(data, LocatedMap):
         v.fail(getattr(data, "line", 1), "", "a policy file is a mapping with phi_tables and rules")
     v.check_keys(data, "", TOP_KEYS)
     if "rules" not in data:
@@ -175,13 +111,13 @@ class _Validator:
              cause: Exception | None = None) -> NoReturn:
         raise PolicyError(message, source=self.source, line=line, key=key or None) from cause
 
-    def check_keys(self, data: _Map, path: str, allowed: frozenset[str]) -> None:
+    def check_keys(self, data: LocatedMap, path: str, allowed: frozenset[str]) -> None:
         for key in data:
             if key not in allowed:
                 hint = _suggest(str(key), allowed)
                 self.fail(data.key_lines[key], _join(path, str(key)), f"unknown key{hint}")
 
-    def phi_tables(self, data: _Map) -> tuple[str, ...]:
+    def phi_tables(self, data: LocatedMap) -> tuple[str, ...]:
         items = self.string_list(data, "phi_tables", "phi_tables", allow_empty=True) or ()
         lines = data["phi_tables"].item_lines if "phi_tables" in data else []
         for index, item in enumerate(items):
@@ -191,17 +127,17 @@ class _Validator:
                 self.fail(lines[index], f"phi_tables[{index}]", str(e), cause=e)
         return items
 
-    def rules(self, data: _Map) -> tuple[Rule, ...]:
+    def rules(self, data: LocatedMap) -> tuple[Rule, ...]:
         rules = data["rules"]
         if rules is None:
             return ()
-        if not isinstance(rules, _Seq):
+        if not isinstance(rules, LocatedList):
             self.fail(data.key_lines["rules"], "rules", "expected a list of rules")
         names: dict[str, int] = {}
         out = []
         for index, item in enumerate(rules):
             path, line = f"rules[{index}]", rules.item_lines[index]
-            if not isinstance(item, _Map):
+            if not isinstance(item, LocatedMap):
                 self.fail(line, path, "expected a mapping (a rule)")
             rule = _RuleBuilder(self, item, path).build()
             if rule.name in names:
@@ -213,18 +149,18 @@ class _Validator:
 
     # typed field readers: each returns the default when the key is absent
 
-    def value_line(self, data: _Map, key: str) -> int:
+    def value_line(self, data: LocatedMap, key: str) -> int:
         value = data.get(key)
         return getattr(value, "line", 0) or data.key_lines.get(key, data.line)
 
-    def boolean(self, data: _Map, key: str, path: str, *, default: bool) -> bool:
+    def boolean(self, data: LocatedMap, key: str, path: str, *, default: bool) -> bool:
         if key not in data:
             return default
         if not isinstance(data[key], bool):
             self.fail(data.key_lines[key], path, f"expected true or false, got {data[key]!r}")
         return bool(data[key])
 
-    def positive_int(self, data: _Map, key: str, path: str) -> int | None:
+    def positive_int(self, data: LocatedMap, key: str, path: str) -> int | None:
         if key not in data:
             return None
         value = data[key]
@@ -232,19 +168,19 @@ class _Validator:
             self.fail(data.key_lines[key], path, f"expected a positive integer, got {value!r}")
         return value
 
-    def string(self, data: _Map, key: str, path: str) -> str | None:
+    def string(self, data: LocatedMap, key: str, path: str) -> str | None:
         if key not in data:
             return None
         if not isinstance(data[key], str) or not data[key].strip():
             self.fail(data.key_lines[key], path, f"expected a non-empty string, got {data[key]!r}")
         return str(data[key]).strip()
 
-    def string_list(self, data: _Map, key: str, path: str, *,
+    def string_list(self, data: LocatedMap, key: str, path: str, *,
                     allow_empty: bool = False) -> tuple[str, ...] | None:
         if key not in data:
             return None
         value = data[key]
-        if not isinstance(value, _Seq):
+        if not isinstance(value, LocatedList):
             self.fail(data.key_lines[key], path, f"expected a list, got {value!r}")
         if not value and not allow_empty:
             self.fail(data.key_lines[key], path,
@@ -259,7 +195,7 @@ class _Validator:
 class _RuleBuilder:
     """Validates one rule mapping."""
 
-    def __init__(self, v: _Validator, data: _Map, path: str) -> None:
+    def __init__(self, v: _Validator, data: LocatedMap, path: str) -> None:
         self.v, self.data, self.path = v, data, path
 
     def key(self, name: str) -> str:

@@ -26,8 +26,9 @@ from typing import Any, NoReturn
 
 from policies.context import RequestContext
 from policies.engine import Engine
-from policies.loader import PolicyError, item_line, key_line, parse_yaml
+from policies.loader import PolicyError, parse_yaml
 from policies.model import Action, Decision
+from policies.yamlsource import item_line, key_line
 
 TOP_KEYS = frozenset({"defaults", "users", "cases"})
 DEFAULT_KEYS = frozenset({"database", "now", "ip", "reason"})

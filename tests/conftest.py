@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.demo_data import clinic_sql, grant_service_role_sql
-from gateway.tempcluster import PostgresNotFound, TempCluster
+from gateway.demo.demo_data import clinic_sql, grant_service_role_sql
+from gateway.demo.tempcluster import PostgresNotFound, TempCluster
 
 CLINIC_DB = "clinic"
 CLINIC_PATIENTS = 200

@@ -15,7 +15,7 @@ import sys
 import uuid
 from collections.abc import Mapping
 
-from ..config import load_config
+from ..settings.config import load_config
 from .model import Alert
 from .settings import SinkSettings
 from .sinks import SinkError, build_sink

@@ -5,7 +5,7 @@
 queues; a full queue drops the alert for that sink and counts it. One named
 task per sink sends, retrying with exponential backoff; an alert that still
 fails is journaled as ``alert_failed``. Driven by the AlertHook (and, at
-start-up, by ``gateway/monitoring.py`` when the journal cannot be opened).
+start-up, by ``gateway/ops/monitoring.py`` when the journal cannot be opened).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ Record = Callable[[str, dict[str, object]], None]  # Journal.append_later
 
 
 class AlertCounters(Protocol):
-    """What the dispatcher reports for metrics (``gateway/metrics.py`` implements it)."""
+    """What the dispatcher reports for metrics (``gateway/ops/metrics.py`` implements it)."""
 
     def alert_fired(self, rule: str) -> None: ...
 

@@ -11,11 +11,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from ..audit import JOURNAL_SEQ_TAG, POLICY_TAG
 from ..clock import Clock
-from ..config import Settings
 from ..errors import StatementRefused
-from ..hooks import AuthEvent, Hook, Outcome, Phase, SessionInfo, Statement, Verdict
+from ..journal.hook import JOURNAL_SEQ_TAG, POLICY_TAG
+from ..proxy.hooks import AuthEvent, Hook, Outcome, Phase, SessionInfo, Statement, Verdict
+from ..settings.config import Settings
 from .dispatcher import Dispatcher
 from .engine import RulesEngine
 from .model import Event, EventKind

@@ -1,6 +1,6 @@
 """The ``alerts:`` section: sinks and rules, validated into frozen settings.
 
-Read by ``gateway/config.py`` at start-up and on SIGHUP; used by the rules
+Read by ``gateway/settings/config.py`` at start-up and on SIGHUP; used by the rules
 engine, the sinks and the dispatcher in this package.
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ..config_values import Secret, Section
+from ..settings.values import Secret, Section
 
 ALERT_CONDITIONS = ("failed_logins", "off_hours", "denied", "bulk_export", "volume",
                     "break_glass", "journal", "new_client")

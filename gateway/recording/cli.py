@@ -20,10 +20,10 @@ from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
 
-from ..config import RecordingSettings, Settings, load_config
 from ..errors import ConfigError
 from ..journal import JournalSettings
 from ..journal.cli import reader_gone
+from ..settings.config import RecordingSettings, Settings, load_config
 from .binding import Check, SessionFacts, Status, check_all, check_recording, scan_journal
 from .errors import RecordingError, RecordingKeyError, RecordingMissing
 from .keys import generate_key_file, load_master_key

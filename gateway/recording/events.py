@@ -29,11 +29,11 @@ from dataclasses import asdict, dataclass
 from typing import Any, TypeAlias
 
 from protocols.postgres import messages as m
-from protocols.postgres.codec import decode_backend, decode_frontend
+from protocols.postgres.decoder import decode_backend, decode_frontend
 from protocols.postgres.errors import ProtocolError
 
-from ..audit import POLICY_TAG
-from ..hooks import Outcome, Phase, SessionInfo, SessionSummary, Statement
+from ..journal.hook import POLICY_TAG
+from ..proxy.hooks import Outcome, Phase, SessionInfo, SessionSummary, Statement
 from .errors import RecordingTampered
 from .values import render
 

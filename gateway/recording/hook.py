@@ -18,10 +18,10 @@ import logging
 from collections.abc import Mapping
 from time import monotonic
 
-from ..config import RecordingSettings, Settings
 from ..errors import ConfigError
-from ..hooks import Hook, Outcome, Phase, SessionInfo, SessionSummary, Statement, Verdict
 from ..journal import Journal
+from ..proxy.hooks import Hook, Outcome, Phase, SessionInfo, SessionSummary, Statement, Verdict
+from ..settings.config import RecordingSettings, Settings
 from .errors import RecordingFailed, RecordingKeyError, RecordingUnavailable
 from .events import JOURNAL_FIELD, end_record, result_record, statement_record
 from .keys import load_master_key

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import RecordingSettings
+from ..settings.config import RecordingSettings
 from .errors import RecordingKeyError
 
 log = logging.getLogger("phigate.recording")

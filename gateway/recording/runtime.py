@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from types import TracebackType
 
-from ..hooks import Hook
 from ..journal import Journal
+from ..proxy.hooks import Hook
 from .hook import RecorderHook
 from .spool import SpoolDrainer, spool_dir
 

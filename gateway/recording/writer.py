@@ -28,10 +28,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import RecordingSettings
-from ..hooks import SessionInfo
 from ..journal import Journal
 from ..journal.segments import fsync_dir
+from ..proxy.hooks import SessionInfo
+from ..settings.config import RecordingSettings
 from .events import Queued, encode_events, session_record
 from .format import SUFFIX, Sealer, new_header
 from .keys import MasterKey

@@ -1,7 +1,7 @@
 """PostgreSQL's legacy MD5 password response, for upstreams that still ask for it.
 
-Driven by ``gateway/auth.py`` when an upstream sends AuthenticationMD5Password; the result goes
-back in a PasswordMessage. The gateway never offers MD5 to its own clients: SCRAM only.
+Driven by ``gateway/proxy/upstream.py`` when an upstream sends AuthenticationMD5Password; the
+result goes back in a PasswordMessage. The gateway never offers MD5 to its own clients: SCRAM only.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """PostgreSQL v3 messages as frozen, slotted dataclasses: one class per message.
 
-Owned by the codec: :mod:`.codec` builds these from raw frames and turns them
+Owned by the codec: :mod:`.decoder` builds these from raw frames and :mod:`.encoder` turns them
 back into bytes. Every message keeps the exact frame it was decoded from in
 ``raw`` (empty when the gateway built it), so the relay can forward verbatim
 and re-encode only what the gateway itself writes. ``raw`` takes no part in
@@ -264,7 +264,7 @@ class PasswordMessage:
 
 @dataclass(frozen=True, slots=True)
 class SASLInitialResponse:
-    """Encodes as a 'p' frame; read one with ``codec.as_sasl_initial_response``."""
+    """Encodes as a 'p' frame; read one with ``decoder.as_sasl_initial_response``."""
 
     mechanism: str
     data: bytes | None
@@ -273,7 +273,7 @@ class SASLInitialResponse:
 
 @dataclass(frozen=True, slots=True)
 class SASLResponse:
-    """Encodes as a 'p' frame; read one with ``codec.as_sasl_response``."""
+    """Encodes as a 'p' frame; read one with ``decoder.as_sasl_response``."""
 
     data: bytes
     raw: bytes = field(default=b"", compare=False, repr=False)

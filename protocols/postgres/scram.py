@@ -5,7 +5,7 @@ side of the exchange (the gateway authenticating its clients), the client side (
 authenticating itself to an upstream PostgreSQL) and tls-server-end-point channel-binding data
 (RFC 5929).
 
-Driven by ``gateway/auth.py``, which carries these bytes in AuthenticationSASL* /
+Driven by ``gateway/proxy/auth.py``, which carries these bytes in AuthenticationSASL* /
 SASLInitialResponse / SASLResponse messages and turns the exceptions into ErrorResponses using
 their ``sqlstate``. Each ScramServer or ScramClient runs exactly one exchange; any failure ends
 it. Key derivation (PBKDF2) costs milliseconds of CPU per call: callers on an event loop should

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.tempcluster import PostgresNotFound, find_bindir
+from gateway.demo.tempcluster import PostgresNotFound, find_bindir
 from tests.e2e.harness import REPO, free_port
 
 READY_LINE = "Ctrl-C to stop"

@@ -12,7 +12,8 @@ import asyncpg
 import pytest
 
 from protocols.postgres import messages as m
-from protocols.postgres.codec import decode_backend, encode
+from protocols.postgres.decoder import decode_backend
+from protocols.postgres.encoder import encode
 from protocols.postgres.framing import FrameBuffer
 from protocols.postgres.scram import ScramClient
 from tests.conftest import ClusterInfo

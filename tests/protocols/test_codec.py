@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from protocols.postgres import codec
+from protocols.postgres import decoder, encoder
 from protocols.postgres import messages as m
 from protocols.postgres.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from protocols.postgres.framing import FrameBuffer
@@ -22,18 +22,18 @@ KEY32 = bytes(range(32))
 SCRAM = "SCRAM-SHA-256"
 
 
-def _sasl_initial(frame: codec.Buffer) -> Any:
-    return codec.as_sasl_initial_response(codec.decode_frontend(frame))  # type: ignore[arg-type]
+def _sasl_initial(frame: decoder.Buffer) -> Any:
+    return decoder.as_sasl_initial_response(decoder.decode_frontend(frame))  # type: ignore[arg-type]
 
 
-def _sasl(frame: codec.Buffer) -> Any:
-    return codec.as_sasl_response(codec.decode_frontend(frame))  # type: ignore[arg-type]
+def _sasl(frame: decoder.Buffer) -> Any:
+    return decoder.as_sasl_response(decoder.decode_frontend(frame))  # type: ignore[arg-type]
 
 
-DECODERS: dict[str, Callable[[codec.Buffer], Any]] = {
-    "startup": codec.decode_startup,
-    "frontend": codec.decode_frontend,
-    "backend": codec.decode_backend,
+DECODERS: dict[str, Callable[[decoder.Buffer], Any]] = {
+    "startup": decoder.decode_startup,
+    "frontend": decoder.decode_frontend,
+    "backend": decoder.decode_backend,
     "sasl_initial": _sasl_initial,
     "sasl": _sasl,
 }
@@ -169,7 +169,7 @@ def message_classes() -> list[type]:
 
 @pytest.mark.parametrize(("side", "msg", "wire", "open_ended"), CASES)
 def test_encode_golden(side: str, msg: Any, wire: bytes, open_ended: bool) -> None:
-    assert codec.encode(msg) == wire
+    assert encoder.encode(msg) == wire
 
 
 @pytest.mark.parametrize(("side", "msg", "wire", "open_ended"), CASES)
@@ -277,8 +277,8 @@ def test_type_bytes_are_unique_within_a_direction(namespace: type) -> None:
 
 
 def test_type_bytes_match_the_wire() -> None:
-    assert codec.encode(m.Describe("S", ""))[0] == m.FrontendType.DESCRIBE
-    assert codec.encode(m.DataRow(()))[0] == m.BackendType.DATA_ROW
+    assert encoder.encode(m.Describe("S", ""))[0] == m.FrontendType.DESCRIBE
+    assert encoder.encode(m.DataRow(()))[0] == m.BackendType.DATA_ROW
     assert m.FrontendType.DESCRIBE == m.BackendType.DATA_ROW == ord("D")
     frontend = {case[2][0] for case in GOLDEN if case[0] in ("frontend", "sasl", "sasl_initial")}
     backend = {case[2][0] for case in GOLDEN if case[0] == "backend"}
@@ -287,8 +287,8 @@ def test_type_bytes_match_the_wire() -> None:
 
 
 @pytest.mark.parametrize(("decode", "type_byte"), [
-    (codec.decode_frontend, "R"), (codec.decode_frontend, "T"), (codec.decode_frontend, "x"),
-    (codec.decode_backend, "Q"), (codec.decode_backend, "P"), (codec.decode_backend, "\x00"),
+    (decoder.decode_frontend, "R"), (decoder.decode_frontend, "T"), (decoder.decode_frontend, "x"),
+    (decoder.decode_backend, "Q"), (decoder.decode_backend, "P"), (decoder.decode_backend, "\x00"),
 ])
 def test_unknown_type_byte(decode: Callable[[bytes], Any], type_byte: str) -> None:
     with pytest.raises(RemoteProtocolError, match="unknown"):
@@ -298,7 +298,7 @@ def test_unknown_type_byte(decode: Callable[[bytes], Any], type_byte: str) -> No
 @pytest.mark.parametrize("frame", [b"", b"Q", b"Q\x00\x00\x00"])
 def test_frame_shorter_than_header(frame: bytes) -> None:
     with pytest.raises(RemoteProtocolError, match="header"):
-        codec.decode_frontend(frame)
+        decoder.decode_frontend(frame)
 
 
 # --- startup packets
@@ -311,13 +311,13 @@ def _startup(code: int, payload: bytes = b"") -> bytes:
 @pytest.mark.parametrize(("major", "minor"), [(2, 0), (4, 0), (1234, 5681), (0, 0)])
 def test_unsupported_protocol_version(major: int, minor: int) -> None:
     with pytest.raises(RemoteProtocolError, match="unsupported frontend protocol") as info:
-        codec.decode_startup(_startup(major << 16 | minor, b"user\x00u\x00\x00"))
+        decoder.decode_startup(_startup(major << 16 | minor, b"user\x00u\x00\x00"))
     assert info.value.sqlstate == "0A000"
 
 
 @pytest.mark.parametrize("minor", [0, 1, 2, 0xFFFF])
 def test_any_minor_version_of_3_is_accepted(minor: int) -> None:
-    msg = codec.decode_startup(_startup(3 << 16 | minor, b"user\x00u\x00\x00"))
+    msg = decoder.decode_startup(_startup(3 << 16 | minor, b"user\x00u\x00\x00"))
     assert isinstance(msg, m.StartupMessage)
     assert (msg.major, msg.minor) == (3, minor)
     assert msg.user == msg.database == "u"
@@ -333,7 +333,7 @@ def test_any_minor_version_of_3_is_accepted(minor: int) -> None:
 ])
 def test_malformed_startup_message(payload: bytes, problem: str) -> None:
     with pytest.raises(RemoteProtocolError, match=problem):
-        codec.decode_startup(_startup(m.PROTOCOL_3_0, payload))
+        decoder.decode_startup(_startup(m.PROTOCOL_3_0, payload))
 
 
 @pytest.mark.parametrize("packet", [
@@ -348,7 +348,7 @@ def test_malformed_startup_message(payload: bytes, problem: str) -> None:
 ])
 def test_malformed_startup_packets(packet: bytes) -> None:
     with pytest.raises(RemoteProtocolError):
-        codec.decode_startup(packet)
+        decoder.decode_startup(packet)
 
 
 # --- strictness of typed messages
@@ -359,43 +359,43 @@ def _frame(type_byte: bytes, payload: bytes) -> bytes:
 
 
 @pytest.mark.parametrize(("decode", "frame", "problem"), [
-    (codec.decode_frontend, _frame(b"Q", b"SELECT \xff\x00"), "UTF-8"),
-    (codec.decode_frontend, _frame(b"Q", b"SELECT 1"), "NUL"),
-    (codec.decode_frontend, _frame(b"Q", b"SELECT 1\x00\x00"), "unexpected bytes"),
-    (codec.decode_frontend, _frame(b"D", b"X\x00"), "kind"),
-    (codec.decode_frontend, _frame(b"C", b"s\x00"), "kind"),
-    (codec.decode_frontend, _frame(b"P", b"\x00q\x00\x00\x02\x00\x00\x00\x17"), "exceeds"),
-    (codec.decode_frontend,
+    (decoder.decode_frontend, _frame(b"Q", b"SELECT \xff\x00"), "UTF-8"),
+    (decoder.decode_frontend, _frame(b"Q", b"SELECT 1"), "NUL"),
+    (decoder.decode_frontend, _frame(b"Q", b"SELECT 1\x00\x00"), "unexpected bytes"),
+    (decoder.decode_frontend, _frame(b"D", b"X\x00"), "kind"),
+    (decoder.decode_frontend, _frame(b"C", b"s\x00"), "kind"),
+    (decoder.decode_frontend, _frame(b"P", b"\x00q\x00\x00\x02\x00\x00\x00\x17"), "exceeds"),
+    (decoder.decode_frontend,
      _frame(b"B", b"\x00\x00\x00\x02\x00\x00\x00\x01\x00\x01\x00\x00\x00\x00\x00\x00"),
      "2 format codes for 1 values"),
-    (codec.decode_frontend, _frame(b"B", b"\x00\x00\x00\x00\x00\x01\xff\xff\xff\xfe\x00\x00"),
+    (decoder.decode_frontend, _frame(b"B", b"\x00\x00\x00\x00\x00\x01\xff\xff\xff\xfe\x00\x00"),
      "invalid length -2"),
-    (codec.decode_frontend, _frame(b"B", b"\x00\x00\x00\x00\x00\x01\x00\x00\x00\x09ab\x00\x00"),
+    (decoder.decode_frontend, _frame(b"B", b"\x00\x00\x00\x00\x00\x01\x00\x00\x00\x09ab\x00\x00"),
      "exceeds"),
-    (codec.decode_frontend, _frame(b"B", b"\x00\x00\x00\x00\xff\xff\x00\x00"), "exceeds"),
-    (codec.decode_frontend,
+    (decoder.decode_frontend, _frame(b"B", b"\x00\x00\x00\x00\xff\xff\x00\x00"), "exceeds"),
+    (decoder.decode_frontend,
      _frame(b"F", b"\x00\x00\x00\x01\x00\x02\x00\x00\x00\x00\x00\x00\x00\x00"),
      "2 format codes for 0 values"),
-    (codec.decode_backend, _frame(b"D", b"\x00\x01\xff\xff\xff\xfe"), "invalid length -2"),
-    (codec.decode_backend, _frame(b"D", b"\x00\x02\x00\x00\x00\x00"), "exceeds"),
-    (codec.decode_backend, _frame(b"D", b"\x80\x00"), "exceeds"),
-    (codec.decode_backend, _frame(b"Z", b"X"), "transaction status"),
-    (codec.decode_backend, _frame(b"R", b"\x00\x00\x00\x04"), "authentication code 4"),
-    (codec.decode_backend, _frame(b"R", b"\xff\xff\xff\xff"), "authentication code -1"),
-    (codec.decode_backend, _frame(b"R", b"\x00\x00\x00\x07x"), "carries no data"),
-    (codec.decode_backend, _frame(b"R", b"\x00\x00\x00\x05\x01\x02\x03"), "salt"),
-    (codec.decode_backend, _frame(b"R", b"\x00\x00\x00\x0aSCRAM-SHA-256\x00"), "NUL"),
-    (codec.decode_backend, _frame(b"E", b"SERROR\x00SERROR\x00\x00"), "duplicate"),
-    (codec.decode_backend, _frame(b"E", b"\xc3ERROR\x00\x00"), "not ASCII"),
-    (codec.decode_backend, _frame(b"E", b"SERROR\x00"), "field code"),
-    (codec.decode_backend, _frame(b"T", b"\x00\x02a\x00" + bytes(18)), "exceeds"),
-    (codec.decode_backend, _frame(b"K", b"\x00\x00\x00\x01\x01\x02"), "secret key"),
-    (codec.decode_backend, _frame(b"v", b"\x00\x02\x00\x00\x00\x00\x00\x00"), "not 3.x"),
-    (codec.decode_backend, _frame(b"v", b"\x00\x03\x00\x00\xff\xff\xff\xff"), "negative"),
-    (codec.decode_backend, _frame(b"v", b"\x00\x03\x00\x00\x00\x00\x00\x05a\x00"), "exceeds"),
-    (codec.decode_backend, _frame(b"V", b"\xff\xff\xff\xf0"), "invalid length"),
-    (codec.decode_backend, _frame(b"S", b"client_encoding\x00UTF8"), "NUL"),
-    (codec.decode_backend, _frame(b"A", b"\x00\x00\x00\x01ch\x00pay\x00\x00"), "unexpected"),
+    (decoder.decode_backend, _frame(b"D", b"\x00\x01\xff\xff\xff\xfe"), "invalid length -2"),
+    (decoder.decode_backend, _frame(b"D", b"\x00\x02\x00\x00\x00\x00"), "exceeds"),
+    (decoder.decode_backend, _frame(b"D", b"\x80\x00"), "exceeds"),
+    (decoder.decode_backend, _frame(b"Z", b"X"), "transaction status"),
+    (decoder.decode_backend, _frame(b"R", b"\x00\x00\x00\x04"), "authentication code 4"),
+    (decoder.decode_backend, _frame(b"R", b"\xff\xff\xff\xff"), "authentication code -1"),
+    (decoder.decode_backend, _frame(b"R", b"\x00\x00\x00\x07x"), "carries no data"),
+    (decoder.decode_backend, _frame(b"R", b"\x00\x00\x00\x05\x01\x02\x03"), "salt"),
+    (decoder.decode_backend, _frame(b"R", b"\x00\x00\x00\x0aSCRAM-SHA-256\x00"), "NUL"),
+    (decoder.decode_backend, _frame(b"E", b"SERROR\x00SERROR\x00\x00"), "duplicate"),
+    (decoder.decode_backend, _frame(b"E", b"\xc3ERROR\x00\x00"), "not ASCII"),
+    (decoder.decode_backend, _frame(b"E", b"SERROR\x00"), "field code"),
+    (decoder.decode_backend, _frame(b"T", b"\x00\x02a\x00" + bytes(18)), "exceeds"),
+    (decoder.decode_backend, _frame(b"K", b"\x00\x00\x00\x01\x01\x02"), "secret key"),
+    (decoder.decode_backend, _frame(b"v", b"\x00\x02\x00\x00\x00\x00\x00\x00"), "not 3.x"),
+    (decoder.decode_backend, _frame(b"v", b"\x00\x03\x00\x00\xff\xff\xff\xff"), "negative"),
+    (decoder.decode_backend, _frame(b"v", b"\x00\x03\x00\x00\x00\x00\x00\x05a\x00"), "exceeds"),
+    (decoder.decode_backend, _frame(b"V", b"\xff\xff\xff\xf0"), "invalid length"),
+    (decoder.decode_backend, _frame(b"S", b"client_encoding\x00UTF8"), "NUL"),
+    (decoder.decode_backend, _frame(b"A", b"\x00\x00\x00\x01ch\x00pay\x00\x00"), "unexpected"),
 ])
 def test_malformed_typed_messages(decode: Callable[[bytes], Any], frame: bytes,
                                   problem: str) -> None:
@@ -406,7 +406,7 @@ def test_malformed_typed_messages(decode: Callable[[bytes], Any], frame: bytes,
 
 def test_invalid_utf8_is_chained() -> None:
     with pytest.raises(RemoteProtocolError) as info:
-        codec.decode_backend(_frame(b"C", b"\xffINSERT\x00"))
+        decoder.decode_backend(_frame(b"C", b"\xffINSERT\x00"))
     assert isinstance(info.value.__cause__, UnicodeDecodeError)
 
 
@@ -414,17 +414,17 @@ def test_int16_counts_are_unsigned_like_postgresql() -> None:
     # 65535 NULL parameters is a legal (if large) Bind; a signed read would call it -1.
     params = (None,) * 65535
     msg = m.Bind("", "", (), params, ())
-    assert codec.decode_frontend(codec.encode(msg)) == msg
+    assert decoder.decode_frontend(encoder.encode(msg)) == msg
 
 
 # --- 'p' frames
 
 
 def test_as_password() -> None:
-    msg = codec.decode_frontend(b"p\x00\x00\x00\x0bsecret\x00")
+    msg = decoder.decode_frontend(b"p\x00\x00\x00\x0bsecret\x00")
     assert isinstance(msg, m.PasswordMessage)
-    assert codec.as_password(msg) == "secret"
-    assert codec.as_password(m.PasswordMessage(b"md5abc\x00")) == "md5abc"
+    assert decoder.as_password(msg) == "secret"
+    assert decoder.as_password(m.PasswordMessage(b"md5abc\x00")) == "md5abc"
 
 
 @pytest.mark.parametrize(("data", "problem"), [
@@ -432,7 +432,7 @@ def test_as_password() -> None:
 ])
 def test_as_password_rejects(data: bytes, problem: str) -> None:
     with pytest.raises(RemoteProtocolError, match=problem):
-        codec.as_password(m.PasswordMessage(data))
+        decoder.as_password(m.PasswordMessage(data))
 
 
 @pytest.mark.parametrize(("data", "problem"), [
@@ -445,15 +445,15 @@ def test_as_password_rejects(data: bytes, problem: str) -> None:
 ])
 def test_as_sasl_initial_response_rejects(data: bytes, problem: str) -> None:
     with pytest.raises(RemoteProtocolError, match=problem):
-        codec.as_sasl_initial_response(m.PasswordMessage(data))
+        decoder.as_sasl_initial_response(m.PasswordMessage(data))
 
 
 def test_sasl_reinterpretation_keeps_the_raw_frame() -> None:
     frame = b"p\x00\x00\x00\x21SCRAM-SHA-256\x00\x00\x00\x00\x0bn,,n=,r=abc"
-    msg = codec.decode_frontend(frame)
+    msg = decoder.decode_frontend(frame)
     assert isinstance(msg, m.PasswordMessage)
-    assert codec.as_sasl_initial_response(msg).raw == frame
-    assert codec.as_sasl_response(msg).raw == frame
+    assert decoder.as_sasl_initial_response(msg).raw == frame
+    assert decoder.as_sasl_response(msg).raw == frame
 
 
 # --- errors and notices
@@ -462,7 +462,7 @@ def test_sasl_reinterpretation_keeps_the_raw_frame() -> None:
 def test_error_response_builder() -> None:
     msg = m.error_response("42501", "permission denied", detail="table t", hint="ask")
     assert isinstance(msg, m.ErrorResponse)
-    assert codec.encode(msg) == (
+    assert encoder.encode(msg) == (
         b"E\x00\x00\x00\x3bSERROR\x00VERROR\x00C42501\x00Mpermission denied\x00"
         b"Dtable t\x00Hask\x00\x00"
     )
@@ -538,18 +538,18 @@ def test_error_response_builder_rejects(kwargs: dict[str, Any]) -> None:
 ])
 def test_encode_rejects(msg: Any) -> None:
     with pytest.raises(LocalProtocolError):
-        codec.encode(msg)
+        encoder.encode(msg)
 
 
 def test_encode_rejects_non_messages() -> None:
     with pytest.raises(LocalProtocolError, match="not a PostgreSQL message"):
-        codec.encode(object())  # type: ignore[arg-type]
+        encoder.encode(object())  # type: ignore[arg-type]
     with pytest.raises(LocalProtocolError):
-        codec.encode(m.FieldDescription("a"))  # type: ignore[arg-type]
+        encoder.encode(m.FieldDescription("a"))  # type: ignore[arg-type]
 
 
 def test_encode_ignores_raw() -> None:
-    assert codec.encode(m.Sync(raw=b"junk")) == b"S\x00\x00\x00\x04"
+    assert encoder.encode(m.Sync(raw=b"junk")) == b"S\x00\x00\x00\x04"
 
 
 def test_protocol_errors_form_a_tree() -> None:

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from protocols.postgres import codec
+from protocols.postgres import decoder, encoder
 from protocols.postgres import messages as m
 from protocols.postgres.errors import ProtocolError
 from protocols.postgres.framing import FrameBuffer
@@ -130,40 +130,40 @@ def test_every_message_class_has_a_strategy() -> None:
 
 
 def _check_roundtrip(decode: Callable[[bytes], Any], msg: Any) -> None:
-    wire = codec.encode(msg)
+    wire = encoder.encode(msg)
     decoded = decode(wire)
     assert decoded == msg
     assert type(decoded) is type(msg)
     assert decoded.raw == wire
-    assert codec.encode(decoded) == wire
+    assert encoder.encode(decoded) == wire
 
 
 @SETTINGS
 @given(st.one_of(*STARTUP.values()))
 def test_startup_roundtrip(msg: Any) -> None:
-    _check_roundtrip(codec.decode_startup, msg)
+    _check_roundtrip(decoder.decode_startup, msg)
 
 
 @SETTINGS
 @given(st.one_of(*FRONTEND.values()))
 @example(m.Bind("", "", (1,), (), ()))  # one format code and no params is legal
 def test_frontend_roundtrip(msg: Any) -> None:
-    _check_roundtrip(codec.decode_frontend, msg)
+    _check_roundtrip(decoder.decode_frontend, msg)
 
 
 @SETTINGS
 @given(st.one_of(*BACKEND.values()))
 def test_backend_roundtrip(msg: Any) -> None:
-    _check_roundtrip(codec.decode_backend, msg)
+    _check_roundtrip(decoder.decode_backend, msg)
 
 
 @SETTINGS
 @given(SASL[m.SASLInitialResponse])
 def test_sasl_initial_response_roundtrip(msg: m.SASLInitialResponse) -> None:
     def decode(frame: bytes) -> Any:
-        password = codec.decode_frontend(frame)
+        password = decoder.decode_frontend(frame)
         assert isinstance(password, m.PasswordMessage)
-        return codec.as_sasl_initial_response(password)
+        return decoder.as_sasl_initial_response(password)
 
     _check_roundtrip(decode, msg)
 
@@ -172,9 +172,9 @@ def test_sasl_initial_response_roundtrip(msg: m.SASLInitialResponse) -> None:
 @given(SASL[m.SASLResponse])
 def test_sasl_response_roundtrip(msg: m.SASLResponse) -> None:
     def decode(frame: bytes) -> Any:
-        password = codec.decode_frontend(frame)
+        password = decoder.decode_frontend(frame)
         assert isinstance(password, m.PasswordMessage)
-        return codec.as_sasl_response(password)
+        return decoder.as_sasl_response(password)
 
     _check_roundtrip(decode, msg)
 
@@ -183,15 +183,15 @@ def test_sasl_response_roundtrip(msg: m.SASLResponse) -> None:
 @given(text)
 def test_password_roundtrip(password: str) -> None:
     msg = m.PasswordMessage(password.encode() + b"\0")
-    assert codec.as_password(codec.decode_frontend(codec.encode(msg))) == password  # type: ignore[arg-type]
+    assert decoder.as_password(decoder.decode_frontend(encoder.encode(msg))) == password  # type: ignore[arg-type]
 
 
 # --- hostile input
 
 DECODE: dict[str, Callable[[bytes], Any]] = {
-    "frontend": codec.decode_frontend,
-    "backend": codec.decode_backend,
-    "startup": codec.decode_startup,
+    "frontend": decoder.decode_frontend,
+    "backend": decoder.decode_backend,
+    "startup": decoder.decode_startup,
 }
 
 
@@ -202,7 +202,7 @@ def _decode_or_protocol_error(decode: Callable[[bytes], Any], data: bytes) -> An
     except ProtocolError:
         return None
     # Strict decoding means the encoding is canonical: what was accepted re-encodes verbatim.
-    assert codec.encode(msg) == data
+    assert encoder.encode(msg) == data
     assert msg.raw == data
     return msg
 
@@ -238,7 +238,7 @@ startup_codes = st.sampled_from([m.PROTOCOL_3_0, m.PROTOCOL_3_0 | 2, m.SSL_REQUE
 @example(ord("B"), b"\x00\x00\x00\x01\x00\x00\x00\x00")
 @example(ord("F"), b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00")
 def test_well_framed_random_frontend_payload(type_byte: int, payload: bytes) -> None:
-    _decode_or_protocol_error(codec.decode_frontend, _frontend_frame(type_byte, payload))
+    _decode_or_protocol_error(decoder.decode_frontend, _frontend_frame(type_byte, payload))
 
 
 @SETTINGS
@@ -246,13 +246,13 @@ def test_well_framed_random_frontend_payload(type_byte: int, payload: bytes) -> 
 @example(ord("R"), b"\x00\x00\x00\x0a\x00")
 @example(ord("E"), b"\x00")
 def test_well_framed_random_backend_payload(type_byte: int, payload: bytes) -> None:
-    _decode_or_protocol_error(codec.decode_backend, _frontend_frame(type_byte, payload))
+    _decode_or_protocol_error(decoder.decode_backend, _frontend_frame(type_byte, payload))
 
 
 @SETTINGS
 @given(startup_codes, st.binary(max_size=48))
 def test_well_framed_random_startup_payload(code: int, payload: bytes) -> None:
-    _decode_or_protocol_error(codec.decode_startup, _startup_packet(code, payload))
+    _decode_or_protocol_error(decoder.decode_startup, _startup_packet(code, payload))
 
 
 def _mutate(data: st.DataObject, wire: bytes) -> bytes:
@@ -267,32 +267,32 @@ def _mutate(data: st.DataObject, wire: bytes) -> bytes:
 @SETTINGS
 @given(st.one_of(*FRONTEND.values(), *SASL.values()), st.data())
 def test_mutated_frontend_frames(msg: Any, data: st.DataObject) -> None:
-    _decode_or_protocol_error(codec.decode_frontend, _mutate(data, codec.encode(msg)))
+    _decode_or_protocol_error(decoder.decode_frontend, _mutate(data, encoder.encode(msg)))
 
 
 @SETTINGS
 @given(st.one_of(*BACKEND.values()), st.data())
 def test_mutated_backend_frames(msg: Any, data: st.DataObject) -> None:
-    _decode_or_protocol_error(codec.decode_backend, _mutate(data, codec.encode(msg)))
+    _decode_or_protocol_error(decoder.decode_backend, _mutate(data, encoder.encode(msg)))
 
 
 @SETTINGS
 @given(st.one_of(*STARTUP.values()), st.data())
 def test_mutated_startup_packets(msg: Any, data: st.DataObject) -> None:
-    _decode_or_protocol_error(codec.decode_startup, _mutate(data, codec.encode(msg)))
+    _decode_or_protocol_error(decoder.decode_startup, _mutate(data, encoder.encode(msg)))
 
 
 @SETTINGS
 @given(st.lists(st.one_of(*BACKEND.values()), max_size=6), st.data())
 def test_stream_through_frame_buffer(msgs: list[Any], data: st.DataObject) -> None:
-    frames = [codec.encode(msg) for msg in msgs]
+    frames = [encoder.encode(msg) for msg in msgs]
     stream = b"".join(frames)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
     buf, decoded = FrameBuffer(), []
     for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True):
         buf.feed(stream[a:b])
         while (frame := buf.next_frame()) is not None:
-            decoded.append(codec.decode_backend(frame))
+            decoded.append(decoder.decode_backend(frame))
     assert decoded == msgs
     assert [msg.raw for msg in decoded] == frames
 
@@ -305,8 +305,8 @@ def test_random_bytes_through_frame_buffer_and_decoder(chunks: list[bytes]) -> N
         for chunk in chunks:
             buf.feed(chunk)
             while (frame := buf.next_frame()) is not None:
-                _decode_or_protocol_error(codec.decode_frontend, frame)
-                _decode_or_protocol_error(codec.decode_backend, frame)
+                _decode_or_protocol_error(decoder.decode_frontend, frame)
+                _decode_or_protocol_error(decoder.decode_backend, frame)
     except ProtocolError:
         pass
 
@@ -314,11 +314,11 @@ def test_random_bytes_through_frame_buffer_and_decoder(chunks: list[bytes]) -> N
 @SETTINGS
 @given(SASL[m.SASLInitialResponse], st.data())
 def test_mutated_sasl_initial_responses(msg: m.SASLInitialResponse, data: st.DataObject) -> None:
-    frame = _mutate(data, codec.encode(msg))
-    password = codec.decode_frontend(frame)
+    frame = _mutate(data, encoder.encode(msg))
+    password = decoder.decode_frontend(frame)
     assert isinstance(password, m.PasswordMessage)
     try:
-        decoded = codec.as_sasl_initial_response(password)
+        decoded = decoder.as_sasl_initial_response(password)
     except ProtocolError:
         return
-    assert codec.encode(decoded) == frame
+    assert encoder.encode(decoded) == frame

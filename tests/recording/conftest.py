@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import RecordingSettings
-from gateway.hooks import SessionInfo
+from gateway.proxy.hooks import SessionInfo
 from gateway.recording.keys import MasterKey
+from gateway.settings.config import RecordingSettings
 
 
 @dataclass

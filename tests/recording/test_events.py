@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gateway.errors import PolicyDenied
-from gateway.hooks import Outcome, Phase, SessionSummary, Statement, Verdict
+from gateway.proxy.hooks import Outcome, Phase, SessionSummary, Statement, Verdict
 from gateway.recording.events import (
     EventDecoder,
     Queued,
@@ -18,7 +18,7 @@ from gateway.recording.events import (
     statement_record,
 )
 from protocols.postgres import messages as m
-from protocols.postgres.codec import encode
+from protocols.postgres.encoder import encode
 
 from .conftest import session_info
 

@@ -96,7 +96,7 @@ def test_pacing_caps_idle_gaps() -> None:
 
 
 def test_an_edited_chunk_stops_the_replay_loudly(tmp_path: Path) -> None:
-    from gateway.hooks import SessionSummary
+    from gateway.proxy.hooks import SessionSummary
     from gateway.recording.events import encode_events, end_record, session_record
 
     from .conftest import session_info

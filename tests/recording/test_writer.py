@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import RecordingSettings
 from gateway.errors import ConfigError
-from gateway.hooks import EndReason, Outcome, Phase, SessionSummary, Statement
+from gateway.proxy.hooks import EndReason, Outcome, Phase, SessionSummary, Statement
 from gateway.recording import writer
 from gateway.recording.errors import RecordingFailed, RecordingUnavailable
 from gateway.recording.events import ResultReceived, SessionEnded, StatementSent
 from gateway.recording.hook import RecorderHook
 from gateway.recording.keys import load_key_file
 from gateway.recording.reader import RecordingReader
+from gateway.settings.config import RecordingSettings
 
 from .conftest import FakeJournal, session_info
 

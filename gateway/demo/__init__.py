@@ -1,0 +1,1 @@
+"""``phigate demo``: a throwaway PostgreSQL with synthetic patients behind the gateway."""

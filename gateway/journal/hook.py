@@ -1,0 +1,138 @@
+"""The journal hook: who, from where, when, what, the decision, and the outcome.
+
+Attached to the relay's hook chain after the policy hook (so it sees the
+decision) and before the recorder. Write-ahead and fail-closed: a
+``statement`` entry is durable before the statement is forwarded or refused,
+and when it cannot be written the statement is refused with 53100/58030
+(raised by ``Journal.append``). Outcomes, logins and session ends are
+appended without blocking the client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+
+from ..proxy.hooks import (
+    AuthEvent,
+    Hook,
+    Outcome,
+    Phase,
+    SessionInfo,
+    SessionSummary,
+    Statement,
+    Verdict,
+)
+from ..settings.config import Settings
+from . import Journal
+
+POLICY_TAG = "policy"  # statement.tags key where the policy hook leaves its journal fields
+JOURNAL_SEQ_TAG = "journal_seq"  # the statement entry's seq, for alerts to point at
+JOURNAL_APPEND_TAG = "journal_append_s"  # how long the durable append took, for metrics
+_PROTOCOL = {Phase.SIMPLE: "simple", Phase.PARSE: "extended", Phase.EXECUTE: "extended",
+             Phase.FUNCTION: "function"}
+
+
+PoliciesInForce = Callable[[], dict[str, str]]  # policy file → SHA-256 of what is enforced
+
+
+class JournalHook(Hook):
+    def __init__(self, journal: Journal, policies_in_force: PoliciesInForce | None = None
+                 ) -> None:
+        self.journal = journal
+        self._policies_in_force = policies_in_force
+
+    def authenticated(self, event: AuthEvent) -> None:
+        fields: dict[str, object] = {
+            "user": event.user, "client": f"{event.client_ip}:{event.client_port}",
+            "database": event.database, "success": event.success, "method": event.method,
+            "tls": event.tls,
+        }
+        if event.failure:
+            fields["failure"] = event.failure
+        self.journal.append_later("auth", fields)
+
+    async def session_started(self, session: SessionInfo) -> None:
+        await self.journal.append("session_start", {
+            "session": session.session_id, "identity": session.identity,
+            "groups": sorted(session.groups),
+            "client": f"{session.client_ip}:{session.client_port}",
+            "database": session.database, "application_name": session.application_name,
+            "tls": session.tls, "reason": session.reason,
+        })
+
+    async def before_statement(self, statement: Statement) -> Verdict | None:
+        refused = statement.verdict.refusal
+        if statement.phase is Phase.PARSE and refused is None:
+            return None  # nothing runs at Parse; the Execute is journaled
+        fields: dict[str, object] = {
+            "session": statement.session.session_id, "n": statement.number,
+            "protocol": _PROTOCOL[statement.phase], "sql": statement.sql,
+        }
+        if statement.phase is not Phase.SIMPLE:
+            fields["statement_name"] = statement.statement_name
+            parameters = self.journal.digest_parameters(statement.parameters)
+            if parameters is not None:
+                fields["parameters"] = parameters
+        policy = statement.tags.get(POLICY_TAG)
+        if isinstance(policy, dict):
+            fields.update(policy)
+        if refused is not None:
+            fields["refused"] = {"sqlstate": refused.sqlstate, "message": refused.message}
+        started = time.perf_counter()
+        statement.tags[JOURNAL_SEQ_TAG] = await self.journal.append("statement", fields)
+        statement.tags[JOURNAL_APPEND_TAG] = time.perf_counter() - started
+        return None
+
+    def after_statement(self, statement: Statement, outcome: Outcome) -> None:
+        fields: dict[str, object] = {
+            "session": statement.session.session_id, "n": statement.number,
+            "rows": outcome.rows, "bytes": outcome.bytes_to_client,
+            "duration_ms": round(outcome.duration_s * 1000, 3),
+            "tags": outcome.command_tags, "sqlstate": outcome.sqlstate,
+        }
+        if outcome.error_message:
+            fields["error"] = outcome.error_message
+        if outcome.refused:
+            fields["refused"] = True
+        if outcome.suspended:
+            fields["suspended"] = True
+        if outcome.row_limit_hit:
+            fields["row_limit_hit"] = True
+        self.journal.append_later("outcome", fields)
+
+    def session_ended(self, session: SessionInfo, summary: SessionSummary) -> None:
+        self.journal.append_later("session_end", {
+            "session": session.session_id, "identity": session.identity,
+            "duration_s": round(time.time() - session.started_at, 3),
+            "statements": summary.statements, "refused": summary.refused,
+            "rows": summary.rows, "end": summary.end.value, **summary.annotations,
+        })
+
+    def config_loaded(self, settings: Settings) -> None:
+        in_force = self._policies_in_force() if self._policies_in_force else None
+        self.journal.append_later("config_loaded", config_fields(settings, in_force))
+
+
+def config_fields(settings: Settings, policies_in_force: dict[str, str] | None = None
+                  ) -> dict[str, object]:
+    """What ``config_loaded`` records: hashes that pin exactly which files were in force.
+
+    ``policy_files`` hashes the files as they are on disk; ``policies`` the ones enforced.
+    They differ after a reload whose policy files were rejected (the old ones stay).
+    """
+    on_disk = {}
+    for path in settings.policy_files:
+        try:
+            on_disk[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError as e:
+            on_disk[str(path)] = f"unreadable: {e.strerror}"
+    fields: dict[str, object] = {
+        "config": str(settings.source), "sha256": settings.sha256,
+        "policies": on_disk if policies_in_force is None else policies_in_force,
+        "users": len(settings.users), "databases": sorted(settings.databases)}
+    if policies_in_force is not None and policies_in_force != on_disk:
+        fields["policy_files"] = on_disk
+        fields["policy_reload_failed"] = True
+    return fields

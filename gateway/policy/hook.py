@@ -1,0 +1,329 @@
+"""The policy hook: every statement is decided before it reaches the database.
+
+First in the hook chain, so the journal records each decision with the
+statement. Owns what the pure engine cannot: per-session state (reason,
+SQL-level prepared statements and cursors, Parse'd statements), the
+per-identity PHI-row budget, view dependencies from the upstream catalog, the
+clock, and reloading policy files on SIGHUP (a bad file keeps the old policy).
+
+* Simple Query: decided as a whole string; ``SET phigate.reason`` is consumed
+  (cut out of the string, or answered by the gateway when it is all there is).
+* Parse: decided once classified; a denial becomes an error in the pipeline.
+* Execute: decided again with the current context (time windows and budgets
+  move), and ``max_rows`` becomes a row limit counting every Execute of the
+  portal and every FETCH from a declared cursor.
+* Fast-path FunctionCall: refused (it bypasses SQL, so nothing can be decided).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from policies.budget import PhiBudget
+from policies.classify import classify
+from policies.context import RequestContext
+from policies.engine import Engine
+from policies.loader import PolicyError, load_policies
+from policies.model import Decision
+from policies.statement import Classification
+from policies.statement import Statement as Classified
+
+from ..clock import Clock
+from ..errors import ConfigError, PolicyDenied, RowLimitExceeded
+from ..journal.hook import POLICY_TAG
+from ..proxy.hooks import (
+    Hook,
+    Outcome,
+    Phase,
+    RowLimit,
+    SessionInfo,
+    SessionSummary,
+    Statement,
+    Verdict,
+)
+from ..settings.config import Settings
+from .catalog import Dependencies, ViewCatalog
+
+log = logging.getLogger("phigate.policy")
+
+DECISION_TAG = "decision"
+CURSORS_TAG = "fetches"  # cursors a statement FETCHes from, to count rows across FETCHes
+REASON_EFFECTS = frozenset({"set_reason", "reset_reason"})
+MAX_SESSION_DECISIONS = 1024  # per-session decision cache; cleared when full
+# Within this long after its Parse, an Execute is decided as the Parse was: time windows and
+# budgets cannot have moved enough to matter, and row limits are still computed afresh.
+REUSE_PARSE_DECISION_S = 1.0
+
+
+def load_engine(policy_files: Iterable[Path], *, previous: Engine | None = None) -> Engine:
+    """Read and validate policy files into an engine. Raises ConfigError."""
+    files = []
+    for path in policy_files:
+        try:
+            files.append((path.read_text(encoding="utf-8"), str(path)))
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read policy file: {e}", file=str(path)) from e
+    try:
+        return Engine(load_policies(files), cache=previous.cache if previous else None)
+    except PolicyError as e:
+        raise ConfigError(str(e)) from e
+
+
+_Decided = tuple[Decision, dict[str, object]]  # a decision and its journal fields
+
+
+@dataclass(slots=True)
+class _SessionState:
+    info: SessionInfo
+    reason: str | None
+    views: Dependencies
+    prepared: dict[str, Classified] = field(default_factory=dict)
+    cursors: dict[str, Classified] = field(default_factory=dict)
+    cursor_limits: dict[str, int] = field(default_factory=dict)
+    cursor_rows: dict[str, int] = field(default_factory=dict)
+    parsed: dict[str, tuple[str, _Decided, float]] = field(default_factory=dict)
+    decisions: dict[int, tuple[Classification, tuple[object, ...], _Decided]] = field(
+        default_factory=dict)
+    version: int = 0  # bumped whenever prepared statements or cursors change
+
+
+class PolicyHook(Hook):
+    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
+        self.engine = load_engine(settings.policy_files)
+        if not settings.policy_files:
+            log.warning("no policy files configured: every statement will be denied")
+        self._settings = settings
+        self._clock = clock or Clock()
+        self._budget = PhiBudget()
+        self._catalog = ViewCatalog(settings.limits.max_message_size)
+        self._sessions: dict[str, _SessionState] = {}
+        self._refreshes: set[asyncio.Task[None]] = set()
+        self._generation = 0
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def policies_in_force(self) -> dict[str, str]:
+        """Each enforced policy file and the SHA-256 of the text it was loaded from."""
+        return {policy.source: policy.sha256 for policy in self.engine.policies}
+
+    def config_loaded(self, settings: Settings) -> None:
+        try:
+            engine = load_engine(settings.policy_files, previous=self.engine)
+        except ConfigError as e:
+            log.error("policy reload failed, keeping the policies in force: %s", e)
+            return
+        self.engine, self._settings = engine, settings
+        self._generation += 1  # decisions cached by sessions were made on the old policies
+        log.info("policies loaded", extra={"files": [str(p) for p in settings.policy_files]})
+
+    async def session_started(self, session: SessionInfo) -> None:
+        db = self._settings.database_for(session.database)
+        views: Dependencies = {}
+        if db is not None:
+            try:
+                views = await self._catalog.dependencies(db, db.dbname or session.database)
+            except Exception as e:  # conservative default: views resolve to nothing
+                log.error("could not read view dependencies: %s", e)
+        self._sessions[session.session_id] = _SessionState(session, session.reason, views)
+
+    def session_ended(self, session: SessionInfo, summary: SessionSummary) -> None:
+        self._sessions.pop(session.session_id, None)
+
+    # ---------------------------------------------------------------- deciding
+
+    def _context(self, state: _SessionState, now: dt.datetime) -> RequestContext:
+        info = state.info
+        return RequestContext(
+            identity=info.identity, database=info.database, now=now, groups=info.groups,
+            client_ip=info.client_ip, reason=state.reason,
+            phi_rows_last_hour=self._budget.used(info.identity, now),
+            view_dependencies=state.views, prepared=state.prepared, cursors=state.cursors)
+
+    async def before_statement(self, statement: Statement) -> Verdict | None:
+        state = self._sessions.get(statement.session.session_id)
+        if state is None:
+            raise PolicyDenied("phigate: session unknown to the policy engine")
+        if statement.phase is Phase.FUNCTION:
+            statement.tags[POLICY_TAG] = {"decision": "deny", "rules": ["fast-path"]}
+            raise PolicyDenied("phigate: fast-path function calls are refused by the gateway",
+                               hint="call the function from SQL instead")
+        now = self._clock.now()
+        classification = self.engine.classify(statement.sql)
+        decided = self._parsed_decision(state, statement) or self._decide(
+            state, classification, now)
+        decision, fields = decided
+        if statement.phase is Phase.PARSE:
+            state.parsed[statement.statement_name] = (statement.sql, decided, time.monotonic())
+        statement.tags[DECISION_TAG] = decision
+        statement.tags[POLICY_TAG] = fields
+        if not decision.allowed:
+            raise PolicyDenied(decision.reason, hint=decision.hint)
+        if statement.phase is Phase.PARSE:
+            return None
+        cursors = _fetched_cursors(classification.statements)
+        statement.tags[CURSORS_TAG] = cursors
+        row_limit = self._row_limit(state, decision, cursors, now)
+        if row_limit is not None and row_limit.max_rows <= 0:
+            raise row_limit.error
+        rewrite = _without_reason_settings(statement, decision)
+        if rewrite is None:
+            return Verdict(row_limit=row_limit) if row_limit else None
+        return Verdict(row_limit=row_limit, rewrite_sql=rewrite, local_tag="SET")
+
+    def _decide(self, state: _SessionState, classification: Classification,
+                now: dt.datetime) -> _Decided:
+        """Decide, reusing this session's earlier decision on the same classification while
+        nothing it depends on moved: the minute (time windows), the reason, the session's
+        prepared statements and cursors, and the loaded policies. Decisions touching PHI are
+        never reused, since the PHI-row budget can change them at any moment."""
+        key = (int(now.timestamp() // 60), state.reason, state.version, self._generation)
+        cached = state.decisions.get(id(classification))
+        if cached is not None and cached[0] is classification and cached[1] == key:
+            return cached[2]
+        decision = self.engine.decide_classified(self._context(state, now), classification)
+        decided = (decision, _journal_fields(decision))
+        if not decision.phi_tables:
+            if len(state.decisions) >= MAX_SESSION_DECISIONS:
+                state.decisions.clear()
+            state.decisions[id(classification)] = (classification, key, decided)
+        return decided
+
+    @staticmethod
+    def _parsed_decision(state: _SessionState, statement: Statement) -> _Decided | None:
+        """An Execute right after its Parse reuses the Parse's decision (same batch)."""
+        if statement.phase is not Phase.EXECUTE:
+            return None
+        parsed = state.parsed.get(statement.statement_name)
+        if parsed is None:
+            return None
+        sql, decision, decided_at = parsed
+        if sql != statement.sql or time.monotonic() - decided_at > REUSE_PARSE_DECISION_S:
+            return None
+        return decision
+
+    def _row_limit(self, state: _SessionState, decision: Decision, cursors: tuple[str, ...],
+                   now: dt.datetime) -> RowLimit | None:
+        limit, rule = decision.max_rows, ",".join(decision.rules)
+        for cursor in cursors:
+            if cursor in state.cursor_limits:
+                remaining = state.cursor_limits[cursor] - state.cursor_rows.get(cursor, 0)
+                limit = remaining if limit is None else min(limit, remaining)
+        if decision.phi_tables and decision.max_phi_rows_per_hour is not None:
+            remaining = (decision.max_phi_rows_per_hour
+                         - self._budget.used(state.info.identity, now))
+            limit = remaining if limit is None else min(limit, remaining)
+        if limit is None:
+            return None
+        return RowLimit(max(limit, 0), RowLimitExceeded(
+            f"phigate: rule {rule}: result exceeds max_rows ({decision.max_rows}) "
+            "or the hourly PHI row budget; no more rows sent",
+            hint="add a WHERE clause or a LIMIT, or ask for a rule that allows more"))
+
+    # ---------------------------------------------------------------- afterwards
+
+    def after_statement(self, statement: Statement, outcome: Outcome) -> None:
+        decision = statement.tags.get(DECISION_TAG)
+        state = self._sessions.get(statement.session.session_id)
+        if not isinstance(decision, Decision) or state is None or outcome.refused:
+            return
+        if decision.phi_tables and outcome.rows:
+            self._budget.record(state.info.identity, outcome.rows, self._clock.now())
+        cursors = statement.tags.get(CURSORS_TAG, ())
+        for cursor in cursors if isinstance(cursors, tuple) else ():
+            state.cursor_rows[cursor] = state.cursor_rows.get(cursor, 0) + outcome.rows
+        if outcome.sqlstate is None:
+            self._apply_effects(state, decision)
+            if "ddl" in decision.classes:
+                self._refresh_views(state)
+
+    def _apply_effects(self, state: _SessionState, decision: Decision) -> None:
+        parts = decision.parts or (decision,)
+        if any(s.effect is not None for s in decision.statements):
+            state.version += 1
+        for part, classified in zip(parts, decision.statements, strict=False):
+            effect = classified.effect
+            if effect is None:
+                continue
+            if effect.kind == "prepare" and effect.name and effect.statement:
+                state.prepared[effect.name] = effect.statement
+            elif effect.kind == "deallocate":
+                _forget(state.prepared, effect.name)
+            elif effect.kind == "declare" and effect.name and effect.statement:
+                state.cursors[effect.name] = effect.statement
+                state.cursor_rows[effect.name] = 0
+                if part.max_rows is not None:
+                    state.cursor_limits[effect.name] = part.max_rows
+            elif effect.kind == "close":
+                _forget(state.cursors, effect.name)
+            elif effect.kind == "discard_all":
+                state.prepared.clear()
+                state.cursors.clear()
+            elif effect.kind == "set_reason":
+                state.reason = effect.value or None
+            elif effect.kind == "reset_reason":
+                state.reason = None
+
+    def _refresh_views(self, state: _SessionState) -> None:
+        db = self._settings.database_for(state.info.database)
+        if db is None:
+            return
+        dbname = db.dbname or state.info.database
+        self._catalog.invalidate(db, dbname)
+
+        async def refresh() -> None:
+            try:
+                state.views = await self._catalog.dependencies(db, dbname)
+            except Exception as e:
+                log.error("could not refresh view dependencies: %s", e)
+
+        task = asyncio.create_task(refresh(), name=f"views-{state.info.session_id}")
+        self._refreshes.add(task)
+        task.add_done_callback(self._refreshes.discard)
+
+
+def _fetched_cursors(statements: Iterable[Classified]) -> tuple[str, ...]:
+    return tuple(s.fetches for s in statements if s.fetches is not None)
+
+
+def _forget(names: dict[str, Classified], name: str | None) -> None:
+    if name is None:
+        names.clear()
+    else:
+        names.pop(name, None)
+
+
+def _without_reason_settings(statement: Statement, decision: Decision) -> str | None:
+    """The query text with ``SET phigate.reason`` statements cut out; None if there are none."""
+    if statement.phase is not Phase.SIMPLE:
+        return None
+    if not any(s.effect and s.effect.kind in REASON_EFFECTS for s in decision.statements):
+        return None
+    # Cached classifications may carry another query's text: cut from this query's own parse.
+    exact = classify(statement.sql).statements
+    return ";\n".join(s.text for s in exact
+                      if not (s.effect and s.effect.kind in REASON_EFFECTS))
+
+
+def _journal_fields(decision: Decision) -> dict[str, object]:
+    fields: dict[str, object] = {
+        "decision": decision.verdict, "rules": list(decision.rules), "reason": decision.reason,
+        "classes": list(decision.classes), "tables": list(decision.tables),
+        "phi_tables": list(decision.phi_tables),
+    }
+    if decision.would_deny:
+        fields["dry_run"] = True
+    if decision.bulk_export:
+        fields["bulk_export"] = True
+    if decision.dangerous:
+        fields["dangerous"] = True
+    if decision.alert:
+        fields["alert"] = True
+    if decision.max_rows is not None:
+        fields["max_rows"] = decision.max_rows
+    return fields

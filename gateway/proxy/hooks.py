@@ -1,0 +1,321 @@
+"""The one interception point: every statement and every result passes through here.
+
+The relay (``gateway/proxy/relay.py``) drives these hooks; nothing else in the
+gateway sees statements. The journal, the policy engine and the recorder
+attach by implementing :class:`Hook` and being listed in the server's
+:class:`HookChain`; none of them touches protocol code.
+
+Order per statement (fixed): ``before_statement`` of every hook, in chain
+order (policy → journal → recorder), *before* the statement is forwarded.
+Every hook runs, even after an earlier one refused, so the journal records
+refused statements too; ``statement.verdict`` shows each hook what the hooks
+before it decided. The first refusal is the one the client sees: the
+statement is not forwarded, the client receives the refusal's ErrorResponse
+(the session stays usable, exactly as after a server-side error), and
+``after_statement`` still runs with ``outcome.refused`` set. A hook that
+raises is a refusal too (fail closed): the client sees SQLSTATE 58000
+``internal error`` and the exception is logged.
+
+Session hooks: ``authenticated`` for every login attempt (success or not),
+``session_started`` before the client sees ReadyForQuery (raising a
+GatewayError refuses the session), ``session_ended`` once both sides closed,
+called in reverse chain order so later hooks can leave ``summary.annotations``
+for earlier ones.
+
+When is ``before_statement`` called?
+
+* ``SIMPLE``   — a Query message (one call per query string, which may hold
+  several statements).
+* ``PARSE``    — an extended-protocol Parse. Nothing runs yet; policy decides here.
+* ``EXECUTE``  — an extended-protocol Execute, with the SQL of the bound
+  statement and the Bind parameters (raw wire values and their formats).
+* ``FUNCTION`` — a FunctionCall message (fast-path function call).
+
+``after_statement`` runs once for every SIMPLE, EXECUTE and FUNCTION statement
+that was forwarded or refused, when its result is complete (CommandComplete,
+ErrorResponse, EmptyQueryResponse or PortalSuspended for a portal with more
+rows), with an :class:`Outcome`. It must not block: it is called from the
+relay's hot path; hooks that do I/O queue work for later.
+
+A verdict may also carry a ``row_limit``: the relay then forwards at most that
+many DataRows for the statement (counting every Execute of a suspended portal),
+cancels the upstream query and sends the limit's error instead of the rest.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from protocols.postgres import messages as m
+from protocols.postgres.decoder import decode_frontend
+
+from ..errors import StatementRefused
+
+if TYPE_CHECKING:
+    from ..settings.config import Settings
+
+log = logging.getLogger("phigate.hooks")
+
+
+class Phase(enum.Enum):
+    SIMPLE = "simple"
+    PARSE = "parse"
+    EXECUTE = "execute"
+    FUNCTION = "function"
+
+
+class EndReason(enum.Enum):
+    CLIENT_TERMINATE = "client_terminate"
+    CLIENT_DISCONNECT = "client_disconnect"
+    UPSTREAM_DISCONNECT = "upstream_disconnect"
+    IDLE_TIMEOUT = "idle_timeout"
+    SHUTDOWN = "shutdown"
+    PROTOCOL_ERROR = "protocol_error"
+    REFUSED = "refused"  # a session hook refused the session before it began
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """Who is on the other end of a session; fixed once the session is authenticated."""
+
+    session_id: str
+    identity: str
+    groups: frozenset[str]
+    client_ip: str
+    client_port: int
+    database: str
+    application_name: str
+    tls: str | None  # e.g. "TLSv1.3 TLS_AES_256_GCM_SHA384", None for plaintext
+    reason: str | None = None
+    started_at: float = 0.0  # time.time() at start
+
+
+@dataclass(frozen=True, slots=True)
+class AuthEvent:
+    """One login attempt, successful or not."""
+
+    user: str  # as the client gave it
+    client_ip: str
+    client_port: int
+    database: str
+    success: bool
+    method: str
+    tls: str | None
+    failure: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RowLimit:
+    """Stop a result after ``max_rows`` rows and send ``error`` instead of the rest."""
+
+    max_rows: int
+    error: StatementRefused
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A hook's answer. ``rewrite_sql`` (simple queries only) is forwarded instead of the
+    client's text; an empty rewrite is answered by the gateway with ``local_tag``."""
+
+    refusal: StatementRefused | None = None
+    row_limit: RowLimit | None = None
+    rewrite_sql: str | None = None
+    local_tag: str | None = None
+
+
+ALLOW = Verdict()
+
+
+@dataclass(slots=True)
+class Statement:
+    """One statement as the relay sees it. Hooks may annotate ``tags`` for later hooks.
+
+    Bind parameters are decoded from the raw Bind frame only when a hook asks
+    for them, so statements nobody inspects cost no decoding.
+    """
+
+    session: SessionInfo
+    number: int
+    phase: Phase
+    sql: str
+    statement_name: str = ""
+    portal_name: str = ""
+    bind_frame: bytes | None = None
+    function_call: m.FunctionCall | None = None
+    tags: dict[str, object] = field(default_factory=dict)
+    verdict: Verdict = ALLOW  # what the hooks so far decided
+    capture_rows: int = 0  # a hook wants this many result rows (raw frames) in the Outcome
+    received_at: float = 0.0  # time.perf_counter() when the relay read the statement
+    _bind: m.Bind | None = field(default=None, init=False, repr=False)
+
+    def _decoded_bind(self) -> m.Bind | None:
+        if self._bind is None and self.bind_frame is not None:
+            bind = decode_frontend(self.bind_frame)
+            assert isinstance(bind, m.Bind)  # the relay only stores Bind frames here
+            self._bind = bind
+        return self._bind
+
+    @property
+    def parameters(self) -> Sequence[bytes | None]:
+        if self.function_call is not None:
+            return self.function_call.args
+        bind = self._decoded_bind()
+        return bind.params if bind else ()
+
+    @property
+    def parameter_formats(self) -> Sequence[int]:
+        if self.function_call is not None:
+            return self.function_call.arg_formats
+        bind = self._decoded_bind()
+        return bind.param_formats if bind else ()
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How a forwarded (or refused) statement ended."""
+
+    rows: int = 0
+    bytes_to_client: int = 0
+    duration_s: float = 0.0
+    command_tags: list[str] = field(default_factory=list)
+    sqlstate: str | None = None
+    error_message: str | None = None
+    refused: bool = False
+    suspended: bool = False  # PortalSuspended: more rows may follow on a later Execute
+    row_limit_hit: bool = False
+    gateway_latency_s: float = 0.0  # from reading the statement to forwarding it
+    # Filled only when a hook asked for ``statement.capture_rows``; raw wire frames.
+    row_description: bytes | None = None
+    sample: list[bytes] | None = None  # DataRow or CopyData (COPY TO) frames, in order
+    notices: list[bytes] = field(default_factory=list)
+    error_frame: bytes | None = None
+    copy_direction: str | None = None  # "in" or "out" for COPY
+    copy_in_bytes: int = 0
+    copy_in_sample: list[bytes] | None = None  # CopyData frames the client sent
+
+
+@dataclass(slots=True)
+class SessionSummary:
+    statements: int = 0
+    refused: int = 0
+    rows: int = 0
+    end: EndReason = EndReason.CLIENT_DISCONNECT
+    # Hooks later in the chain end first and may leave fields here for earlier ones
+    # (the recorder leaves the recording's digest for the journal's session_end entry).
+    annotations: dict[str, object] = field(default_factory=dict)
+
+
+class Hook:
+    """Base class for hooks: every method is a no-op until overridden."""
+
+    async def before_statement(self, statement: Statement) -> Verdict | None:
+        return None
+
+    def after_statement(self, statement: Statement, outcome: Outcome) -> None:
+        return None
+
+    def authenticated(self, event: AuthEvent) -> None:
+        return None
+
+    async def session_started(self, session: SessionInfo) -> None:
+        return None
+
+    def session_ended(self, session: SessionInfo, summary: SessionSummary) -> None:
+        return None
+
+    def config_loaded(self, settings: Settings) -> None:
+        """A configuration came into force (at start-up and after each SIGHUP reload)."""
+        return None
+
+    def upstream_failed(self, database: str) -> None:
+        """Connecting to the upstream of ``database`` (the config key) failed."""
+        return None
+
+
+class InternalHookError(StatementRefused):
+    """A hook failed; the statement is refused rather than run unchecked."""
+
+    sqlstate = "58000"
+
+
+def _merge(verdict: Verdict, new: Verdict) -> Verdict:
+    if verdict.refusal is not None:
+        return verdict
+    if new.refusal is not None:
+        return new
+    row_limit = verdict.row_limit
+    if new.row_limit is not None and (row_limit is None
+                                      or new.row_limit.max_rows < row_limit.max_rows):
+        row_limit = new.row_limit
+    rewrite = new.rewrite_sql if new.rewrite_sql is not None else verdict.rewrite_sql
+    tag = new.local_tag if new.rewrite_sql is not None else verdict.local_tag
+    return Verdict(row_limit=row_limit, rewrite_sql=rewrite, local_tag=tag)
+
+
+class HookChain:
+    """The configured hooks, run in order; fail closed on exceptions."""
+
+    __slots__ = ("hooks",)
+
+    def __init__(self, hooks: Sequence[Hook] = ()) -> None:
+        self.hooks = tuple(hooks)
+
+    async def before_statement(self, statement: Statement) -> Verdict:
+        for hook in self.hooks:
+            try:
+                verdict = await hook.before_statement(statement)
+            except StatementRefused as refusal:
+                verdict = Verdict(refusal=refusal)
+            except Exception as e:  # a broken hook never lets a statement through
+                log.exception("hook %s failed; refusing statement", type(hook).__name__,
+                              extra={"session": statement.session.session_id})
+                verdict = Verdict(refusal=InternalHookError(
+                    "phigate: internal error, statement refused", detail=type(e).__name__))
+            if verdict is not None:
+                statement.verdict = _merge(statement.verdict, verdict)
+        return statement.verdict
+
+    def after_statement(self, statement: Statement, outcome: Outcome) -> None:
+        for hook in self.hooks:
+            _best_effort(hook.after_statement, statement, outcome)
+
+    def authenticated(self, event: AuthEvent) -> None:
+        for hook in self.hooks:
+            _best_effort(hook.authenticated, event)
+
+    async def session_started(self, session: SessionInfo) -> None:
+        """Start the session in every hook; if one refuses, end it in those that started."""
+        started: list[Hook] = []
+        try:
+            for hook in self.hooks:
+                await hook.session_started(session)
+                started.append(hook)
+        except BaseException:
+            refused = SessionSummary(end=EndReason.REFUSED)
+            for hook in reversed(started):
+                _best_effort(hook.session_ended, session, refused)
+            raise
+
+    def session_ended(self, session: SessionInfo, summary: SessionSummary) -> None:
+        for hook in reversed(self.hooks):  # teardown in reverse order, like a stack
+            _best_effort(hook.session_ended, session, summary)
+
+    def config_loaded(self, settings: Settings) -> None:
+        for hook in self.hooks:
+            _best_effort(hook.config_loaded, settings)
+
+    def upstream_failed(self, database: str) -> None:
+        for hook in self.hooks:
+            _best_effort(hook.upstream_failed, database)
+
+
+def _best_effort(method: Callable[..., None], *args: object) -> None:
+    """Result-side hooks never break a session that already delivered its result."""
+    try:
+        method(*args)
+    except Exception:
+        log.exception("hook %s failed", getattr(method, "__qualname__", method))

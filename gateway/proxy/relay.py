@@ -1,0 +1,525 @@
+"""The per-session relay: client ⇄ upstream after start-up, driven by frame scans.
+
+Two tasks per session, one per direction. Frames are forwarded verbatim in
+bulk; only the messages that mark a statement or its end are decoded (Query,
+Parse, Bind, Execute, FunctionCall, Close from the client; CommandComplete,
+ErrorResponse, EmptyQueryResponse, PortalSuspended and ReadyForQuery from
+the upstream). DataRows are counted, never decoded.
+
+Every statement passes ``HookChain.before_statement`` before it is forwarded
+(see ``gateway/proxy/hooks.py`` for the contract). A refusal is carried out by the
+upstream itself: the gateway sends a statement that raises an error there
+(:data:`REFUSAL_SQL`) and replaces that error with its own ErrorResponse. So
+transaction state, pipeline error recovery (discard until Sync) and
+ReadyForQuery are exactly PostgreSQL's, whatever the client had in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+
+from protocols.postgres import messages as m
+from protocols.postgres import peek
+from protocols.postgres.decoder import decode_backend, decode_frontend
+from protocols.postgres.encoder import encode
+from protocols.postgres.errors import ProtocolError
+from protocols.postgres.framing import scan
+
+from ..errors import StatementRefused
+from .bookkeeping import Kind, Pending, SessionNames, keep_detail, keep_row
+from .cancel import UpstreamKey, send_cancel
+from .frames import (
+    B_BIND_COMPLETE,
+    B_COMMAND_COMPLETE,
+    B_COPY_DATA,
+    B_DATA_ROW,
+    B_DESCRIPTION,
+    B_END_OF_STATEMENT,
+    B_ERROR,
+    B_PARAMETER_STATUS,
+    B_PARSE_COMPLETE,
+    B_PORTAL_SUSPENDED,
+    B_READY,
+    B_RESULT_DETAIL,
+    F_BIND,
+    F_CLOSE,
+    F_COPY_DATA,
+    F_DESCRIBE,
+    F_EXECUTE,
+    F_FUNCTION,
+    F_PARSE,
+    F_QUERY,
+    F_SYNC,
+    F_TERMINATE,
+    FRONTEND_TYPES,
+    PARSER_SETTINGS,
+    REFUSAL_EXTENDED,
+    REFUSAL_QUERY,
+    error_frame,
+)
+from .hooks import (
+    EndReason,
+    HookChain,
+    Phase,
+    SessionInfo,
+    SessionSummary,
+    Statement,
+)
+
+log = logging.getLogger("phigate.relay")
+
+READ_CHUNK = 256 * 1024
+class Relay:
+    """Relays one authenticated session until either side closes."""
+
+    def __init__(self, session: SessionInfo, client_reader: asyncio.StreamReader,
+                 client_writer: asyncio.StreamWriter, upstream_reader: asyncio.StreamReader,
+                 upstream_writer: asyncio.StreamWriter, hooks: HookChain,
+                 cancel_target: UpstreamKey, *, max_message_size: int,
+                 idle_timeout_s: float = 0.0, client_leftover: bytes = b"",
+                 upstream_leftover: bytes = b"") -> None:
+        self.session = session
+        self._client_reader = client_reader
+        self._client = client_writer
+        self._upstream_reader = upstream_reader
+        self._upstream = upstream_writer
+        self._hooks = hooks
+        self._cancel_target = cancel_target
+        self._max = max_message_size
+        self._idle_timeout_s = idle_timeout_s
+        self._client_buf = bytearray(client_leftover)
+        self._upstream_buf = bytearray(upstream_leftover)
+        self._pending: deque[Pending] = deque()
+        self._names = SessionNames()
+        self._discarding = False  # after a refusal in an extended batch, until Sync
+        self._status = "I"  # transaction status of the last ReadyForQuery
+        self._number = 0
+        self.summary = SessionSummary()
+        self._end: EndReason | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ---------------------------------------------------------------- lifetime
+
+    async def run(self) -> SessionSummary:
+        name = self.session.session_id
+        self._tasks = [
+            asyncio.create_task(self._client_to_upstream(), name=f"relay-c2u-{name}"),
+            asyncio.create_task(self._upstream_to_client(), name=f"relay-u2c-{name}"),
+        ]
+        try:
+            await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._finish_pending()
+            for writer in (self._client, self._upstream):
+                if not writer.is_closing():
+                    writer.close()
+        self.summary.end = self._end or EndReason.CLIENT_DISCONNECT
+        return self.summary
+
+    def shutdown(self, message: str = "terminating connection due to administrator command"
+                 ) -> None:
+        """Tell the client the gateway is going away and end the session."""
+        self._end = self._end or EndReason.SHUTDOWN
+        if not self._client.is_closing():
+            self._client.write(encode(m.error_response("57P01", message, severity="FATAL")))
+            self._client.close()
+        for task in self._tasks:
+            task.cancel()
+
+    def _ended(self, reason: EndReason) -> None:
+        if self._end is None:
+            self._end = reason
+
+    def _finish_pending(self) -> None:
+        """Statements still in flight when the session ends get an outcome too."""
+        while self._pending:
+            pending = self._pending.popleft()
+            if pending.statement is not None:
+                pending.outcome.sqlstate = pending.outcome.sqlstate or "08006"
+                pending.outcome.error_message = (pending.outcome.error_message
+                                                 or "session ended before the result")
+                self._complete(pending)
+
+    # ---------------------------------------------------------- client → upstream
+
+    async def _client_to_upstream(self) -> None:
+        reader = self._client_reader
+        try:
+            while True:
+                if self._client_buf:
+                    if await self._process_client() is False:
+                        return
+                data = await self._read_client(reader)
+                if not data:
+                    self._ended(EndReason.CLIENT_DISCONNECT)
+                    return
+                self._client_buf += data
+        except ProtocolError as e:
+            self._ended(EndReason.PROTOCOL_ERROR)
+            self._client.write(encode(m.error_response(e.sqlstate, e.message,
+                                                       severity="FATAL")))
+        except (ConnectionError, asyncio.IncompleteReadError):
+            self._ended(EndReason.CLIENT_DISCONNECT)
+
+    async def _read_client(self, reader: asyncio.StreamReader) -> bytes:
+        if not self._idle_timeout_s:
+            return await reader.read(READ_CHUNK)
+        while True:
+            try:
+                return await asyncio.wait_for(reader.read(READ_CHUNK), self._idle_timeout_s)
+            except TimeoutError:
+                if self._pending:
+                    continue  # the client is waiting on us, not idle
+                self._ended(EndReason.IDLE_TIMEOUT)
+                self._client.write(encode(m.error_response(
+                    "57P05", "terminating connection due to idle-session timeout",
+                    severity="FATAL")))
+                return b""
+
+    async def _process_client(self) -> bool:
+        """Handle every whole frame buffered from the client; False once it terminated."""
+        buf = self._client_buf
+        spans, consumed = scan(buf, self._max)
+        out = bytearray()
+        for type_byte, start, end in spans:
+            if type_byte not in FRONTEND_TYPES:
+                raise ProtocolError(f"invalid frontend message type {chr(type_byte)!r}")
+            if self._discarding:
+                if type_byte != F_SYNC:
+                    continue
+                self._discarding = False
+            frame = bytes(buf[start:end])
+            if type_byte in (F_QUERY, F_PARSE, F_EXECUTE, F_FUNCTION):
+                out += await self._statement_frame(type_byte, frame)
+            elif type_byte == F_COPY_DATA:
+                self._copy_in(frame)
+                out += frame
+            elif type_byte == F_BIND:
+                self._names.bind(frame)
+                out += frame
+            elif type_byte == F_SYNC:
+                self._pending.append(Pending(Kind.SYNC))
+                out += frame
+            elif type_byte == F_DESCRIBE:
+                self._names.describe(frame)
+                out += frame
+            elif type_byte == F_CLOSE:
+                self._names.close(frame)
+                out += frame
+            elif type_byte == F_TERMINATE:
+                self._ended(EndReason.CLIENT_TERMINATE)
+                self._upstream.write(bytes(out) + frame)
+                del buf[:consumed]
+                return False
+            else:
+                out += frame
+        del buf[:consumed]
+        if out:
+            self._upstream.write(out)
+        await self._upstream.drain()
+        return True
+
+    async def _statement_frame(self, type_byte: int, frame: bytes) -> bytes:
+        """Run the hooks for a statement frame; return what to send upstream instead."""
+        statement, pending = self._statement_for(type_byte, frame)
+        statement.received_at = time.perf_counter()
+        verdict = await self._hooks.before_statement(statement)
+        if verdict.refusal is not None:
+            return self._refuse(statement, pending, verdict.refusal)
+        if verdict.rewrite_sql is not None and pending is not None and \
+                statement.phase is Phase.SIMPLE:
+            if not verdict.rewrite_sql.strip():
+                self._answer_locally(pending, verdict.local_tag or "SET")
+                return b""
+            frame = encode(m.Query(sql=verdict.rewrite_sql))
+        if pending is not None:
+            pending.capture = statement.capture_rows
+            pending.row_limit = verdict.row_limit
+            if pending.portal is not None and verdict.row_limit is not None:
+                pending.portal.row_limit = verdict.row_limit
+            pending.started = time.monotonic()
+            pending.outcome.gateway_latency_s = time.perf_counter() - statement.received_at
+            self._pending.append(pending)
+            self.summary.statements += 1
+        return frame
+
+    def _statement_for(self, type_byte: int, frame: bytes) -> tuple[Statement, Pending | None]:
+        """Build the Statement a frame stands for, and what to track for its result."""
+        session = self.session
+        if type_byte == F_QUERY:
+            self._number += 1
+            statement = Statement(session, self._number, Phase.SIMPLE, peek.query_sql(frame))
+            return statement, Pending(Kind.QUERY, statement)
+        if type_byte == F_PARSE:
+            name, sql = peek.parse_name_sql(frame)
+            self._names.parse(name, sql)
+            return Statement(session, self._number, Phase.PARSE, sql, statement_name=name), None
+        if type_byte == F_EXECUTE:
+            portal_name = peek.execute_portal(frame)
+            portal = self._names.portals.get(portal_name)
+            self._number += 1
+            if portal is None:  # the upstream will report the missing portal
+                unknown = Statement(session, self._number, Phase.EXECUTE, "",
+                                    portal_name=portal_name)
+                return unknown, Pending(Kind.EXECUTE, unknown)
+            statement = Statement(session, self._number, Phase.EXECUTE, portal.sql,
+                                  statement_name=portal.statement_name, portal_name=portal_name,
+                                  bind_frame=portal.bind_frame)
+            pending = Pending(Kind.EXECUTE, statement, portal=portal,
+                               rows_before=portal.rows_sent, row_limit=portal.row_limit)
+            pending.outcome.row_description = self._names.descriptions.get(portal.statement_name)
+            return statement, pending
+        call = decode_frontend(frame)
+        assert isinstance(call, m.FunctionCall)
+        self._number += 1
+        statement = Statement(session, self._number, Phase.FUNCTION,
+                              f"-- fast-path function call, oid {call.function_oid}",
+                              function_call=call)
+        return statement, Pending(Kind.EXECUTE, statement)
+
+    def _answer_locally(self, pending: Pending, tag: str) -> None:
+        """Complete a simple query without the upstream, in order with what is in flight."""
+        pending.kind = Kind.LOCAL
+        pending.outcome.command_tags.append(tag)
+        pending.replacement = (encode(m.CommandComplete(tag=tag))
+                               + encode(m.ReadyForQuery(status=self._status)))
+        self.summary.statements += 1
+        if self._pending:
+            self._pending.append(pending)
+            return
+        self._client.write(pending.replacement)
+        self._complete(pending)
+
+    def _refuse(self, statement: Statement, pending: Pending | None,
+                refusal: StatementRefused) -> bytes:
+        self.summary.refused += 1
+        replacement = error_frame(refusal)
+        record = pending or Pending(Kind.EXECUTE, statement)
+        record.kind = Kind.REFUSAL
+        record.replacement = replacement
+        record.started = time.monotonic()
+        record.outcome.refused = True
+        record.outcome.sqlstate = refusal.sqlstate
+        record.outcome.error_message = refusal.message
+        if statement.phase is Phase.PARSE:
+            record.statement = None  # nothing was to run yet: no outcome to report
+            self._names.forget_statement(statement.statement_name)
+        if statement.phase is Phase.SIMPLE:
+            self._pending.append(record)
+            return REFUSAL_QUERY
+        self._pending.append(record)
+        self._discarding = True
+        return REFUSAL_EXTENDED
+
+    def _copy_in(self, frame: bytes) -> None:
+        """COPY FROM STDIN data belongs to the statement at the head of the queue."""
+        if not self._pending:
+            return
+        outcome = self._pending[0].outcome
+        outcome.copy_in_bytes += len(frame) - 5
+        if self._pending[0].capture:
+            if outcome.copy_in_sample is None:
+                outcome.copy_in_sample = []
+            if len(outcome.copy_in_sample) < self._pending[0].capture:
+                outcome.copy_in_sample.append(frame)
+
+    # ---------------------------------------------------------- upstream → client
+
+    async def _upstream_to_client(self) -> None:
+        reader = self._upstream_reader
+        try:
+            while True:
+                if self._upstream_buf:
+                    self._process_upstream()
+                    await self._client.drain()
+                data = await reader.read(READ_CHUNK)
+                if not data:
+                    self._upstream_lost()
+                    return
+                self._upstream_buf += data
+        except ProtocolError as e:
+            log.error("upstream protocol error: %s", e.message)
+            self._ended(EndReason.PROTOCOL_ERROR)
+            self._client.write(encode(m.error_response(e.sqlstate, e.message,
+                                                       severity="FATAL")))
+        except (ConnectionError, asyncio.IncompleteReadError):
+            self._upstream_lost()
+
+    def _upstream_lost(self) -> None:
+        if self._end is not None:
+            return
+        self._ended(EndReason.UPSTREAM_DISCONNECT)
+        if not self._client.is_closing():
+            self._client.write(encode(m.error_response(
+                "08006", "phigate: connection to the upstream database was lost",
+                severity="FATAL")))
+
+    def _process_upstream(self) -> None:
+        buf = self._upstream_buf
+        spans, consumed = scan(buf, self._max)
+        pending = self._pending
+        out = bytearray()
+        copied = 0  # buf[copied:start] is still to be forwarded verbatim
+        for type_byte, start, end in spans:
+            if type_byte == B_DATA_ROW or type_byte == B_COPY_DATA:
+                if pending:
+                    head = pending[0]
+                    head.outcome.rows += 1
+                    head.outcome.bytes_to_client += end - start
+                    if head.row_limit is not None and self._over_limit(head):
+                        out += buf[copied:start]
+                        copied = end
+                    elif head.capture:
+                        keep_row(head, buf, start, end)
+                continue
+            if type_byte == B_PARAMETER_STATUS:
+                self._guard_setting(bytes(buf[start:end]))
+                continue
+            if type_byte in B_DESCRIPTION and self._names.described and (
+                    not pending or pending[0].kind is not Kind.QUERY):
+                self._names.description(type_byte, bytes(buf[start:end]))
+            if not pending:
+                continue
+            if type_byte in B_RESULT_DETAIL:
+                if pending[0].capture:
+                    keep_detail(pending[0], type_byte, bytes(buf[start:end]))
+                continue
+            if type_byte not in B_END_OF_STATEMENT:
+                continue
+            replacement = self._end_of_statement(type_byte, buf, start, end)
+            if replacement is not None:
+                out += buf[copied:start]
+                out += replacement
+                copied = end
+        if copied == 0 and consumed == len(buf):
+            self._client.write(bytes(buf))
+            buf.clear()
+            return
+        out += buf[copied:consumed]
+        del buf[:consumed]
+        self._client.write(out)
+
+    def _guard_setting(self, frame: bytes) -> None:
+        status = decode_backend(frame)
+        assert isinstance(status, m.ParameterStatus)
+        allowed = PARSER_SETTINGS.get(status.name)
+        if allowed is not None and status.value not in allowed:
+            log.error("session changed a setting the policy parser depends on; ending it",
+                      extra={"session": self.session.session_id, "setting": status.name})
+            raise ProtocolError(f"phigate: {status.name} {status.value!r} is not supported; "
+                                "the session is ended", sqlstate="22023")
+
+    def _over_limit(self, head: Pending) -> bool:
+        """True when this DataRow must be dropped; cancels the query at the first one."""
+        assert head.row_limit is not None
+        if head.rows_before + head.outcome.rows <= head.row_limit.max_rows:
+            return False
+        head.outcome.rows -= 1
+        if not head.cancelled:
+            head.cancelled = True
+            head.outcome.row_limit_hit = True
+            head.replacement = error_frame(head.row_limit.error)
+            task = asyncio.create_task(send_cancel(self._cancel_target),
+                                       name=f"cancel-{self.session.session_id}")
+            self._tasks.append(task)
+        return True
+
+    def _end_of_statement(self, type_byte: int, buf: bytearray, start: int,
+                          end: int) -> bytes | None:
+        """Account for a completion message; return bytes to send instead, or None."""
+        head = self._pending[0]
+        if head.kind is Kind.REFUSAL:
+            return self._refusal_response(head, type_byte, bytes(buf[start:end]))
+        if type_byte == B_READY:
+            return self._ready(bytes(buf[start:end]))
+        if type_byte in (B_PARSE_COMPLETE, B_BIND_COMPLETE):
+            return None
+        if head.kind is Kind.SYNC:
+            return None  # e.g. an error for a Parse/Bind: nothing of ours to account for
+        outcome = head.outcome
+        if type_byte == B_ERROR:
+            frame = bytes(buf[start:end])
+            error = decode_backend(frame)
+            assert isinstance(error, m.ErrorResponse)
+            outcome.sqlstate = error.sqlstate
+            outcome.error_message = error.message
+            if head.capture:
+                outcome.error_frame = frame
+        elif type_byte == B_COMMAND_COMPLETE:
+            outcome.command_tags.append(peek.command_tag(bytes(buf[start:end])))
+        elif type_byte == B_PORTAL_SUSPENDED:
+            outcome.suspended = True
+        replacement = head.replacement if head.cancelled else None
+        if head.kind is Kind.EXECUTE:
+            self._pending.popleft()
+            self._complete(head)
+            if type_byte == B_ERROR or replacement is not None:
+                self._skip_until_sync()
+        return replacement
+
+    def _refusal_response(self, head: Pending, type_byte: int, frame: bytes) -> bytes | None:
+        if type_byte in (B_PARSE_COMPLETE, B_BIND_COMPLETE):
+            return b""  # answers to the gateway's own refusal statement
+        if type_byte == B_ERROR:
+            replacement = head.replacement
+            head.replacement = b""  # a simple query's later messages pass untouched
+            if head.statement is None or head.statement.phase is not Phase.SIMPLE:
+                self._pending.popleft()
+                if head.statement is not None:
+                    self._complete(head)
+                self._skip_until_sync()
+            return replacement
+        if type_byte == B_READY:  # simple-protocol refusal finished
+            self._pending.popleft()
+            self._complete(head)
+            return self._after_ready(frame)
+        return None
+
+    def _skip_until_sync(self) -> None:
+        """After an error in an extended batch the upstream skips to Sync; so do we."""
+        while self._pending and self._pending[0].kind is not Kind.SYNC:
+            skipped = self._pending.popleft()
+            if skipped.statement is not None:
+                skipped.outcome.sqlstate = "25P02"  # never ran: skipped after an earlier error
+                skipped.outcome.error_message = "skipped after an earlier error in the batch"
+                self._complete(skipped)
+
+    def _ready(self, frame: bytes) -> bytes | None:
+        """ReadyForQuery ends a simple query or a Sync'd batch; local answers may follow it."""
+        while self._pending:
+            head = self._pending.popleft()
+            if head.statement is not None:
+                self._complete(head)
+            if head.kind in (Kind.QUERY, Kind.SYNC):
+                break
+        return self._after_ready(frame)
+
+    def _after_ready(self, frame: bytes) -> bytes | None:
+        """Local answers queued behind the batch that just ended go out right after it."""
+        self._status = chr(frame[5])
+        self._names.described.clear()  # Describes an error skipped get no answer
+        local = b""
+        while self._pending and self._pending[0].kind is Kind.LOCAL:
+            answered = self._pending.popleft()
+            local += answered.replacement or b""
+            self._complete(answered)
+        return frame + local if local else None
+
+    def _complete(self, pending: Pending) -> None:
+        statement = pending.statement
+        assert statement is not None
+        outcome = pending.outcome
+        outcome.duration_s = time.monotonic() - pending.started if pending.started else 0.0
+        if pending.portal is not None:
+            pending.portal.rows_sent += outcome.rows
+        if pending.cancelled and pending.row_limit is not None:
+            outcome.sqlstate = pending.row_limit.error.sqlstate
+            outcome.error_message = pending.row_limit.error.message
+        self.summary.rows += outcome.rows
+        self._hooks.after_statement(statement, outcome)

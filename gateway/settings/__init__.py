@@ -1,0 +1,1 @@
+"""Configuration: ``phigate.yaml`` validated into frozen settings, with located errors."""

@@ -1,0 +1,213 @@
+"""Relay playbooks without sockets: scripted frames in, the exact frames out.
+
+Both peers are in-memory streams, so each test states what the client sends,
+what the upstream answers, and what each side must receive — including the
+refusal mechanics (the upstream raises in place of a refused statement and the
+gateway swaps in its own error) and row limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from gateway.errors import PolicyDenied, RowLimitExceeded
+from gateway.proxy.cancel import UpstreamKey
+from gateway.proxy.frames import REFUSAL_SQL
+from gateway.proxy.hooks import (
+    Hook,
+    HookChain,
+    Outcome,
+    Phase,
+    RowLimit,
+    SessionInfo,
+    Statement,
+    Verdict,
+)
+from gateway.proxy.relay import Relay
+from protocols.postgres import messages as m
+from protocols.postgres.decoder import decode_backend, decode_frontend
+from protocols.postgres.encoder import encode
+from protocols.postgres.framing import FrameBuffer
+
+SESSION = SessionInfo("s1", "alice", frozenset({"clinicians"}), "127.0.0.1", 5000, "clinic",
+                      "psql", None)
+
+
+class MemoryWriter:
+    """Stands in for an asyncio.StreamWriter; collects what the relay writes."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    async def drain(self) -> None:
+        await asyncio.sleep(0)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def frames(self, decode: Any) -> list[object]:
+        buffer = FrameBuffer()
+        buffer.feed(bytes(self.data))
+        self.data.clear()
+        out = []
+        while (frame := buffer.next_frame()) is not None:
+            out.append(decode(frame))
+        return out
+
+
+class Recorder(Hook):
+    """Refuses SQL containing 'forbidden'; limits rows for SQL containing 'limited'."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[Phase, str]] = []
+        self.outcomes: list[tuple[str, Outcome]] = []
+
+    async def before_statement(self, statement: Statement) -> Verdict | None:
+        self.seen.append((statement.phase, statement.sql))
+        if "forbidden" in statement.sql:
+            return Verdict(refusal=PolicyDenied("phigate: rule r1: no", hint="ask"))
+        if "limited" in statement.sql and statement.phase is not Phase.PARSE:
+            return Verdict(row_limit=RowLimit(2, RowLimitExceeded("phigate: rule r2: too many")))
+        return None
+
+    def after_statement(self, statement: Statement, outcome: Outcome) -> None:
+        self.outcomes.append((statement.sql, outcome))
+
+
+class Playbook:
+    def __init__(self, hook: Hook) -> None:
+        self.client_in = asyncio.StreamReader()
+        self.upstream_in = asyncio.StreamReader()
+        self.to_client = MemoryWriter()
+        self.to_upstream = MemoryWriter()
+        self.relay = Relay(SESSION, self.client_in, self.to_client,  # type: ignore[arg-type]
+                           self.upstream_in, self.to_upstream,  # type: ignore[arg-type]
+                           HookChain([hook]), UpstreamKey("127.0.0.1", 1, 1, b"\0\0\0\1"),
+                           max_message_size=1 << 20)
+        self.task = asyncio.create_task(self.relay.run(), name="playbook")
+
+    async def client(self, *messages: object) -> None:
+        self.client_in.feed_data(b"".join(encode(msg) for msg in messages))  # type: ignore[arg-type]
+        await settle()
+
+    async def upstream(self, *messages: object) -> None:
+        self.upstream_in.feed_data(b"".join(encode(msg) for msg in messages))  # type: ignore[arg-type]
+        await settle()
+
+    async def finish(self) -> None:
+        self.client_in.feed_eof()
+        await asyncio.wait_for(self.task, 5)
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+def rows(n: int) -> list[m.DataRow]:
+    return [m.DataRow((str(i).encode(),)) for i in range(n)]
+
+
+READY = m.ReadyForQuery("I")
+
+
+async def test_simple_query_is_forwarded_verbatim_and_accounted() -> None:
+    hook = Recorder()
+    play = Playbook(hook)
+    await play.client(m.Query("SELECT 1"))
+    assert play.to_upstream.frames(decode_frontend) == [m.Query("SELECT 1")]
+    answer = [m.RowDescription(()), *rows(1), m.CommandComplete("SELECT 1"), READY]
+    await play.upstream(*answer)
+    assert play.to_client.frames(decode_backend) == answer
+    await play.finish()
+    [(sql, outcome)] = hook.outcomes
+    assert (sql, outcome.rows, outcome.command_tags) == ("SELECT 1", 1, ["SELECT 1"])
+
+
+async def test_refused_simple_query_is_raised_upstream_and_replaced() -> None:
+    hook = Recorder()
+    play = Playbook(hook)
+    await play.client(m.Query("DELETE forbidden"))
+    assert play.to_upstream.frames(decode_frontend) == [m.Query(REFUSAL_SQL)]
+    upstream_error = m.error_response("42501", "phigate: statement refused by the gateway")
+    await play.upstream(upstream_error, m.ReadyForQuery("E"))
+    error, ready = play.to_client.frames(decode_backend)
+    assert isinstance(error, m.ErrorResponse) and error.message == "phigate: rule r1: no"
+    assert error.hint == "ask" and error.sqlstate == "42501"
+    assert ready == m.ReadyForQuery("E")  # transaction state is the upstream's own
+    await play.finish()
+    refused = hook.outcomes[0][1]
+    assert refused.refused and refused.sqlstate == "42501"
+
+
+async def test_pipeline_refusal_discards_until_sync_and_keeps_earlier_results() -> None:
+    hook = Recorder()
+    play = Playbook(hook)
+    await play.client(
+        m.Parse("", "SELECT ok", ()), m.Bind("", "", (), (), ()), m.Execute("", 0),
+        m.Parse("", "forbidden", ()), m.Bind("", "", (), (), ()), m.Execute("", 0),
+        m.Sync())
+    sent = play.to_upstream.frames(decode_frontend)
+    assert [type(f).__name__ for f in sent] == [
+        "Parse", "Bind", "Execute",  # the allowed statement
+        "Parse", "Bind", "Execute", "Flush",  # the refusal, raised upstream
+        "Sync"]  # the denied statement's Bind/Execute were discarded
+    assert isinstance(sent[3], m.Parse) and sent[3].sql == REFUSAL_SQL
+    await play.upstream(m.ParseComplete(), m.BindComplete(), *rows(1),
+                        m.CommandComplete("SELECT 1"),
+                        m.ParseComplete(), m.BindComplete(),  # answers to the refusal
+                        m.error_response("42501", "raised"), READY)
+    received = play.to_client.frames(decode_backend)
+    assert [type(f).__name__ for f in received] == [
+        "ParseComplete", "BindComplete", "DataRow", "CommandComplete", "ErrorResponse",
+        "ReadyForQuery"]
+    assert isinstance(received[4], m.ErrorResponse)
+    assert received[4].message == "phigate: rule r1: no"
+    await play.finish()
+
+
+async def test_row_limit_forwards_at_most_max_rows_then_the_error() -> None:
+    hook = Recorder()
+    play = Playbook(hook)
+    await play.client(m.Query("SELECT limited"))
+    await play.upstream(m.RowDescription(()), *rows(5))
+    await play.upstream(m.error_response("57014", "canceling statement due to user request"),
+                        READY)
+    received = play.to_client.frames(decode_backend)
+    assert [type(f).__name__ for f in received] == [
+        "RowDescription", "DataRow", "DataRow", "ErrorResponse", "ReadyForQuery"]
+    assert isinstance(received[3], m.ErrorResponse) and received[3].sqlstate == "54000"
+    await play.finish()
+    outcome = hook.outcomes[0][1]
+    assert outcome.rows == 2 and outcome.row_limit_hit and outcome.sqlstate == "54000"
+
+
+async def test_error_in_batch_skips_later_executes_until_sync() -> None:
+    hook = Recorder()
+    play = Playbook(hook)
+    await play.client(
+        m.Parse("a", "SELECT 1/0", ()), m.Bind("", "a", (), (), ()), m.Execute("", 0),
+        m.Parse("b", "SELECT 2", ()), m.Bind("", "b", (), (), ()), m.Execute("", 0),
+        m.Sync())
+    await play.upstream(m.ParseComplete(), m.BindComplete(),
+                        m.error_response("22012", "division by zero"), READY)
+    await play.finish()
+    assert [(sql, o.sqlstate) for sql, o in hook.outcomes] == [
+        ("SELECT 1/0", "22012"), ("SELECT 2", "25P02")]
+
+
+async def test_client_garbage_ends_the_session_with_a_protocol_error() -> None:
+    play = Playbook(Recorder())
+    play.client_in.feed_data(b"?\x00\x00\x00\x04")
+    await asyncio.wait_for(play.task, 5)
+    [error] = play.to_client.frames(decode_backend)
+    assert isinstance(error, m.ErrorResponse) and error.sqlstate == "08P01"
+    assert error.severity == "FATAL"
