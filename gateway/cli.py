@@ -21,6 +21,7 @@ from .alerts.cli import register as register_alert_commands
 from .errors import ConfigError
 from .journal.cli import register as register_journal_commands
 from .ops.logs import configure_logging
+from .policy.cli import register as register_policy_commands
 from .recording.cli import extend_journal_commands
 from .recording.cli import register as register_recording_commands
 from .settings.config import load_config
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_journal_commands(commands, extend=extend_journal_commands)
     register_recording_commands(commands)
     register_alert_commands(commands)
+    register_policy_commands(commands)
     return parser
 
 

@@ -27,6 +27,8 @@ from tests.conftest import ClusterInfo
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 CLINIC_POLICY = REPO / "examples" / "policies" / "clinic.yaml"
+# The installed console script (pyproject [project.scripts]), next to the venv's python.
+PHIGATE = Path(sys.executable).parent / "phigate"
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,7 @@ class GatewayProcess:
         self.config_path.write_text(yaml.safe_dump(self.config), encoding="utf-8")
         with self.log_path.open("ab") as log:  # the child keeps its own descriptor
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "serve", "-c", str(self.config_path)],
+                [str(PHIGATE), "serve", "-c", str(self.config_path)],
                 cwd=REPO, env=self.env, stdout=log, stderr=log)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -8,7 +8,6 @@ import http.server
 import json
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -20,7 +19,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.harness import CLINIC_POLICY, REPO, GatewayProcess, free_port, psql
+from tests.e2e.harness import CLINIC_POLICY, PHIGATE, REPO, GatewayProcess, free_port, psql
 
 SECRET = "webhook-secret-for-tests"
 SECRET_ENV = {"PHIGATE_WEBHOOK_SECRET": SECRET}
@@ -128,7 +127,7 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 
 def journal_entries(gateway: GatewayProcess, kind: str) -> list[dict[str, Any]]:
-    result = subprocess.run([sys.executable, "-m", "gateway.cli", "journal", "show",
+    result = subprocess.run([str(PHIGATE), "journal", "show",
                              str(gateway.journal_dir), "--json", "--type", kind], cwd=REPO,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -290,7 +289,7 @@ def test_alerts_test_command_reports_each_sink(tmp_path: Path,
     config["alerts"]["sinks"]["broken"] = {"type": "webhook", "url": dead}
     path = tmp_path / "phigate.yaml"
     path.write_text(json.dumps(config), encoding="utf-8")
-    result = subprocess.run([sys.executable, "-m", "gateway.cli", "alerts", "test", "-c",
+    result = subprocess.run([str(PHIGATE), "alerts", "test", "-c",
                              str(path)], cwd=REPO, capture_output=True, text=True, timeout=60,
                             env={**SECRET_ENV, "PATH": "/usr/bin:/bin"})
     assert result.returncode == 1, result.stdout + result.stderr

@@ -13,7 +13,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from gateway.demo.tempcluster import PostgresNotFound, find_bindir
-from tests.e2e.harness import REPO, free_port
+from tests.e2e.harness import PHIGATE, REPO, free_port
 
 READY_LINE = "Ctrl-C to stop"
 START_TIMEOUT_S = 20.0
@@ -49,7 +48,7 @@ class DemoProcess:
     def __init__(self, port: int) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "demo", "--port", str(port)], cwd=REPO,
+            [str(PHIGATE), "demo", "--port", str(port)], cwd=REPO,
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.output: list[str] = []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,11 +12,11 @@ import asyncpg
 import pytest
 
 from tests.conftest import ClusterInfo
-from tests.e2e.harness import IDENTITIES, REPO, GatewayProcess, psql
+from tests.e2e.harness import IDENTITIES, PHIGATE, REPO, GatewayProcess, psql
 
 
 def phigate(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], cwd=REPO,
+    return subprocess.run([str(PHIGATE), *args], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,12 +13,12 @@ import asyncpg
 import pytest
 import yaml
 
-from tests.e2e.harness import IDENTITIES, REPO, GatewayProcess, psql
+from tests.e2e.harness import IDENTITIES, PHIGATE, REPO, GatewayProcess, psql
 
 
 def phigate(*args: str, stdin: str | None = None, env: dict[str, str] | None = None
             ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], cwd=REPO, input=stdin,
+    return subprocess.run([str(PHIGATE), *args], cwd=REPO, input=stdin,
                           capture_output=True, text=True, timeout=60, env=env)
 
 

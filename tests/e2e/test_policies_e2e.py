@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +14,7 @@ import psycopg
 import pytest
 
 from tests.conftest import ClusterInfo
-from tests.e2e.harness import CLINIC_POLICY, IDENTITIES, REPO, GatewayProcess, psql
+from tests.e2e.harness import CLINIC_POLICY, IDENTITIES, PHIGATE, REPO, GatewayProcess, psql
 
 # A Tuesday, 10:00 in New York: inside the engineers' no-DDL window.
 BUSINESS_HOURS = "2024-06-04T10:00:00-04:00"
@@ -171,7 +170,7 @@ def test_decisions_are_journaled_with_rule_and_tables(clinic: GatewayProcess) ->
     deadline = time.monotonic() + 5
     while True:
         shown = subprocess.run(
-            [sys.executable, "-m", "gateway.cli", "journal", "show", str(clinic.journal_dir),
+            [str(PHIGATE), "journal", "show", str(clinic.journal_dir),
              "--json", "--decision", "deny", "--table", "patients"],
             cwd=REPO, capture_output=True, text=True, timeout=30)
         rows = [json.loads(line) for line in shown.stdout.splitlines()]
@@ -222,7 +221,7 @@ def test_sighup_reloads_policies(start_gateway: Callable[..., GatewayProcess],
     # The journal says which policy is really enforced, and that the file on disk is not it.
     while True:
         shown = subprocess.run(
-            [sys.executable, "-m", "gateway.cli", "journal", "show", str(gateway.journal_dir),
+            [str(PHIGATE), "journal", "show", str(gateway.journal_dir),
              "--json", "--type", "config_loaded"],
             cwd=REPO, capture_output=True, text=True, timeout=30)
         loads = [json.loads(line) for line in shown.stdout.splitlines()]

@@ -14,7 +14,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ import yaml
 
 from gateway.recording.keys import generate_key_file
 from tests.conftest import ClusterInfo
-from tests.e2e.harness import IDENTITIES, REPO, GatewayProcess, psql
+from tests.e2e.harness import IDENTITIES, PHIGATE, REPO, GatewayProcess, psql
 
 GOLDEN = REPO / "tests" / "fixtures" / "recording" / "replay-golden.txt"
 CAPTURE_ROWS = 5
@@ -55,7 +54,7 @@ SMALL_SELECT = "SELECT id, mrn, last_name FROM patients ORDER BY id LIMIT 3;"
 
 
 def phigate(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], cwd=REPO,
+    return subprocess.run([str(PHIGATE), *args], cwd=REPO,
                           capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "NO_COLOR": "1"})
 
@@ -291,7 +290,7 @@ async def test_follow_shows_a_live_session_as_it_happens(
     await conn.execute("SELECT 'before the auditor arrived' AS phase")
     session = latest_session(gateway)
     with subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "replay", "-c", str(gateway.config_path),
+            [str(PHIGATE), "replay", "-c", str(gateway.config_path),
              session, "--follow", "--as", "auditor-carol"],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
             env={**os.environ, "NO_COLOR": "1"}) as follower:
@@ -343,14 +342,14 @@ def test_reading_a_live_journal_is_itself_journaled(start_gateway: Any) -> None:
     gateway = start_gateway()
     assert psql(gateway, "SELECT 1").returncode == 0
     shown = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "journal", "show", str(gateway.journal_dir),
+        [str(PHIGATE), "journal", "show", str(gateway.journal_dir),
          "--user", "alice", "--as", "auditor-ann"],
         cwd=REPO, capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0, shown.stderr
     assert "journaled by the running gateway" in shown.stderr
     gateway.stop()
     accesses = [json.loads(line) for line in subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "journal", "show", str(gateway.journal_dir),
+        [str(PHIGATE), "journal", "show", str(gateway.journal_dir),
          "--json", "--type", "audit_access"],
         cwd=REPO, capture_output=True, text=True, timeout=60).stdout.splitlines()]
     assert [(a["action"], a.get("as"), a["filters"]) for a in accesses] == [

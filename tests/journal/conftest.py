@@ -7,7 +7,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from gateway.journal import Journal, JournalSettings
 from gateway.journal.canonical import encode_line
 from gateway.journal.chain import genesis, link
 from gateway.journal.keys import generate, load_public
+from tests.e2e.harness import PHIGATE
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -138,7 +138,7 @@ def rehash(directory: Path, edit: Callable[[list[dict[str, object]]], list[dict[
 
 def run_cli(*args: str | Path, check: bool = False) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "gateway.journal.cli", *map(str, args)],
+    return subprocess.run([str(PHIGATE), *map(str, args)],
                           capture_output=True, text=True, env=env, cwd=REPO, check=check,
                           timeout=60)
 

@@ -1,4 +1,4 @@
-"""`phigate journal show/export/prune` and `phigate keygen`, through argparse and as a process."""
+"""`phigate journal show/export/prune` and `phigate keygen`, via the entry point and a process."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from gateway.cli import main
 from gateway.journal import Journal, JournalSettings
 from gateway.journal.cli import register
 from gateway.journal.prune import PruneRefused, prune
@@ -27,12 +28,9 @@ Settings = Callable[..., JournalSettings]
 
 
 def call(*argv: str | Path) -> tuple[int, str]:
-    parser = argparse.ArgumentParser(prog="phigate")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args([str(a) for a in argv])
     out = io.StringIO()
     with redirect_stdout(out):
-        code = args.func(args)
+        code = main([str(a) for a in argv])
     return code, out.getvalue()
 
 

@@ -1,13 +1,12 @@
-"""``phigate policy check`` and ``phigate policy test`` through ``register(subparsers)``."""
+"""``phigate policy check`` and ``phigate policy test`` through ``gateway.cli.main``."""
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pytest
 
-from gateway.policy import cli as policy_cli
+from gateway.cli import main
 from tests.policies.conftest import EXAMPLES
 
 POLICY = str(EXAMPLES / "clinic.yaml")
@@ -15,10 +14,8 @@ CASES = str(EXAMPLES / "clinic.tests.yaml")
 
 
 def run(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="phigate")
-    policy_cli.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(list(argv))
-    return int(args.func(args))
+    """Through the entry point's own parser: a command it does not register fails here."""
+    return main(list(argv))
 
 
 def test_check_allow_and_deny(capsys: pytest.CaptureFixture[str]) -> None:
