@@ -67,6 +67,12 @@ class RowLimitExceeded(StatementRefused):
     sqlstate = "54000"
 
 
+class StatementTooComplex(StatementRefused):
+    """Deciding the statement would exceed the policy engine's step budget."""
+
+    sqlstate = "54001"
+
+
 class JournalFull(StatementRefused):
     """The journal's disk is full: the statement is refused, never run unrecorded."""
 

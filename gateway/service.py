@@ -9,9 +9,7 @@ checkpoint), so every session's last entries are in it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 
 from .clock import TEST_NOW_ENV, Clock
 from .errors import ConfigError, GatewayError
@@ -23,6 +21,7 @@ from .proxy.hooks import Hook
 from .proxy.server import Gateway
 from .recording import RecorderHook, RecordingServices
 from .settings.config import Settings
+from .signals import Signals
 
 log = logging.getLogger("phigate.service")
 
@@ -59,26 +58,15 @@ async def open_journal(settings: Settings) -> Journal:
     return await Journal.open(settings.journal)
 
 
-class Signals:
-    """SIGTERM/SIGINT stop, SIGHUP reloads; installed before anything else can be signalled."""
-
-    def __init__(self) -> None:
-        self.stop = asyncio.Event()
-        self.gateway: Gateway | None = None
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self.stop.set)
-        loop.add_signal_handler(signal.SIGINT, self.stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self._reload)
-
-    def _reload(self) -> None:
-        if self.gateway is None:
-            log.warning("SIGHUP before the gateway was listening: ignored")
-            return
-        self.gateway.reload()
-
-
 async def run_gateway(settings: Settings) -> int:
-    signals = Signals()
+    signals = Signals(settings.limits.shutdown_grace_s)
+    try:
+        return await _run(settings, signals)
+    finally:
+        signals.close()
+
+
+async def _run(settings: Settings, signals: Signals) -> int:
     monitoring = Monitoring(settings)
     try:
         journal = await open_journal(settings)

@@ -9,6 +9,8 @@ protocol: classify once at Parse, decide with the current context at Bind/Execut
 
 Policy files with ``enforce: false`` are dry runs: their verdict is reported (``would_deny``)
 but only enforced files can block. The engine fails closed: an unexpected exception denies.
+Each decision gets a step budget (``policies.steps``); a statement that would exceed it is
+refused as too complex (SQLSTATE 54001) rather than decided without bound.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from policies.model import (
     EMPTY_QUERY,
     ENGINE_ERROR,
     GATEWAY_SETTING,
+    TOO_COMPLEX,
     UNKNOWN_NAME,
     UNPARSEABLE,
     Decision,
@@ -31,14 +34,17 @@ from policies.model import (
 )
 from policies.phi import PhiMatcher
 from policies.statement import Classification, Statement
+from policies.steps import DEFAULT_MAX_STEPS, Steps, StepsExceeded
 
 
 class Engine:
     """Decides statements for one set of loaded policies. Pure apart from its cache."""
 
     def __init__(self, policies: Iterable[Policy], *,
-                 cache: ClassificationCache | None = None) -> None:
+                 cache: ClassificationCache | None = None,
+                 max_steps: int = DEFAULT_MAX_STEPS) -> None:
         self.policies = tuple(policies)
+        self.max_steps = max_steps
         _check_unique_names(self.policies)
         enforced = [p for p in self.policies if p.enforce]
         self._enforced = _book(enforced, loaded=bool(enforced) or not self.policies)
@@ -52,24 +58,32 @@ class Engine:
 
     def decide(self, ctx: RequestContext, sql: str) -> Decision:
         try:
-            return self._decide(ctx, self.cache.get(sql))
+            classification = self.cache.get(sql)
         except Exception as e:  # fail closed: a bug here must never let a statement through
             return _engine_error(e)
+        return self.decide_classified(ctx, classification)
 
     def decide_classified(self, ctx: RequestContext, classification: Classification) -> Decision:
+        steps = Steps(self.max_steps)
         try:
-            return self._decide(ctx, classification)
+            return self._decide(ctx, classification, steps)
+        except StepsExceeded as e:
+            return _too_complex(e)
         except Exception as e:
             return _engine_error(e)
 
     def decide_statement(self, ctx: RequestContext, statement: Statement) -> Decision:
         """One already-classified statement (e.g. a Parse'd one) with the current context."""
+        steps = Steps(self.max_steps)
         try:
-            return self._one(ctx, statement, ctx.prepared, ctx.cursors)
+            return self._one(ctx, statement, ctx.prepared, ctx.cursors, steps)
+        except StepsExceeded as e:
+            return _too_complex(e)
         except Exception as e:
             return _engine_error(e)
 
-    def _decide(self, ctx: RequestContext, classification: Classification) -> Decision:
+    def _decide(self, ctx: RequestContext, classification: Classification,
+                steps: Steps) -> Decision:
         if classification.error is not None:
             return Decision("deny", (UNPARSEABLE,),
                             f"phigate: rule unparseable: statement denied ({classification.error})",
@@ -78,16 +92,16 @@ class Engine:
         if not statements:
             return Decision("allow", (EMPTY_QUERY,), "phigate: empty query")
         if len(statements) == 1:
-            return self._one(ctx, statements[0], ctx.prepared, ctx.cursors)
+            return self._one(ctx, statements[0], ctx.prepared, ctx.cursors, steps)
         prepared, cursors = dict(ctx.prepared), dict(ctx.cursors)
         parts = []
         for statement in statements:
-            parts.append(self._one(ctx, statement, prepared, cursors))
+            parts.append(self._one(ctx, statement, prepared, cursors, steps))
             ctx = _apply_effect(ctx, statement, prepared, cursors)
         return _combine(parts, statements)
 
     def _one(self, ctx: RequestContext, stmt: Statement, prepared: Mapping[str, Statement],
-             cursors: Mapping[str, Statement]) -> Decision:
+             cursors: Mapping[str, Statement], steps: Steps) -> Decision:
         effect = stmt.effect
         if effect is not None and effect.kind in ("set_reason", "reset_reason"):
             return Decision("allow", (GATEWAY_SETTING,), "phigate: session reason recorded by the "
@@ -95,10 +109,10 @@ class Engine:
         resolved = _resolve(stmt, prepared, cursors)
         if isinstance(resolved, Decision):
             return resolved
-        enforced = evaluate(self._enforced, ctx, resolved)
+        enforced = evaluate(self._enforced, ctx, resolved, steps)
         if self._full is None:
             return enforced
-        trial = evaluate(self._full, ctx, resolved)
+        trial = evaluate(self._full, ctx, resolved, steps)
         return _dry_run(None if self._only_dry_run else enforced, trial)
 
 
@@ -235,3 +249,11 @@ def _engine_error(error: Exception) -> Decision:
     return Decision("deny", (ENGINE_ERROR,),
                     f"phigate: rule engine-error: the policy engine failed "
                     f"({type(error).__name__}); denied", "report this to the administrator")
+
+
+def _too_complex(error: StepsExceeded) -> Decision:
+    return Decision("deny", (TOO_COMPLEX,),
+                    f"phigate: rule too-complex: deciding this statement needs {error}: the "
+                    "relations it reads (views of views, partitions) are too many to follow; "
+                    "refused", "read the underlying tables, or ask the administrator to raise "
+                    "limits.policy_steps")

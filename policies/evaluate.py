@@ -26,6 +26,7 @@ from policies.model import (
 )
 from policies.phi import PhiMatcher
 from policies.statement import Statement
+from policies.steps import Steps
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,17 +79,21 @@ def _client_matches(rule: Rule, ctx: RequestContext) -> bool:
     return any(address.version == net.version and address in net for net in rule.clients)
 
 
-def evaluate(book: RuleBook, ctx: RequestContext, stmt: Statement) -> Decision:
-    """Decide one resolved statement (EXECUTE/FETCH already replaced by what they run)."""
+def evaluate(book: RuleBook, ctx: RequestContext, stmt: Statement,
+             steps: Steps | None = None) -> Decision:
+    """Decide one resolved statement (EXECUTE/FETCH already replaced by what they run).
+
+    ``steps`` bounds the walks over view dependencies (raises ``StepsExceeded``)."""
+    steps = steps if steps is not None else Steps()
     if not book.loaded:
         return _Facts(stmt, [], [], None).deny(
             (DEFAULT_DENY,), "phigate: rule default-deny: no policy is loaded, so every "
             "statement is denied", "ask an administrator to configure policies")
-    phi = book.phi.touched(ctx.database, stmt.tables, ctx.view_dependencies)
+    phi = book.phi.touched(ctx.database, stmt.tables, ctx.view_dependencies, steps)
     matching = [rule for rule in book.rules if applies(rule, ctx)]
     allowing, missing, blocked = _allowers(matching, ctx, stmt, phi)
     max_rows = min((r.max_rows for r in allowing if r.max_rows is not None), default=None)
-    exported = _exported(book.phi, ctx, stmt, max_rows, phi)
+    exported = _exported(book.phi, ctx, stmt, max_rows, phi, steps)
     denials = [(r, what) for r in matching if (what := _denial(r, stmt, phi, exported))]
     facts = _Facts(stmt, phi, exported, max_rows)
     if denials:
@@ -141,7 +146,7 @@ def _blocker(rule: Rule, ctx: RequestContext, phi: list[str]) -> str | None:
 
 def _exported(
     matcher: PhiMatcher, ctx: RequestContext, stmt: Statement, max_rows: int | None,
-    phi: list[str],
+    phi: list[str], steps: Steps,
 ) -> list[str]:
     """PHI tables whose rows the statement would export in bulk."""
     if stmt.copy_to:
@@ -150,7 +155,7 @@ def _exported(
     for flow in stmt.exports:
         if flow.limit is not None and (max_rows is None or flow.limit <= max_rows):
             continue
-        for name in matcher.touched(ctx.database, (flow.table,), ctx.view_dependencies):
+        for name in matcher.touched(ctx.database, (flow.table,), ctx.view_dependencies, steps):
             out[name] = None
     return list(out)
 

@@ -52,9 +52,11 @@ UNKNOWN_NAME = "unknown-name"  # EXECUTE/FETCH of a statement or cursor the gate
 GATEWAY_SETTING = "gateway-setting"  # SET phigate.reason: consumed by the gateway, never forwarded
 EMPTY_QUERY = "empty-query"  # nothing but whitespace and comments
 ENGINE_ERROR = "engine-error"  # the engine failed: fail closed
+TOO_COMPLEX = "too-complex"  # deciding would take more steps than the budget allows
 
 SQLSTATE_DENIED = "42501"  # insufficient_privilege
 SQLSTATE_ROW_LIMIT = "54000"  # program_limit_exceeded, for a max_rows cut at run time
+SQLSTATE_TOO_COMPLEX = "54001"  # statement_too_complex: the decision's step budget ran out
 
 Action = Literal["allow", "deny"]
 PhiAccess = Literal["allow", "deny"]
@@ -172,7 +174,9 @@ class Decision:
 
     @property
     def sqlstate(self) -> str | None:
-        return SQLSTATE_DENIED if self.action == "deny" else None
+        if self.action != "deny":
+            return None
+        return SQLSTATE_TOO_COMPLEX if self.rules == (TOO_COMPLEX,) else SQLSTATE_DENIED
 
     @property
     def verdict(self) -> Action:

@@ -5,19 +5,26 @@ safe, a miss is not). A relation named without a schema, or in ``pg_temp``, matc
 table of that name in any schema would (search_path can point anywhere). Views, materialized
 views and partitions are resolved through the ``view_dependencies`` mapping the gateway builds
 from the upstream catalog (see ``policies.views``), transitively.
+
+The catalog can hold cycles (``CREATE OR REPLACE VIEW`` can make two views refer to each other;
+PostgreSQL then answers "infinite recursion detected in rules"), so the walk visits each relation
+once and charges a :class:`~policies.steps.Steps` budget for every relation and dependency: a
+cycle ends the walk with every relation on it counted as touched, and a graph too large for the
+budget raises :class:`~policies.steps.StepsExceeded` rather than keeping the engine busy.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from policies.statement import TableRef
+from policies.steps import Steps
 
 _MAX_MEMO = 8192  # distinct (database, relation) answers kept; attackers can invent names
-_MAX_VIEW_DEPTH = 32  # views of views; the catalog cannot have cycles, a bad mapping might
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +63,7 @@ def parse_pattern(text: str) -> PhiPattern:
     return PhiPattern(text, regexes[0], regexes[1], regexes[2])
 
 
+@functools.lru_cache(maxsize=_MAX_MEMO)
 def parse_ref(text: str) -> TableRef:
     """``schema.table`` (as the catalog mapping gives it) → TableRef."""
     parts = [p.lower() for p in split_name(text)]
@@ -83,28 +91,30 @@ class PhiMatcher:
         database: str,
         refs: Iterable[TableRef],
         views: Mapping[str, Collection[str]],
+        steps: Steps | None = None,
     ) -> list[str]:
-        """Names of the PHI tables ``refs`` read, directly or through views."""
-        out: dict[str, None] = {}
-        for ref in refs:
-            self._collect(database, ref, views, out, 0)
-        return list(out)
+        """Names of the PHI tables ``refs`` read, directly or through views, in walk order.
 
-    def _collect(
-        self,
-        database: str,
-        ref: TableRef,
-        views: Mapping[str, Collection[str]],
-        out: dict[str, None],
-        depth: int,
-    ) -> None:
-        if self.is_phi(database, ref):
-            out[str(ref)] = None
-        if not views or depth >= _MAX_VIEW_DEPTH:
-            return
-        key = f"{ref.schema}.{ref.name}" if ref.schema else ref.name
-        for dependency in views.get(key, ()) or views.get(key.lower(), ()):
-            self._collect(database, parse_ref(dependency), views, out, depth + 1)
+        Depth first, each relation once (a visited set), so a cycle of views ends the walk and
+        every relation on it is checked; ``steps`` bounds the whole walk.
+        """
+        budget = steps if steps is not None else Steps()
+        out: dict[str, None] = {}
+        seen: set[TableRef] = set()
+        stack = list(refs)[::-1]  # popped from the end: the statement's own order first
+        while stack:
+            ref = stack.pop()
+            if ref in seen:
+                continue
+            seen.add(ref)
+            budget.take()
+            if self.is_phi(database, ref):
+                out[str(ref)] = None
+            if views:
+                dependencies = _dependencies(views, ref)
+                budget.take(len(dependencies))
+                stack.extend(parse_ref(d) for d in dependencies)
+        return list(out)
 
     def _match(self, database: str, ref: TableRef) -> bool:
         databases = {database.lower()} | ({ref.catalog.lower()} if ref.catalog else set())
@@ -119,3 +129,8 @@ class PhiMatcher:
             if name == "*" or pattern.table.match(name):
                 return True
         return False
+
+
+def _dependencies(views: Mapping[str, Collection[str]], ref: TableRef) -> Collection[str]:
+    key = f"{ref.schema}.{ref.name}" if ref.schema else ref.name
+    return views.get(key, ()) or views.get(key.lower(), ())

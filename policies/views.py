@@ -37,26 +37,16 @@ Row = tuple[str, str, str, str]
 def build_view_dependencies(rows: Iterable[Row]) -> Mapping[str, frozenset[str]]:
     """Rows of ``CATALOG_SQL`` → {"schema.view": {"schema.table", ...}, "view": {...}}.
 
-    Dependencies are closed transitively (a view of a view of ``patients`` lists ``patients``),
-    and each view is also listed under its bare name, merging same-named views of every schema,
-    because the engine sees unqualified names and cannot know the search_path.
+    Direct dependencies only, in time linear in the rows: the engine follows them transitively
+    per statement (``PhiMatcher.touched``, visiting each relation once and within a step
+    budget), so a view of a view of ``patients`` still reads ``patients``, and views that refer
+    to each other, or a chain of thousands, cost no more than their size. Each view is also
+    listed under its bare name, merging same-named views of every schema, because the engine
+    sees unqualified names and cannot know the search_path.
     """
-    direct: dict[str, set[str]] = {}
+    mapping: dict[str, set[str]] = {}
     for view_schema, view, table_schema, table in rows:
-        direct.setdefault(f"{view_schema}.{view}", set()).add(f"{table_schema}.{table}")
-    closed = {name: _closure(name, direct) for name in direct}
-    mapping: dict[str, set[str]] = {k.lower(): set(v) for k, v in closed.items()}
-    for qualified, deps in closed.items():
-        mapping.setdefault(qualified.split(".", 1)[1].lower(), set()).update(deps)
+        dependency = f"{table_schema}.{table}"
+        mapping.setdefault(f"{view_schema}.{view}".lower(), set()).add(dependency)
+        mapping.setdefault(view.lower(), set()).add(dependency)
     return {name: frozenset(deps) for name, deps in mapping.items()}
-
-
-def _closure(start: str, direct: Mapping[str, set[str]]) -> set[str]:
-    seen: set[str] = set()
-    stack = list(direct.get(start, ()))
-    while stack:
-        name = stack.pop()
-        if name not in seen:
-            seen.add(name)
-            stack.extend(direct.get(name, ()))
-    return seen

@@ -30,12 +30,13 @@ from policies.classify import classify
 from policies.context import RequestContext
 from policies.engine import Engine
 from policies.loader import PolicyError, load_policies
-from policies.model import Decision
+from policies.model import SQLSTATE_TOO_COMPLEX, Decision
 from policies.statement import Classification
 from policies.statement import Statement as Classified
+from policies.steps import DEFAULT_MAX_STEPS
 
 from ..clock import Clock
-from ..errors import ConfigError, PolicyDenied, RowLimitExceeded
+from ..errors import ConfigError, PolicyDenied, RowLimitExceeded, StatementTooComplex
 from ..journal.hook import POLICY_TAG
 from ..proxy.hooks import (
     Hook,
@@ -61,7 +62,8 @@ MAX_SESSION_DECISIONS = 1024  # per-session decision cache; cleared when full
 REUSE_PARSE_DECISION_S = 1.0
 
 
-def load_engine(policy_files: Iterable[Path], *, previous: Engine | None = None) -> Engine:
+def load_engine(policy_files: Iterable[Path], *, previous: Engine | None = None,
+                max_steps: int = DEFAULT_MAX_STEPS) -> Engine:
     """Read and validate policy files into an engine. Raises ConfigError."""
     files = []
     for path in policy_files:
@@ -70,7 +72,8 @@ def load_engine(policy_files: Iterable[Path], *, previous: Engine | None = None)
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"cannot read policy file: {e}", file=str(path)) from e
     try:
-        return Engine(load_policies(files), cache=previous.cache if previous else None)
+        return Engine(load_policies(files), cache=previous.cache if previous else None,
+                      max_steps=max_steps)
     except PolicyError as e:
         raise ConfigError(str(e)) from e
 
@@ -95,7 +98,7 @@ class _SessionState:
 
 class PolicyHook(Hook):
     def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
-        self.engine = load_engine(settings.policy_files)
+        self.engine = load_engine(settings.policy_files, max_steps=settings.limits.policy_steps)
         if not settings.policy_files:
             log.warning("no policy files configured: every statement will be denied")
         self._settings = settings
@@ -114,7 +117,8 @@ class PolicyHook(Hook):
 
     def config_loaded(self, settings: Settings) -> None:
         try:
-            engine = load_engine(settings.policy_files, previous=self.engine)
+            engine = load_engine(settings.policy_files, previous=self.engine,
+                                 max_steps=settings.limits.policy_steps)
         except ConfigError as e:
             log.error("policy reload failed, keeping the policies in force: %s", e)
             return
@@ -163,7 +167,9 @@ class PolicyHook(Hook):
         statement.tags[DECISION_TAG] = decision
         statement.tags[POLICY_TAG] = fields
         if not decision.allowed:
-            raise PolicyDenied(decision.reason, hint=decision.hint)
+            refusal = (StatementTooComplex if decision.sqlstate == SQLSTATE_TOO_COMPLEX
+                       else PolicyDenied)
+            raise refusal(decision.reason, hint=decision.hint)
         if statement.phase is Phase.PARSE:
             return None
         cursors = _fetched_cursors(classification.statements)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from policies.steps import DEFAULT_MAX_STEPS
 from policies.yamlsource import YamlSyntaxError, parse_located
 from protocols.postgres.framing import DEFAULT_MAX_MESSAGE_SIZE
 from protocols.postgres.scram import InvalidVerifier, ScramVerifier, parse_verifier
@@ -66,6 +67,7 @@ class Limits:
     auth_failure_delay_s: float = 0.5
     auth_max_failures: int = 10
     auth_failure_window_s: float = 60.0
+    policy_steps: int = DEFAULT_MAX_STEPS  # per statement: views followed, relations checked
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +255,7 @@ def _limits(root: Section) -> Limits:
     section = root.child("limits")
     section.only("max_connections", "idle_timeout", "startup_timeout", "max_message_size",
                  "shutdown_grace", "auth_failure_delay", "auth_max_failures",
-                 "auth_failure_window")
+                 "auth_failure_window", "policy_steps")
     defaults = Limits()
     return Limits(
         max_connections=section.integer("max_connections", defaults.max_connections, minimum=1),
@@ -266,6 +268,7 @@ def _limits(root: Section) -> Limits:
                                           minimum=1),
         auth_failure_window_s=section.duration("auth_failure_window",
                                                defaults.auth_failure_window_s),
+        policy_steps=section.integer("policy_steps", defaults.policy_steps, minimum=1),
     )
 
 

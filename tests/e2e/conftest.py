@@ -37,3 +37,12 @@ def start_gateway(pg_cluster: ClusterInfo, tmp_path: Path
     yield start
     for process in started:
         process.stop()
+
+
+@pytest.fixture(scope="session")
+def service_may_create(pg_cluster: ClusterInfo) -> ClusterInfo:
+    """The service role may create schemas and roles, as regression-style scripts need."""
+    pg_cluster.cluster.execute(
+        f"GRANT CREATE ON DATABASE {pg_cluster.database} TO {pg_cluster.service_user};\n"
+        f"ALTER ROLE {pg_cluster.service_user} CREATEROLE;\n", dbname=pg_cluster.database)
+    return pg_cluster
