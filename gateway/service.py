@@ -17,15 +17,22 @@ from .journal import Journal, JournalError
 from .journal.hook import JournalHook, config_fields
 from .ops.monitoring import Monitoring
 from .policy.hook import PolicyHook
+from .proxy.auth import PasswordLogin
 from .proxy.hooks import Hook
 from .proxy.server import Gateway
 from .recording import RecorderHook, RecordingServices
 from .settings.config import Settings
 from .signals import Signals
+from .sso.authenticator import SsoLogin
 
 log = logging.getLogger("phigate.service")
 
 EXIT_JOURNAL = 3  # the journal could not be opened: tampered, locked or unwritable
+
+
+def password_login(settings: Settings) -> PasswordLogin | None:
+    """Logins for people who are not local identities: single sign-on when configured."""
+    return SsoLogin(settings.sso) if settings.sso is not None else None
 
 
 def build_hooks(settings: Settings, journal: Journal,
@@ -78,7 +85,7 @@ async def _run(settings: Settings, signals: Signals) -> int:
         await journal.append("config_loaded", config_fields(settings))
         hooks = build_hooks(settings, journal, monitoring)
         async with RecordingServices(journal, hooks):
-            gateway = Gateway(settings, hooks)
+            gateway = Gateway(settings, hooks, password_login=password_login(settings))
             await gateway.start()
             await monitoring.start(gateway, journal)
             signals.gateway = gateway

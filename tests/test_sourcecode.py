@@ -27,7 +27,8 @@ SHARED = {"gateway.errors", "gateway.clock"}
 ASSEMBLY = {"gateway.cli", "gateway.service"}
 WING_MAY_IMPORT = {
     "gateway.proxy": SHARED | {"gateway.settings"},
-    "gateway.settings": SHARED | {"gateway.journal.settings", "gateway.alerts.settings"},
+    "gateway.settings": SHARED | {"gateway.journal.settings", "gateway.alerts.settings",
+                                  "gateway.sso.settings"},
 }
 
 

@@ -51,6 +51,7 @@ class JournalHook(Hook):
         }
         if event.failure:
             fields["failure"] = event.failure
+        fields.update(event.details)  # e.g. SSO issuer, subject, token id: never a credential
         self.journal.append_later("auth", fields)
 
     async def session_started(self, session: SessionInfo) -> None:

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -76,6 +76,7 @@ class EndReason(enum.Enum):
     SHUTDOWN = "shutdown"
     PROTOCOL_ERROR = "protocol_error"
     REFUSED = "refused"  # a session hook refused the session before it began
+    CREDENTIAL_EXPIRED = "credential_expired"  # the login's token expired (plus grace)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +107,8 @@ class AuthEvent:
     method: str
     tls: str | None
     failure: str | None = None
+    # What the login method journals (SSO: issuer, subject, token id); never a credential.
+    details: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

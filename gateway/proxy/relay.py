@@ -122,12 +122,12 @@ class Relay:
         self.summary.end = self._end or EndReason.CLIENT_DISCONNECT
         return self.summary
 
-    def shutdown(self, message: str = "terminating connection due to administrator command"
-                 ) -> None:
-        """Tell the client the gateway is going away and end the session."""
-        self._end = self._end or EndReason.SHUTDOWN
+    def shutdown(self, message: str = "terminating connection due to administrator command",
+                 sqlstate: str = "57P01", reason: EndReason = EndReason.SHUTDOWN) -> None:
+        """Tell the client why the gateway ends the session (FATAL) and end it."""
+        self._end = self._end or reason
         if not self._client.is_closing():
-            self._client.write(encode(m.error_response("57P01", message, severity="FATAL")))
+            self._client.write(encode(m.error_response(sqlstate, message, severity="FATAL")))
             self._client.close()
         for task in self._tasks:
             task.cancel()

@@ -17,7 +17,7 @@ from protocols.postgres.scram import tls_server_end_point
 
 from ..errors import ConfigError
 from ..settings.config import Settings, load_config
-from .auth import AuthResult, ClientAuthenticator, FailureLimiter
+from .auth import AuthResult, ClientAuthenticator, FailureLimiter, PasswordLogin
 from .cancel import CancelRegistry
 from .hooks import Hook, HookChain
 from .relay import Relay, SessionSummary
@@ -43,13 +43,14 @@ def server_ssl_context(settings: Settings) -> ssl.SSLContext | None:
 class Gateway:
     """A running PHIGate: accepts clients, authenticates them and relays their sessions."""
 
-    def __init__(self, settings: Settings, hooks: Sequence[Hook] = ()) -> None:
+    def __init__(self, settings: Settings, hooks: Sequence[Hook] = (),
+                 password_login: PasswordLogin | None = None) -> None:
         self.settings = settings
         self.server_ssl_context = server_ssl_context(settings)
         limits = settings.limits
         self._limiter = FailureLimiter(limits.auth_max_failures, limits.auth_failure_window_s)
         self._authenticator = ClientAuthenticator(settings.users, self._limiter,
-                                                  limits.auth_failure_delay_s)
+                                                  limits.auth_failure_delay_s, password_login)
         self._channel_binding = _channel_binding_data(settings)
         self.cancel_registry = CancelRegistry()
         self.hooks = HookChain(hooks)
@@ -95,8 +96,9 @@ class Gateway:
 
     async def authenticate(self, stream: FrameStream, user_name: str, client_ip: str
                            ) -> AuthResult:
-        binding = self._channel_binding if stream.writer.get_extra_info("ssl_object") else None
-        return await self._authenticator.authenticate(stream, user_name, client_ip, binding)
+        tls = stream.writer.get_extra_info("ssl_object") is not None
+        binding = self._channel_binding if tls else None
+        return await self._authenticator.authenticate(stream, user_name, client_ip, binding, tls)
 
     async def run_session(self, relay: Relay) -> SessionSummary:
         self._relays.add(relay)

@@ -32,10 +32,10 @@ from ..errors import (
     TooManyConnections,
     UnknownDatabase,
 )
-from .auth import AuthResult
+from .auth import SCRAM, AuthResult, ExternalLoginFailed
 from .cancel import UpstreamKey, send_cancel
 from .frames import PARSER_SETTINGS, error_frame
-from .hooks import AuthEvent, SessionInfo, SessionSummary
+from .hooks import AuthEvent, EndReason, SessionInfo, SessionSummary
 from .options import consume_gateway_options
 from .relay import Relay
 from .upstream import Upstream, UpstreamRejected, connect_upstream
@@ -73,6 +73,8 @@ log = logging.getLogger("phigate.session")
 SSL_NOT_SUPPORTED = b"N"
 SSL_SUPPORTED = b"S"
 # Startup parameters the gateway consumes or replaces instead of forwarding.
+# SQLSTATE 28000 (invalid_authorization_specification): the login no longer holds.
+CREDENTIAL_EXPIRED = "28000"
 _GATEWAY_PARAMETERS = frozenset({"user", "database", "application_name", "replication"})
 
 
@@ -187,7 +189,7 @@ async def _admitted_session(gateway: SessionHost, client: _Client, startup: m.St
         k: v for k, v in params.items()
         if k not in _GATEWAY_PARAMETERS and not k.startswith("_pq_.")})
     app_name = params.get("application_name", "")
-    forwarded["application_name"] = f"phigate/{auth.user.name}/{app_name}"[:63]
+    forwarded["application_name"] = f"phigate/{auth.name}/{app_name}"[:63]
     try:
         upstream = await connect_upstream(db, db.dbname or database, forwarded,
                                           gateway.settings.limits.max_message_size)
@@ -202,7 +204,7 @@ async def _admitted_session(gateway: SessionHost, client: _Client, startup: m.St
         upstream.stream.close()
         raise
     info = SessionInfo(
-        session_id=secrets.token_hex(8), identity=auth.user.name, groups=auth.user.groups,
+        session_id=secrets.token_hex(8), identity=auth.name, groups=auth.groups,
         client_ip=client.ip, client_port=client.port, database=database,
         application_name=app_name, tls=client.tls, reason=reason, started_at=time.time())
     await _relay(gateway, client, upstream, info, auth, (db.host, db.port))
@@ -210,15 +212,20 @@ async def _admitted_session(gateway: SessionHost, client: _Client, startup: m.St
 
 async def _authenticate(gateway: SessionHost, client: _Client, user_name: str,
                         database: str) -> AuthResult:
-    """SCRAM with the client; every attempt, good or bad, goes to the hooks."""
+    """SCRAM (or a token) with the client; every attempt, good or bad, goes to the hooks."""
     event = AuthEvent(user=user_name, client_ip=client.ip, client_port=client.port,
-                      database=database, success=False, method="SCRAM-SHA-256", tls=client.tls)
+                      database=database, success=False, method=SCRAM, tls=client.tls)
     try:
         auth = await gateway.authenticate(client.stream, user_name, client.ip)
+    except ExternalLoginFailed as e:
+        gateway.hooks.authenticated(replace(event, method=e.method, details=e.details,
+                                            failure=e.detail or "credential refused"))
+        raise
     except AuthenticationFailed as e:
         gateway.hooks.authenticated(replace(event, failure=e.detail or "wrong user or password"))
         raise
-    gateway.hooks.authenticated(replace(event, success=True, method=auth.method))
+    gateway.hooks.authenticated(replace(event, success=True, method=auth.method,
+                                        details=auth.details))
     return auth
 
 
@@ -254,7 +261,12 @@ async def _relay(gateway: SessionHost, client: _Client, upstream: Upstream, info
         log.info("session started", extra={"session": info.session_id, "identity": info.identity,
                                            "client": f"{info.client_ip}:{info.client_port}",
                                            "database": info.database, "method": auth.method})
-        summary = await gateway.run_session(relay)
+        expiry = _end_at(relay, auth.ends_at)
+        try:
+            summary = await gateway.run_session(relay)
+        finally:
+            if expiry is not None:
+                expiry.cancel()
     finally:
         gateway.hooks.session_ended(info, summary)  # every started session ends, however
         gateway.cancel_registry.forget(cancel_key)
@@ -262,6 +274,16 @@ async def _relay(gateway: SessionHost, client: _Client, upstream: Upstream, info
     log.info("session ended", extra={"session": info.session_id, "end": summary.end.value,
                                      "statements": summary.statements,
                                      "refused": summary.refused, "rows": summary.rows})
+
+
+def _end_at(relay: Relay, ends_at: float | None) -> asyncio.TimerHandle | None:
+    """A session bounded by a credential's lifetime (a token's expiry) ends then, FATAL."""
+    if ends_at is None:
+        return None
+    delay = max(0.0, ends_at - time.time())
+    return asyncio.get_running_loop().call_later(
+        delay, relay.shutdown, "phigate: your login expired; log in again (phigate login)",
+        CREDENTIAL_EXPIRED, EndReason.CREDENTIAL_EXPIRED)
 
 
 def _check_parser_settings(upstream: Upstream) -> None:

@@ -23,6 +23,7 @@ from protocols.postgres.scram import InvalidVerifier, ScramVerifier, parse_verif
 from ..alerts.settings import AlertSettings, parse_alerts
 from ..errors import ConfigError
 from ..journal.settings import JournalSettings
+from ..sso.settings import SsoSettings, parse_sso
 from .values import Secret, Section, parse_listen
 
 TlsMode = Literal["disable", "require", "verify-full"]
@@ -107,6 +108,7 @@ class Settings:
     recordings: RecordingSettings | None = None
     metrics: MetricsSettings | None = None
     alerts: AlertSettings | None = None
+    sso: SsoSettings | None = None
 
     def database_for(self, name: str) -> DatabaseSettings | None:
         """The upstream for a client-requested database name (``*`` is the fallback)."""
@@ -114,7 +116,7 @@ class Settings:
 
 
 TOP_LEVEL_KEYS = ("listen", "tls", "databases", "users", "policies", "journal", "limits", "log",
-                  "recordings", "metrics", "alerts")
+                  "recordings", "metrics", "alerts", "sso")
 
 
 def load_config(path: str | os.PathLike[str], *,
@@ -155,6 +157,7 @@ def load_config(path: str | os.PathLike[str], *,
         recordings=_recordings(root.child("recordings")) if "recordings" in root.data else None,
         metrics=_metrics(root) if root.data.get("metrics") is not None else None,
         alerts=parse_alerts(root.child("alerts"), env) if "alerts" in root.data else None,
+        sso=parse_sso(root.child("sso")) if "sso" in root.data else None,
     )
 
 

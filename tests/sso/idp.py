@@ -1,0 +1,240 @@
+"""The real OpenID provider for the SSO tests: npm ``oidc-provider`` run by Node.js.
+
+Owns the test PKI (a CA made at fixture time and a certificate for 127.0.0.1), the
+provider's signing keys (RS256 and ES256, rotatable by restarting on the same port), the
+process itself (``tests/sso/idp/server.mjs``) and a small form-following user agent that
+completes the device flow's user step through the provider's own pages.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.cookiejar
+import ipaddress
+import json
+import os
+import re
+import secrets
+import shutil
+import ssl
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+IDP_DIR = Path(__file__).resolve().parent / "idp"
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+SCOPE = "openid email profile groups offline_access"
+SHORT_TTL_S = 4  # ID tokens of client phigate-short: session-expiry tests wait this long
+
+USERS = {
+    "alice": {"email": "alice@clinic.example", "preferred_username": "alice",
+              "groups": ["clinicians"]},
+    "bob": {"email": "bob@clinic.example", "preferred_username": "bob", "groups": ["engineers"]},
+    "carol": {"email": "carol@clinic.example", "preferred_username": "carol",
+              "groups": ["sre", "approvers"]},
+}
+
+
+def email(user: str) -> str:
+    return str(USERS[user]["email"])
+
+
+@dataclass
+class SigningKeys:
+    """One generation of the provider's keys; private JWKs for the provider."""
+
+    generation: int
+    rsa_key: rsa.RSAPrivateKey = field(repr=False)
+    ec_key: ec.EllipticCurvePrivateKey = field(repr=False)
+
+    @classmethod
+    def make(cls, generation: int) -> SigningKeys:
+        return cls(generation, rsa.generate_private_key(65537, 2048),
+                   ec.generate_private_key(ec.SECP256R1()))
+
+    @property
+    def rsa_kid(self) -> str:
+        return f"rsa-{self.generation}"
+
+    def jwks(self) -> list[dict[str, Any]]:
+        rsa_jwk = RSAAlgorithm.to_jwk(self.rsa_key, as_dict=True)
+        ec_jwk = ECAlgorithm.to_jwk(self.ec_key, as_dict=True)
+        return [{**rsa_jwk, "kid": self.rsa_kid, "alg": "RS256", "use": "sig"},
+                {**ec_jwk, "kid": f"ec-{self.generation}", "alg": "ES256", "use": "sig"}]
+
+
+def make_pki(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1 signed by it: (ca, cert, key)."""
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "PHIGate test IdP CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - dt.timedelta(minutes=5))
+          .not_valid_after(now + dt.timedelta(days=2))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
+                                       False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
+                         critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = directory / "idp-ca.crt", directory / "idp.crt", directory / "idp-tls.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    os.chmod(paths[2], 0o600)
+    return paths
+
+
+class IdentityProviderMissing(RuntimeError):
+    pass
+
+
+class IdentityProvider:
+    """``node tests/sso/idp/server.mjs`` on a fixed port; restartable with new keys."""
+
+    def __init__(self, workdir: Path, port: int) -> None:
+        node = shutil.which("node")
+        if node is None or not (IDP_DIR / "node_modules" / "oidc-provider").is_dir():
+            raise IdentityProviderMissing(
+                "node and tests/sso/idp/node_modules/oidc-provider are required "
+                "(run: npm install --prefix tests/sso/idp)")
+        self.node = node
+        self.workdir = workdir
+        self.port = port
+        self.issuer = f"https://127.0.0.1:{port}"
+        self.ca, self.cert, self.tls_key = make_pki(workdir)
+        self.keys = SigningKeys.make(1)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.ssl_context = ssl.create_default_context(cafile=str(self.ca))
+
+    def start(self) -> IdentityProvider:
+        settings = {"port": self.port, "tls_cert": str(self.cert), "tls_key": str(self.tls_key),
+                    "keys": self.keys.jwks(), "users": USERS, "short_ttl": SHORT_TTL_S,
+                    "cookie_key": secrets.token_hex(16)}
+        settings_path = self.workdir / "idp.json"
+        settings_path.write_text(json.dumps(settings), encoding="utf-8")
+        os.chmod(settings_path, 0o600)
+        with (self.workdir / "idp.log").open("ab") as log:  # the child keeps its own copy
+            self.process = subprocess.Popen([self.node, str(IDP_DIR / "server.mjs"),
+                                             str(settings_path)], cwd=IDP_DIR, stdout=log,
+                                            stderr=log)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"oidc-provider exited:\n{self.log()}")
+            if "listening" in self.log():
+                return self
+            time.sleep(0.05)
+        raise RuntimeError(f"oidc-provider did not start:\n{self.log()}")
+
+    def log(self) -> str:
+        return (self.workdir / "idp.log").read_text(encoding="utf-8", errors="replace")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        (self.workdir / "idp.log").write_bytes(b"")
+
+    def rotate_keys(self) -> None:
+        """Key rotation at the IdP: new keys (new kids), old ones gone."""
+        self.stop()
+        self.keys = SigningKeys.make(self.keys.generation + 1)
+        self.start()
+
+    def stats(self) -> dict[str, int]:
+        with urllib.request.urlopen(f"{self.issuer}/test/stats", context=self.ssl_context) as r:
+            return dict(json.load(r))
+
+    def post(self, path: str, form: dict[str, str]) -> dict[str, Any]:
+        request = urllib.request.Request(f"{self.issuer}{path}",
+                                         data=urllib.parse.urlencode(form).encode())
+        try:
+            with urllib.request.urlopen(request, context=self.ssl_context) as response:
+                return dict(json.load(response))
+        except urllib.error.HTTPError as e:
+            return dict(json.load(e))
+
+    def tokens(self, user: str, client_id: str = "phigate") -> dict[str, Any]:
+        """A token response for ``user``, through the real device flow (no shortcuts)."""
+        started = self.post("/device/auth", {"client_id": client_id, "scope": SCOPE})
+        Browser(self.ssl_context).sign_in(started["verification_uri_complete"], user)
+        answer = self.post("/token", {"grant_type": DEVICE_GRANT, "client_id": client_id,
+                                      "device_code": started["device_code"]})
+        if "id_token" not in answer:
+            raise RuntimeError(f"device flow failed: {answer}")
+        return answer
+
+    def id_token(self, user: str, client_id: str = "phigate") -> str:
+        return str(self.tokens(user, client_id)["id_token"])
+
+
+class _Forms(HTMLParser):
+    """Every form on a page: action and the inputs' names and values."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: list[tuple[str, dict[str, str]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {k: v or "" for k, v in attrs}
+        if tag == "form":
+            self.forms.append((values.get("action", ""), {}))
+        elif tag == "input" and self.forms and "name" in values:
+            self.forms[-1][1][values["name"]] = values.get("value", "")
+
+
+class Browser:
+    """A person at a browser: follows the provider's pages, submits its forms, signs in."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()),
+            urllib.request.HTTPSHandler(context=context))
+
+    def _open(self, url: str, form: dict[str, str] | None = None) -> tuple[str, str]:
+        data = urllib.parse.urlencode(form).encode() if form is not None else None
+        with self.opener.open(url, data=data, timeout=10) as response:
+            return response.geturl(), response.read().decode("utf-8", "replace")
+
+    def sign_in(self, verification_uri: str, user: str) -> None:
+        url, page = self._open(verification_uri)
+        for _ in range(6):  # form_post → confirm → login → done
+            if "Sign-in Success" in page:
+                return
+            parser = _Forms()
+            parser.feed(page)
+            if not parser.forms:
+                raise RuntimeError(f"no form on {url}: {page[:500]}")
+            action, fields = parser.forms[0]
+            if "login" in fields:
+                fields["login"] = user
+            fields.setdefault("confirm", "yes") if "user_code" in fields else None
+            url, page = self._open(urllib.parse.urljoin(url, action), fields)
+        raise RuntimeError(f"device sign-in did not finish: {re.sub(r'<[^>]+>', ' ', page)}")
