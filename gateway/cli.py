@@ -25,6 +25,7 @@ from .policy.cli import register as register_policy_commands
 from .recording.cli import extend_journal_commands
 from .recording.cli import register as register_recording_commands
 from .settings.config import load_config
+from .sso.cli import register as register_sso_commands
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 JOURNAL_SWITCH_INTERVAL_S = 0.0005
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_journal_commands(commands, extend=extend_journal_commands)
     register_recording_commands(commands)
     register_alert_commands(commands)
+    register_sso_commands(commands)
     register_policy_commands(commands)
     return parser
 
