@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -221,6 +222,20 @@ class GatewayTarget(Target):
         self.bench = bench
         self.variant = variant
         self.dir = bench.workdir / variant.name
+        self.metrics_port = free_port()
+
+    def journal_counters(self) -> tuple[float, float] | None:
+        """(journal entries, group-commit batches) so far, from the gateway's /metrics."""
+        try:
+            with urllib.request.urlopen(f"http://{HOST}:{self.metrics_port}/metrics",
+                                        timeout=5) as response:
+                text = response.read().decode()
+        except OSError:
+            return None
+        found = dict(_COUNTER.findall(text))
+        if "entries" not in found or "batches" not in found:
+            return None
+        return float(found["entries"]), float(found["batches"])
 
     def config(self) -> dict[str, Any]:
         base = {
@@ -231,6 +246,7 @@ class GatewayTarget(Target):
                                      "user": ROLE, "password_env": "BENCH_DB_PASSWORD"}},
             "users": {CLIENT_USER: {"password": self.bench.client_verifier}},
             "log": {"level": "warning"},
+            "metrics": f"{HOST}:{self.metrics_port}",
         }
         return deep_merge(base, self.variant.overrides)
 
@@ -354,8 +370,11 @@ class Cell:
     tps: float | None  # None: the run failed
     proxy_cpu: float | None = None  # CPU share of one core used by the proxy process
     error: str = ""
+    # Journal entries per group-commit batch (one write, one fdatasync in fsync mode).
+    batch_size: float | None = None
 
 
+_COUNTER = re.compile(r"^phigate_journal_(entries|batches)_total ([0-9.e+]+)$", re.MULTILINE)
 _TPS = re.compile(r"^tps = ([0-9.]+) \(without initial connection time\)", re.MULTILINE)
 
 
@@ -364,6 +383,7 @@ def run_pgbench(target: Target, mode: str, clients: int, seconds: int) -> Cell:
                "-j", str(clients), "-h", HOST, "-p", str(target.port), "-U", target.user, DATABASE]
     env = clean_env(PGPASSWORD=target.password, PGSSLMODE="disable", PGCONNECT_TIMEOUT="10")
     pid = target.cpu_pid()
+    counters = target.journal_counters() if isinstance(target, GatewayTarget) else None
     cpu_before, wall_before = (cpu_seconds(pid) if pid else 0.0), time.monotonic()
     try:
         proc = subprocess.run(command, capture_output=True, text=True, env=env,
@@ -376,7 +396,15 @@ def run_pgbench(target: Target, mode: str, clients: int, seconds: int) -> Cell:
     if proc.returncode != 0 or match is None:
         error = " | ".join(proc.stderr.strip().splitlines()[-3:]) or "no tps in output"
         return Cell(target.name, mode, clients, None, cpu, error)
-    return Cell(target.name, mode, clients, float(match.group(1)), cpu)
+    return Cell(target.name, mode, clients, float(match.group(1)), cpu,
+                batch_size=_batch_size(target, counters))
+
+
+def _batch_size(target: Target, before: tuple[float, float] | None) -> float | None:
+    after = target.journal_counters() if isinstance(target, GatewayTarget) else None
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
 
 
 def prepare_cluster(cluster: TempCluster, upstream_password: str) -> None:
@@ -440,8 +468,9 @@ def format_cpu(results: Sequence[Cell]) -> str:
     for c in proxied:
         cpu = c.proxy_cpu or 0.0
         per_txn = f"{cpu * 1e6 / c.tps:.0f}" if c.tps else "-"
+        batch = f"  {c.batch_size:5.1f} entries/batch" if c.batch_size else ""
         lines.append(f"  {c.target:>14} {c.mode:>8} c={c.clients:<3} {cpu * 100:5.0f}%"
-                     f"  {per_txn:>5} µs/txn")
+                     f"  {per_txn:>5} µs/txn{batch}")
     return "\n".join(lines)
 
 

@@ -3,7 +3,7 @@
 ``Journal`` (open / append / append_later / close) is what the gateway uses;
 ``verify_journal`` and the ``phigate journal`` commands (:mod:`.cli`) are what
 auditors use. Module map: settings → canonical, chain → segments, writer,
-disk_thread, checkpoints, recovery → journal; scan, stitch → verify; reader,
+checkpoints, recovery → journal; scan, stitch → verify; reader,
 prune, keys, cli.
 """
 

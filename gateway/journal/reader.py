@@ -81,10 +81,8 @@ def parse_time_bound(text: str) -> str:
 def iter_lines(directory: Path) -> Iterator[tuple[str, int, bytes]]:
     """(segment name, line number, line without newline) for every complete line."""
     for segment in segments.list_segments(directory):
-        with open(segment.path, "rb") as f:
-            for number, line in enumerate(f, 1):
-                if line.endswith(b"\n"):
-                    yield segment.name, number, line[:-1]
+        for number, line in enumerate(segments.iter_written_lines(segment.path), 1):
+            yield segment.name, number, line[:-1]
 
 
 def iter_entries(directory: Path, where: EntryFilter | None = None) -> Iterator[Entry]:

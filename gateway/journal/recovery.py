@@ -84,25 +84,26 @@ def _inspect(directory: Path, key: Ed25519PublicKey) -> JournalState:
     check = ChainCheck(key, journal_id=recorded.journal if recorded else None, after=after,
                        watch=watch)
     torn = None
+    size = 0
     for segment in found[start:]:
-        data = segment.path.read_bytes()
-        chunk = scan_lines(data, key)
+        chunk = scan_lines(segment.path.read_bytes(), key)
         check.add(chunk, segment.name, 1, segment_seq=segment.first_seq)
+        # Where the next entry goes: after the last whole line, before the zero tail.
+        size = chunk.size - len(chunk.tail)
         if chunk.tail:
             if segment is not found[-1] or segments.is_sealed(segment.path):
                 raise _corrupt("sealed segment does not end with a newline", file=segment.name)
-            torn = TornTail(segment.path, len(data) - len(chunk.tail), chunk.tail)
+            torn = TornTail(segment.path, size, chunk.tail)
     if start == 0:
         check.finish_anchor()
     check.check_recorded(recorded, segments.CHECKPOINT_FILE, rollback=False)
-    return _state(found, boundaries[-1], check, torn)
+    return _state(found, boundaries[-1], check, torn, size)
 
 
 def _state(found: list[SegmentFile], boundary: _Boundary, check: ChainCheck,
-           torn: TornTail | None) -> JournalState:
+           torn: TornTail | None, size: int) -> JournalState:
     newest = found[-1]
     sealed = segments.is_sealed(newest.path)
-    size = os.stat(newest.path).st_size - (len(torn.data) if torn else 0)
     journal_id = check.journal_id
     if check.last_seq is None and len(found) == 1 and not sealed:
         # Creation crashed before the first entry was complete: a new journal,

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .chain import CHECKPOINT_FIELDS, LINE_DOMAIN
 from .checkpoints import Checkpoint
+from .segments import written_part
 
 # The scanner json.loads wraps, called directly (typeshed mistypes its argument).
 _SCAN_ONCE = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
@@ -60,10 +61,15 @@ class ChunkResult:
 
 
 def scan_lines(data: bytes, key: Ed25519PublicKey) -> ChunkResult:
-    """Check every complete line of ``data``; stops at the first fault."""
-    result = ChunkResult(size=len(data))
-    lines = data.split(b"\n")
-    result.tail = lines.pop()
+    """Check every complete line of ``data``; stops at the first fault.
+
+    ``tail`` is what follows the last complete line up to the zero-filled end of data.
+    """
+    whole, tail = written_part(data)
+    # What was written: whole lines and the torn rest, not the zero-filled preallocation.
+    result = ChunkResult(size=len(whole) + len(tail), tail=tail)
+    lines = whole.split(b"\n")
+    lines.pop()
     scan_once = _SCAN_ONCE
     sha256 = hashlib.sha256
     specials = SPECIAL_TYPES

@@ -1,10 +1,14 @@
-"""Segment files on disk: names, creation, append-only handles, sealing.
+"""Segment files on disk: names, creation, preallocation, writes, sealing.
 
 A journal directory holds ``segment-<first seq, 20 digits>.jsonl`` files, so
 name order is chain order and a file's name says which seq it must start
-with. The writer drives creation, appends and sealing; recovery, the verifier
-and the reader use the listing and line helpers. All functions here block:
-the writer calls them from its I/O thread.
+with. The active segment is preallocated with zeros ahead of its data, so an
+fdatasync after a write need not update the file's size (one I/O instead of
+two); everything that reads a segment treats the zero-filled tail as the end
+of data (JSON text never holds a NUL byte), and sealing or closing trims it.
+The writer drives creation, writes and sealing; recovery, the verifier and the
+reader use the listing and line helpers. All functions here block: the writer
+calls them from its thread.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import contextlib
 import fcntl
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -31,6 +36,9 @@ _FS_IOC_SETFLAGS = 0x40086602
 _FS_IMMUTABLE_FL = 0x00000010
 # How far back to look for the start of a last line before reading further.
 _TAIL_CHUNK = 64 * 1024
+# Zeros written ahead of the data at a time: one size-changing fdatasync per this many
+# bytes of entries (thousands of them) instead of one per batch.
+PREALLOCATE_STEP = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +88,66 @@ def create_segment(directory: Path, first_seq: int) -> Path:
     return path
 
 
-def open_append(path: Path) -> int:
-    """An append-only descriptor: every write lands at the end, whatever the offset."""
-    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+def open_segment(path: Path) -> tuple[int, int, int]:
+    """(descriptor for positioned writes, end of data, file size) of an active segment."""
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fd).st_size
+        with open(path, "rb") as f:
+            end = _data_end(f, size)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, end, size
+
+
+def write_at(fd: int, data: bytes, offset: int, allocated: int, step: int) -> int:
+    """Write ``data`` at ``offset``, first extending the zero-filled preallocation if needed.
+
+    Returns the new allocated size. Preallocation is best effort: where the disk (or a
+    file size limit) has no room for a whole step, the data alone is written, and its
+    own errno (ENOSPC, EFBIG) reaches the writer.
+    """
+    end = offset + len(data)
+    if end > allocated:
+        target = -(-end // step) * step
+        try:
+            pwrite_all(fd, bytes(target - end), end)
+            allocated = target
+        except OSError:
+            os.ftruncate(fd, allocated)
+            allocated = end
+    pwrite_all(fd, data, offset)
+    return allocated
+
+
+def pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    """Write every byte at ``offset`` or raise (a short write is retried to get its errno)."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
+def written_part(data: bytes) -> tuple[bytes, bytes]:
+    """(whole lines, unterminated or torn rest) of a segment's bytes, ignoring the zero tail.
+
+    The first NUL marks where writing stopped (no entry holds one). What lies between
+    the last complete line before it and the last non-NUL byte is a torn write: the
+    bytes of a crashed batch, possibly with holes if its pages reached disk out of order.
+    """
+    nul = data.find(b"\0")
+    if nul < 0:
+        cut = data.rfind(b"\n") + 1
+        return data[:cut], data[cut:]
+    cut = data.rfind(b"\n", 0, nul) + 1
+    return data[:cut], data[cut:].rstrip(b"\0")
+
+
+def trim(fd: int, size: int) -> None:
+    """Cut the zero-filled preallocation off, so the file ends with its last line."""
+    os.ftruncate(fd, size)
+    os.fdatasync(fd)
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -93,10 +158,11 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def seal(fd: int, path: Path, *, immutable: bool) -> None:
-    """Make a full segment read-only (0444) and, where allowed, immutable; closes ``fd``."""
+def seal(fd: int, path: Path, size: int, *, immutable: bool) -> None:
+    """Trim a full segment to ``size``, make it read-only (0444) and, where allowed,
+    immutable; closes ``fd``."""
     try:
-        os.fdatasync(fd)
+        trim(fd, size)
         os.fchmod(fd, SEALED_MODE)
     finally:
         os.close(fd)
@@ -149,6 +215,9 @@ def first_line(path: Path) -> bytes | None:
         chunks = []
         while chunk := f.read(_TAIL_CHUNK):
             end = chunk.find(b"\n")
+            nul = chunk.find(b"\0")
+            if nul >= 0 and (end < 0 or nul < end):
+                return None  # the preallocated tail begins before a line ends
             if end >= 0:
                 chunks.append(chunk[:end])
                 return b"".join(chunks)
@@ -159,7 +228,7 @@ def first_line(path: Path) -> bytes | None:
 def last_line(path: Path) -> tuple[bytes | None, int, bool]:
     """(last complete line without newline or None, file size, whether the file ends in "\\n")."""
     with open(path, "rb") as f:
-        size = f.seek(0, os.SEEK_END)
+        size = _data_end(f, f.seek(0, os.SEEK_END))
         if size == 0:
             return None, 0, True
         f.seek(size - 1)
@@ -170,7 +239,42 @@ def last_line(path: Path) -> tuple[bytes | None, int, bool]:
             return None, size, terminated
         start = _rfind_newline(f, end) + 1
         f.seek(start)
-        return f.read(end - start), size, terminated
+        line = f.read(end - start)
+        if b"\0" in line:  # a torn write with holes: the written lines end before it
+            f.seek(0)
+            whole, rest = written_part(f.read(size))
+            last = whole[:-1].rsplit(b"\n", 1)[-1] if whole else None
+            return last, len(whole) + len(rest), not rest
+        return line, size, terminated
+
+
+def _data_end(f: BinaryIO, size: int) -> int:
+    """Where the data ends: after the last non-NUL byte (the preallocated tail is zeros)."""
+    pos = size
+    while pos > 0:
+        start = max(0, pos - _TAIL_CHUNK)
+        f.seek(start)
+        chunk = f.read(pos - start).rstrip(b"\0")
+        if chunk:
+            return start + len(chunk)
+        pos = start
+    return 0
+
+
+def iter_written_lines(path: Path) -> Iterator[bytes]:
+    """Every complete line (with its newline) before the zero-filled tail, read in blocks."""
+    with open(path, "rb") as f:
+        rest = b""
+        while block := f.read(PREALLOCATE_STEP):
+            nul = block.find(b"\0")
+            if nul >= 0:
+                block = block[:nul]
+            lines = (rest + block).split(b"\n")
+            rest = lines.pop()
+            for line in lines:
+                yield line + b"\n"
+            if nul >= 0:
+                return
 
 
 def _rfind_newline(f: BinaryIO, before: int) -> int:

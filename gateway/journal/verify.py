@@ -212,7 +212,7 @@ def _plan(found: list[SegmentFile], sizes: list[int], count: int) -> list[_Slice
 
 def _line_cuts(path: Path, size: int) -> list[int]:
     """Offsets just after a newline, about every CHUNK_BYTES, so slices hold whole lines."""
-    cuts = []
+    cuts: list[int] = []
     with open(path, "rb") as f:
         target = CHUNK_BYTES
         while target < size:
@@ -220,6 +220,9 @@ def _line_cuts(path: Path, size: int) -> list[int]:
             skipped = 0
             while block := f.read(65536):
                 found = block.find(b"\n")
+                nul = block.find(b"\0")
+                if nul >= 0 and (found < 0 or nul < found):
+                    return cuts  # the zero-filled tail: no more lines to cut between
                 if found >= 0:
                     cut = target - 1 + skipped + found + 1
                     if cut < size:

@@ -1,16 +1,19 @@
 """The group-commit writer: the only code that appends to the journal.
 
-One task drains the queue of pending appends, stamps each with seq, time and
-``prev``, encodes the batch, and hands it to a dedicated I/O thread for one
-write and (per the durability setting) one fdatasync. Only when that returns
-are the appends' futures resolved, so an acknowledged seq is on disk. While
-the thread waits on the disk the event loop keeps relaying, and the next
-batch accumulates: 32 sessions share one fsync instead of paying 32.
+One long-lived thread takes everything pending, stamps each entry with seq,
+time and ``prev``, encodes the batch, and makes it one write and (per the
+durability setting) one fdatasync; then it wakes the event loop once, and a
+single callback there resolves the batch's futures, so an acknowledged seq is
+on disk. The event loop never touches the disk: while the thread waits on it,
+sessions keep relaying and the next batch accumulates, so 32 sessions share
+one fsync instead of paying 32.
 
-A failed write is undone (the segment is truncated back to the last good
-batch) so the chain on disk never holds entries nobody was told about, and the
-journal reports itself broken until a later write succeeds. Rotation and
-sealing happen here too, between batches. :class:`..journal.Journal` drives it.
+Segments are preallocated with zeros ahead of the data (see :mod:`.segments`),
+so the fdatasync after a write need not update the file's size. A failed
+write is undone (the segment is truncated back to the last good batch) so the
+chain on disk never holds entries nobody was told about, and the journal
+reports itself broken until a later write succeeds. Rotation and sealing
+happen in the thread too, between batches. :class:`..journal.Journal` drives it.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ import bisect
 import errno
 import logging
 import os
+import queue
+import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -34,7 +38,6 @@ from . import checkpoints, segments
 from .canonical import TimeFormatter, encode_line
 from .chain import link
 from .checkpoints import Checkpoint
-from .disk_thread import DiskThread
 from .settings import JournalSettings
 
 log = logging.getLogger("phigate.journal")
@@ -47,6 +50,7 @@ RETRY_AFTER_S = 0.1
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 CHECKPOINT = "checkpoint"
+BATCH_SIZE_BOUNDS = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # group-commit histogram buckets
 
 
 @dataclass(slots=True)
@@ -58,13 +62,13 @@ class Pending:
     future: asyncio.Future[int] | None
 
 
-# A write+fdatasync this fast costs less on the event loop than a hand-off to the disk
-# thread and back (two GIL transfers per batch, measured ~15% of the gateway's CPU per
-# statement on a 2-core host). Slower disks keep the thread, so a slow fsync never stalls
-# every session's result stream for long; one spike moves the average past the budget.
-BATCH_SIZE_BOUNDS = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # group-commit histogram buckets
-INLINE_IO_BUDGET_S = 0.0003
-IO_EWMA_WEIGHT = 0.2
+@dataclass(slots=True)
+class _Done:
+    """What one pass of the thread settles on the event loop, in a single callback."""
+
+    accepted: list[tuple[Pending, int]] = field(default_factory=list)
+    failed: list[tuple[Pending, BaseException]] = field(default_factory=list)
+    signed: list[Checkpoint] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +95,7 @@ class Writer:
         self._on_checkpoint = on_checkpoint
         self._fmt = TimeFormatter()
         self._sync_every_batch = settings.durability == "fsync"
+        self._step = min(segments.PREALLOCATE_STEP, settings.segment_max_bytes)
         self.seq = position.last_seq
         # Counters for metrics and the benchmark: committed batches and entries this run.
         self.batches = 0
@@ -100,40 +105,40 @@ class Writer:
         self._head = position.head
         self._path = position.active
         self._fd: int | None = None
-        self._size = position.active_size
+        self._size = position.active_size  # end of data: where the next batch is written
+        self._allocated = 0  # file size: data plus the zero-filled preallocation
         self._started_ns = position.active_started_ns
         # Set when a failed batch could not be cut off the segment: no write may
         # follow until it is, or the chain on disk would hold a torn batch.
         self._truncate_to: int | None = None
-        # Recent write+fdatasync time; starts pessimistic (disk thread) until measured.
-        self._io_ewma_s = 2 * INLINE_IO_BUDGET_S
         self.last_checkpoint_seq = 0
         self.last_checkpoint_at = time.monotonic()
         self._queued_checkpoint: asyncio.Future[int] | None = None
-        self._queue: deque[Pending] = deque()
-        self._wake = asyncio.Event()
+        # Appends for the thread, in order; None (after stop) tells it to finish.
+        self._queue: queue.SimpleQueue[Pending | None] = queue.SimpleQueue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._serve, name="phigate-journal-writer",
+                                        daemon=True)
         self._stopping = False
         self._broken: type[StatementRefused] | None = None
         self._broken_at = 0.0
         self._poisoned = False
         self._lost = 0
-        self._io = DiskThread()
-        self._task: asyncio.Task[None] | None = None
 
-    # -- driven by Journal -------------------------------------------------------------
+    # -- driven by Journal (on the event loop) -----------------------------------------
 
     async def start(self) -> None:
-        self._io.start()
-        await self._io.run(self._open_segment)
-        self._task = asyncio.create_task(self._run(), name="phigate-journal-writer")
+        self._loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self._open_segment)
+        # A daemon thread: if the gateway dies without closing the journal, acknowledged
+        # entries are already on disk and nothing here must keep the process alive.
+        self._thread.start()
 
     def submit(self, pending: Pending) -> None:
-        if self._task is None or self._task.done():
+        if self._stopping or not self._thread.is_alive():
             _fail([pending], JournalWriteFailed("the journal is closed"))
             return
-        self._queue.append(pending)
-        if not self._wake.is_set():
-            self._wake.set()
+        self._queue.put(pending)
 
     def request_checkpoint(self) -> asyncio.Future[int]:
         """Queue a checkpoint, or return the one already queued."""
@@ -165,48 +170,77 @@ class Writer:
 
     async def stop(self) -> None:
         """Write what is queued, then stop; the active segment stays open for the next run."""
+        if self._stopping:
+            return
         self._stopping = True
-        self._wake.set()
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
-        if not self._io.running:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            await asyncio.to_thread(self._thread.join)
+        else:
+            await asyncio.to_thread(self._close_fd)
+
+    def _settle(self, done: _Done) -> None:
+        """On the event loop, once per batch: tell every waiting session how it went."""
+        for pending, entry_seq in done.accepted:
+            future = pending.future
+            if future is not None and not future.done():
+                future.set_result(entry_seq)
+        for pending, error in done.failed:
+            future = pending.future
+            if future is not None and not future.done():
+                future.set_exception(error)
+        for cp in done.signed:
+            self.last_checkpoint_seq = cp.seq
+            self.last_checkpoint_at = time.monotonic()
+            self._on_checkpoint(cp)
+
+    # -- the writer thread -------------------------------------------------------------
+
+    def _serve(self) -> None:
+        take = self._queue.get
+        while True:
+            pending = take()
+            batch: list[Pending] = []
+            while pending is not None:
+                batch.append(pending)
+                if len(batch) >= MAX_BATCH or self._queue.empty():
+                    break
+                pending = take()
+            if batch:
+                self._hand_back(self._process(batch))
+            if pending is None:
+                break
+        self._close_fd()
+
+    def _hand_back(self, done: _Done) -> None:
+        loop = self._loop
+        if loop is None:
             return
         try:
-            await self._io.run(self._close_fd)
-        finally:
-            await asyncio.to_thread(self._io.stop)
+            loop.call_soon_threadsafe(self._settle, done)
+        except RuntimeError:
+            pass  # the loop is closed: nobody is waiting any more
 
-    # -- the writer task -----------------------------------------------------------------
+    def _process(self, batch: list[Pending]) -> _Done:
+        done = _Done()
+        if self._poisoned:
+            _fail_into(done, batch, JournalWriteFailed("journal writer failed"))
+            return done
+        try:
+            if self._rotation_due(self._clock()):
+                self._rotate(done)
+            self._commit(batch, done)
+        except Exception:
+            # A bug, not a disk problem: fail closed until someone restarts us.
+            log.exception("journal writer failed; refusing all statements")
+            self._poisoned = True
+            settled = {id(p) for p, _ in done.accepted} | {id(p) for p, _ in done.failed}
+            _fail_into(done, [p for p in batch if id(p) not in settled],
+                       self.refusal() or JournalWriteFailed("journal writer failed"))
+        return done
 
-    async def _run(self) -> None:
-        waiting = self._queue
-        while True:
-            while not waiting:
-                if self._stopping:
-                    return
-                self._wake.clear()
-                await self._wake.wait()
-            if self._poisoned:
-                self._fail_queue()
-                continue
-            batch = [waiting.popleft() for _ in range(min(len(waiting), MAX_BATCH))]
-            try:
-                if self._rotation_due(self._clock()):
-                    await self._rotate()
-                await self._commit(batch)
-            except Exception:
-                # A bug, not a disk problem: fail closed until someone restarts us.
-                log.exception("journal writer failed; refusing all statements")
-                self._poisoned = True
-                _fail(batch, self.refusal() or JournalWriteFailed("journal writer failed"))
-                self._fail_queue()
-
-    def _fail_queue(self) -> None:
-        while self._queue:
-            _fail([self._queue.popleft()], JournalWriteFailed("journal writer failed"))
-
-    async def _commit(self, batch: list[Pending]) -> bool:
-        data, seq, head, accepted, signed = self._encode(batch)
+    def _commit(self, batch: list[Pending], done: _Done) -> bool:
+        data, seq, head, accepted, signed = self._encode(batch, done)
         if not accepted:
             return True
         # Only acknowledged entries (statements) need fdatasync before their answer; queued
@@ -214,14 +248,15 @@ class Writer:
         sync = bool(signed) or (self._sync_every_batch
                                 and any(p.future is not None for p, _ in accepted))
         try:
-            if self._io_ewma_s < INLINE_IO_BUDGET_S:
-                self._timed_write(data, sync)
-            else:
-                await self._io.run(self._timed_write, data, sync)
+            self._write(data, sync)
         except OSError as e:
             self._set_broken(e)
-            self._lost += _fail([p for p, _ in accepted],
-                                _refusal(self._broken or JournalWriteFailed))
+            error = self._broken or JournalWriteFailed
+            for pending, _ in accepted:
+                if pending.future is None:
+                    self._lost += 1
+                else:
+                    done.failed.append((pending, _refusal(error)))
             return False
         self.seq, self._head = seq, head
         self._size += len(data)
@@ -233,17 +268,11 @@ class Writer:
                         "were lost while it was not", seq, self._lost)
             self._broken = None
             self._lost = 0
-        for pending, entry_seq in accepted:
-            future = pending.future
-            if future is not None and not future.done():
-                future.set_result(entry_seq)
-        for cp in signed:
-            self.last_checkpoint_seq = cp.seq
-            self.last_checkpoint_at = time.monotonic()
-            self._on_checkpoint(cp)
+        done.accepted.extend(accepted)
+        done.signed.extend(signed)
         return True
 
-    def _encode(self, batch: list[Pending]) -> tuple[
+    def _encode(self, batch: list[Pending], done: _Done) -> tuple[
             bytes, int, str, list[tuple[Pending, int]], list[Checkpoint]]:
         seq, head = self.seq, self._head
         clock, fmt = self._clock, self._fmt
@@ -260,7 +289,7 @@ class Writer:
                                       head=head, time=stamp)
                 entry = cp.line_fields()
             else:
-                entry = dict(pending.fields)
+                entry = pending.fields  # the writer's own copy (Journal._own)
             entry["seq"] = seq + 1
             entry["time"] = stamp
             entry["type"] = pending.type
@@ -268,8 +297,8 @@ class Writer:
             try:
                 line = encode_line(entry)
             except (TypeError, ValueError) as e:
-                _fail([pending], TypeError(
-                    f"journal entry {pending.type!r} cannot be encoded as JSON: {e}"))
+                done.failed.append((pending, TypeError(
+                    f"journal entry {pending.type!r} cannot be encoded as JSON: {e}")))
                 continue
             seq += 1
             head = link(line[:-1])
@@ -297,32 +326,25 @@ class Writer:
         return (self._size > 0 and started is not None
                 and now_ns - started >= self._settings.segment_max_age_s * 1e9)
 
-    async def _rotate(self) -> None:
+    def _rotate(self, done: _Done) -> None:
         """End the segment with a checkpoint, seal it, and start the next one."""
-        if not await self._commit([Pending(CHECKPOINT, None, None)]):
+        if not self._commit([Pending(CHECKPOINT, None, None)], done):
             return
         try:
-            await self._io.run(self._seal_and_advance)
+            self._seal_and_advance()
         except OSError as e:
             self._set_broken(e)
 
-    # -- the I/O thread ------------------------------------------------------------------
+    # -- disk calls (the thread; start-up via asyncio.to_thread) --------------------------
 
     def _open_segment(self) -> None:
         if self._path is None:
             self._path = segments.create_segment(self._dir, self.seq + 1)
             self._size = 0
             self._started_ns = self._clock()
-        self._fd = segments.open_append(self._path)
+        self._fd, _, self._allocated = segments.open_segment(self._path)
         if self._started_ns is None:
             self._started_ns = self._clock()
-
-    def _timed_write(self, data: bytes, sync: bool) -> None:
-        started = time.perf_counter()
-        try:
-            self._write(data, sync)
-        finally:
-            self._io_ewma_s += IO_EWMA_WEIGHT * (time.perf_counter() - started - self._io_ewma_s)
 
     def _write(self, data: bytes, sync: bool) -> None:
         if self._truncate_to is not None:
@@ -332,7 +354,7 @@ class Writer:
         fd = self._require_fd()
         start = self._size
         try:
-            segments.write_all(fd, data)
+            self._allocated = segments.write_at(fd, data, start, self._allocated, self._step)
             if sync:
                 os.fdatasync(fd)
         except OSError:
@@ -347,8 +369,8 @@ class Writer:
 
     def _cut_back(self, size: int) -> None:
         fd = self._require_fd()
-        os.ftruncate(fd, size)
-        os.fdatasync(fd)
+        segments.trim(fd, size)
+        self._allocated = size
         self._truncate_to = None
 
     def _require_fd(self) -> int:
@@ -357,27 +379,34 @@ class Writer:
         return self._fd
 
     def _reopen(self) -> None:
-        # After a rotation whose new segment could not be created.
+        # After a rotation, or one whose new segment could not be created.
         try:
             self._path = segments.create_segment(self._dir, self.seq + 1)
         except FileExistsError:
             self._path = self._dir / segments.segment_name(self.seq + 1)
-        self._fd = segments.open_append(self._path)
-        self._size = os.fstat(self._fd).st_size
+        self._fd, self._size, self._allocated = segments.open_segment(self._path)
         self._started_ns = self._clock()
 
     def _seal_and_advance(self) -> None:
         fd, path = self._require_fd(), self._path
         self._fd = None
         if path is not None:
-            segments.seal(fd, path, immutable=self._settings.immutable)
+            segments.seal(fd, path, self._size, immutable=self._settings.immutable)
             log.info("journal segment %s sealed at seq %d", path.name, self.seq)
         self._reopen()
 
     def _close_fd(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        """Trim the preallocated zeros (a closed segment ends with its last line) and close."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            if self._truncate_to is None and self._allocated > self._size:
+                segments.trim(fd, self._size)
+        except OSError as e:
+            log.error("could not trim the journal segment on close: %s", e)
+        finally:
+            os.close(fd)
 
 
 def _refusal(kind: type[StatementRefused]) -> StatementRefused:
@@ -388,6 +417,11 @@ def _refusal(kind: type[StatementRefused]) -> StatementRefused:
                            hint="free space on the journal volume")
     return JournalWriteFailed("the audit journal cannot be written; the statement was not run",
                               hint="the gateway log has the details")
+
+
+def _fail_into(done: _Done, batch: list[Pending], error: BaseException) -> None:
+    for pending in batch:
+        done.failed.append((pending, _copy(error)))
 
 
 def _fail(batch: list[Pending], error: BaseException) -> int:

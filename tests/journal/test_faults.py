@@ -135,21 +135,21 @@ async def test_io_error_mid_write_is_undone(tmp_path: Path, settings_for: Settin
     from gateway.errors import JournalWriteFailed
     from gateway.journal import segments
 
-    real_write_all = segments.write_all
+    real_pwrite_all = segments.pwrite_all
     failures = {"left": 1}
 
-    def flaky_write_all(fd: int, data: bytes) -> None:
-        if failures["left"] and len(data) > 100:
+    def flaky_pwrite_all(fd: int, data: bytes, offset: int) -> None:
+        if failures["left"] and b"lost-" in data:
             failures["left"] -= 1
-            real_write_all(fd, data[: len(data) // 2])
+            real_pwrite_all(fd, data[: len(data) // 2], offset)
             raise OSError(5, "Input/output error")
-        real_write_all(fd, data)
+        real_pwrite_all(fd, data, offset)
 
     settings = settings_for(tmp_path / "j")
     journal = await Journal.open(settings)
     try:
         await journal.append("statement", {"token": "before"})
-        monkeypatch.setattr(segments, "write_all", flaky_write_all)
+        monkeypatch.setattr(segments, "pwrite_all", flaky_pwrite_all)
         results = await asyncio.gather(
             *(journal.append("statement", {"token": f"lost-{i}"}) for i in range(4)),
             return_exceptions=True)
