@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from protocols.postgres.scram import make_verifier
 
+from .access.cli import register as register_access_commands
 from .alerts.cli import register as register_alert_commands
 from .errors import ConfigError
 from .journal.cli import register as register_journal_commands
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_recording_commands(commands)
     register_alert_commands(commands)
     register_sso_commands(commands)
+    register_access_commands(commands)
     register_policy_commands(commands)
     return parser
 

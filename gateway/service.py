@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import logging
 
+from .access.settings import DEFAULT_POLL_S, store_path
+from .access.watcher import AccessWatcher, access_alert
+from .alerts.hook import AlertHook
 from .clock import TEST_NOW_ENV, Clock
 from .errors import ConfigError, GatewayError
 from .journal import Journal, JournalError
@@ -33,6 +36,22 @@ EXIT_JOURNAL = 3  # the journal could not be opened: tampered, locked or unwrita
 def password_login(settings: Settings) -> PasswordLogin | None:
     """Logins for people who are not local identities: single sign-on when configured."""
     return SsoLogin(settings.sso) if settings.sso is not None else None
+
+
+async def start_access(settings: Settings, journal: Journal, hooks: list[Hook]
+                       ) -> AccessWatcher | None:
+    """Just-in-time access, when a policy has requires_approval rules (or ``access:`` is
+    configured): grants for the policy hook, access events for the journal and alerts."""
+    policy = next(h for h in hooks if isinstance(h, PolicyHook))
+    path = store_path(settings.access, settings.journal.dir if settings.journal else None)
+    if path is None or not (policy.uses_approval or settings.access is not None):
+        return None
+    poll = settings.access.poll_interval_s if settings.access else DEFAULT_POLL_S
+    alerts = next((h for h in hooks if isinstance(h, AlertHook)), None)
+    watcher = AccessWatcher(path, journal, poll, on_request=access_alert(alerts))
+    await watcher.start()
+    policy.grants = watcher.grants_for
+    return watcher
 
 
 def build_hooks(settings: Settings, journal: Journal,
@@ -84,14 +103,19 @@ async def _run(settings: Settings, signals: Signals) -> int:
     try:
         await journal.append("config_loaded", config_fields(settings))
         hooks = build_hooks(settings, journal, monitoring)
-        async with RecordingServices(journal, hooks):
-            gateway = Gateway(settings, hooks, password_login=password_login(settings))
-            await gateway.start()
-            await monitoring.start(gateway, journal)
-            signals.gateway = gateway
-            await signals.stop.wait()
-            monitoring.draining()
-            await gateway.drain()
+        access = await start_access(settings, journal, hooks)
+        try:
+            async with RecordingServices(journal, hooks):
+                gateway = Gateway(settings, hooks, password_login=password_login(settings))
+                await gateway.start()
+                await monitoring.start(gateway, journal)
+                signals.gateway = gateway
+                await signals.stop.wait()
+                monitoring.draining()
+                await gateway.drain()
+        finally:
+            if access is not None:
+                await access.stop()
     finally:
         await monitoring.stop()
         await journal.close()

@@ -32,7 +32,8 @@ class RequestContext:
     bare "name" — to the relations it reads (``policies.views.build_view_dependencies``).
     ``prepared`` maps SQL-level prepared statement names to their classification (the
     ``SessionEffect.statement`` of the PREPARE); ``cursors`` does the same for DECLAREd cursors.
-    ``reason`` is the session's ``phigate.reason`` (None when not set).
+    ``reason`` is the session's ``phigate.reason`` (None when not set). ``grants`` names the
+    ``requires_approval`` rules the person holds an active, approved access grant for.
     """
 
     identity: str
@@ -45,6 +46,7 @@ class RequestContext:
     view_dependencies: Mapping[str, Collection[str]] = field(default_factory=_empty)
     prepared: Mapping[str, Statement] = field(default_factory=_empty)
     cursors: Mapping[str, Statement] = field(default_factory=_empty)
+    grants: frozenset[str] = frozenset()  # rules the person holds an approved grant for
 
     def __post_init__(self) -> None:
         if self.now.tzinfo is None or self.now.utcoffset() is None:

@@ -134,6 +134,9 @@ def _allowers(
 
 
 def _blocker(rule: Rule, ctx: RequestContext, phi: list[str]) -> str | None:
+    if rule.approval is not None and rule.name not in ctx.grants:
+        return (f"requires an approved access request: phigate access request --rule "
+                f"{rule.name}")
     if rule.require_reason and not (ctx.reason and ctx.reason.strip()):
         return "requires a reason: SET phigate.reason = '<ticket>'"
     if phi and rule.phi == "deny":

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from typing import Any, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from policies.approval import parse_approval
 from policies.model import (
     ALLOW_ITEMS,
     BULK_EXPORT,
@@ -36,7 +37,7 @@ RULE_KEYS = frozenset(
     {
         "name", "description", "users", "groups", "databases", "clients", "hours", "days",
         "timezone", "require_reason", "allow", "deny", "phi", "max_rows",
-        "max_phi_rows_per_hour", "alert",
+        "max_phi_rows_per_hour", "alert", "requires_approval",
     }
 )  # fmt: skip
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
@@ -235,6 +236,9 @@ class _RuleBuilder:
                                                  self.key("max_phi_rows_per_hour")),
             alert=v.boolean(data, "alert", self.key("alert"), default=False),
             description=v.string(data, "description", self.key("description")),
+            approval=(parse_approval(v, data["requires_approval"], self.line("requires_approval"),
+                                     self.key("requires_approval"))
+                      if "requires_approval" in data else None),
         )
         self.check_consistency(rule)
         return rule
@@ -247,7 +251,7 @@ class _RuleBuilder:
         if both:
             self.v.fail(self.line("deny"), self.key("deny"),
                         f"{sorted(both)[0]!r} is both allowed and denied by this rule")
-        for key in ("require_reason", "max_rows", "max_phi_rows_per_hour"):
+        for key in ("require_reason", "max_rows", "max_phi_rows_per_hour", "requires_approval"):
             if key in self.data and not rule.allow:
                 self.v.fail(self.line(key), self.key(key),
                             "only has an effect on a rule that allows something")

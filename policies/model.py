@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo
 
 if TYPE_CHECKING:
+    from policies.approval import Approval
     from policies.statement import Statement
 
 
@@ -101,6 +102,7 @@ class Rule:
     max_phi_rows_per_hour: int | None = None
     alert: bool = False
     description: str | None = None
+    approval: Approval | None = None  # requires_approval: allows only under a grant
 
     def allows(self, item: str) -> bool:
         """True if ``item`` (a class or ``dangerous``) is in this rule's allow list."""

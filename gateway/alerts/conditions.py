@@ -213,6 +213,19 @@ class BreakGlass:
                        {"policy_rules": list(event.policy_rules)})
 
 
+class AccessRequested:
+    """Someone requested access under a ``requires_approval`` rule: approvers should look."""
+
+    kinds = frozenset({EventKind.ACCESS_REQUESTED})
+
+    def observe(self, event: Event, now: float) -> Trigger | None:
+        d = event.details
+        return Trigger((f"request:{d.get('request')}",),
+                       f"{event.identity} requests access under {d.get('rule')} for "
+                       f"{d.get('duration')}: {d.get('reason')} (approve: phigate access "
+                       f"approve {d.get('request')})", dict(d))
+
+
 class JournalTrouble:
     """The journal or a session recording could not be written (statements refused with
     53100/58030), or the journal could not be opened or verified at start."""
@@ -278,5 +291,6 @@ def build_condition(rule: AlertRule, now: Callable[[], dt.datetime]) -> Conditio
         "break_glass": BreakGlass,
         "journal": JournalTrouble,
         "new_client": NewClient,
+        "access_request": AccessRequested,
     }
     return factories[rule.when]()

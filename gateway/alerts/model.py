@@ -20,6 +20,7 @@ class EventKind(enum.Enum):
     STATEMENT = "statement"  # decided, before it runs (or was refused)
     OUTCOME = "outcome"  # its result is complete
     JOURNAL_FAILED = "journal_failed"
+    ACCESS_REQUESTED = "access_requested"  # someone asked for a requires_approval rule
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,7 @@ class Event:
     rows: int = 0
     row_limit_hit: bool = False
     message: str | None = None  # what went wrong (the gateway's own words, never client text)
+    details: Mapping[str, object] = field(default_factory=dict)  # e.g. the access request
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from ..settings.values import Secret, Section
 
 ALERT_CONDITIONS = ("failed_logins", "off_hours", "denied", "bulk_export", "volume",
-                    "break_glass", "journal", "new_client")
+                    "break_glass", "journal", "new_client", "access_request")
 SINK_TYPES = ("webhook", "log", "syslog")
 
 
@@ -62,6 +62,7 @@ _CONDITION_KEYS: dict[str, tuple[str, ...]] = {
     "break_glass": (),
     "journal": (),
     "new_client": (),
+    "access_request": (),
 }
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 

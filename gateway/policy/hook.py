@@ -21,7 +21,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,6 +98,9 @@ class _SessionState:
 
 class PolicyHook(Hook):
     def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
+        # identity -> {requires_approval rule: grant id} held now; the assembly attaches
+        # the access wing's watcher here when a policy has requires_approval rules
+        self.grants: Callable[[str], Mapping[str, str]] = _no_grants
         self.engine = load_engine(settings.policy_files, max_steps=settings.limits.policy_steps)
         if not settings.policy_files:
             log.warning("no policy files configured: every statement will be denied")
@@ -114,6 +117,11 @@ class PolicyHook(Hook):
     def policies_in_force(self) -> dict[str, str]:
         """Each enforced policy file and the SHA-256 of the text it was loaded from."""
         return {policy.source: policy.sha256 for policy in self.engine.policies}
+
+    @property
+    def uses_approval(self) -> bool:
+        """Some loaded rule has ``requires_approval`` (so grants must be looked up)."""
+        return any(rule.approval is not None for p in self.engine.policies for rule in p.rules)
 
     def config_loaded(self, settings: Settings) -> None:
         try:
@@ -141,13 +149,15 @@ class PolicyHook(Hook):
 
     # ---------------------------------------------------------------- deciding
 
-    def _context(self, state: _SessionState, now: dt.datetime) -> RequestContext:
+    def _context(self, state: _SessionState, now: dt.datetime,
+                 grants: frozenset[str]) -> RequestContext:
         info = state.info
         return RequestContext(
             identity=info.identity, database=info.database, now=now, groups=info.groups,
             client_ip=info.client_ip, reason=state.reason,
             phi_rows_last_hour=self._budget.used(info.identity, now),
-            view_dependencies=state.views, prepared=state.prepared, cursors=state.cursors)
+            view_dependencies=state.views, prepared=state.prepared, cursors=state.cursors,
+            grants=grants)
 
     async def before_statement(self, statement: Statement) -> Verdict | None:
         state = self._sessions.get(statement.session.session_id)
@@ -188,12 +198,16 @@ class PolicyHook(Hook):
         nothing it depends on moved: the minute (time windows), the reason, the session's
         prepared statements and cursors, and the loaded policies. Decisions touching PHI are
         never reused, since the PHI-row budget can change them at any moment."""
-        key = (int(now.timestamp() // 60), state.reason, state.version, self._generation)
+        held = self.grants(state.info.identity)  # re-read every statement: revocable
+        grants = frozenset(held)
+        key = (int(now.timestamp() // 60), state.reason, state.version, self._generation,
+               grants)
         cached = state.decisions.get(id(classification))
         if cached is not None and cached[0] is classification and cached[1] == key:
             return cached[2]
-        decision = self.engine.decide_classified(self._context(state, now), classification)
-        decided = (decision, _journal_fields(decision))
+        decision = self.engine.decide_classified(self._context(state, now, grants),
+                                                 classification)
+        decided = (decision, _journal_fields(decision, held))
         if not decision.phi_tables:
             if len(state.decisions) >= MAX_SESSION_DECISIONS:
                 state.decisions.clear()
@@ -210,6 +224,8 @@ class PolicyHook(Hook):
             return None
         sql, decision, decided_at = parsed
         if sql != statement.sql or time.monotonic() - decided_at > REUSE_PARSE_DECISION_S:
+            return None
+        if "grants" in decision[1]:  # decided under a grant: ask again, it may be revoked
             return None
         return decision
 
@@ -316,12 +332,19 @@ def _without_reason_settings(statement: Statement, decision: Decision) -> str | 
                       if not (s.effect and s.effect.kind in REASON_EFFECTS))
 
 
-def _journal_fields(decision: Decision) -> dict[str, object]:
+def _no_grants(identity: str) -> Mapping[str, str]:
+    return {}
+
+
+def _journal_fields(decision: Decision, grants: Mapping[str, str]) -> dict[str, object]:
     fields: dict[str, object] = {
         "decision": decision.verdict, "rules": list(decision.rules), "reason": decision.reason,
         "classes": list(decision.classes), "tables": list(decision.tables),
         "phi_tables": list(decision.phi_tables),
     }
+    used = sorted(grants[rule] for rule in decision.rules if rule in grants)
+    if used and decision.allowed:
+        fields["grants"] = used  # the access grants this statement ran under
     if decision.would_deny:
         fields["dry_run"] = True
     if decision.bulk_export:

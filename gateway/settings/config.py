@@ -20,6 +20,7 @@ from policies.yamlsource import YamlSyntaxError, parse_located
 from protocols.postgres.framing import DEFAULT_MAX_MESSAGE_SIZE
 from protocols.postgres.scram import InvalidVerifier, ScramVerifier, parse_verifier
 
+from ..access.settings import AccessSettings, parse_access
 from ..alerts.settings import AlertSettings, parse_alerts
 from ..errors import ConfigError
 from ..journal.settings import JournalSettings
@@ -109,6 +110,7 @@ class Settings:
     metrics: MetricsSettings | None = None
     alerts: AlertSettings | None = None
     sso: SsoSettings | None = None
+    access: AccessSettings | None = None
 
     def database_for(self, name: str) -> DatabaseSettings | None:
         """The upstream for a client-requested database name (``*`` is the fallback)."""
@@ -116,7 +118,7 @@ class Settings:
 
 
 TOP_LEVEL_KEYS = ("listen", "tls", "databases", "users", "policies", "journal", "limits", "log",
-                  "recordings", "metrics", "alerts", "sso")
+                  "recordings", "metrics", "alerts", "sso", "access")
 
 
 def load_config(path: str | os.PathLike[str], *,
@@ -158,6 +160,7 @@ def load_config(path: str | os.PathLike[str], *,
         metrics=_metrics(root) if root.data.get("metrics") is not None else None,
         alerts=parse_alerts(root.child("alerts"), env) if "alerts" in root.data else None,
         sso=parse_sso(root.child("sso")) if "sso" in root.data else None,
+        access=parse_access(root.child("access")) if "access" in root.data else None,
     )
 
 
