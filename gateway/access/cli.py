@@ -15,6 +15,7 @@ import sys
 import time
 
 from policies.approval import Approval, parse_duration
+from policies.context import RequestContext
 from policies.evaluate import applies
 from policies.model import Rule
 
@@ -119,7 +120,6 @@ def _request(context: _Context, args: argparse.Namespace) -> int:
 
 def _may_request(rule: Rule, person: Person) -> bool:
     """The rule's identity conditions (users/groups) say who may ask for it."""
-    from policies.context import RequestContext
     ctx = RequestContext(identity=person.name, database="", groups=person.groups,
                          now=dt.datetime.now(dt.UTC))
     return rule.users is None and rule.groups is None or applies(

@@ -14,7 +14,13 @@ import os
 import sys
 from dataclasses import dataclass
 
-from protocols.postgres.scram import ScramAuthenticationFailed, ScramClient, ScramError, ScramServer
+from protocols.postgres.scram import (
+    ScramAuthenticationFailed,
+    ScramClient,
+    ScramError,
+    ScramServer,
+    ScramVerifier,
+)
 
 from ..settings.config import Settings
 from ..sso.authenticator import SsoLogin
@@ -69,9 +75,7 @@ def _token_person(settings: Settings, token: str, user: str | None) -> Person:
     return Person(identity.username, identity.groups, "oidc")
 
 
-def _password_matches(verifier: object, password: str, user: str) -> bool:
-    from protocols.postgres.scram import ScramVerifier
-    assert isinstance(verifier, ScramVerifier)
+def _password_matches(verifier: ScramVerifier, password: str, user: str) -> bool:
     client = ScramClient(password)
     server = ScramServer(verifier, username=user)
     try:

@@ -2,40 +2,15 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import os
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from tests.conftest import ClusterInfo
 from tests.e2e.harness import GatewayProcess, psql
-
-
-def self_signed_cert(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]),
-                           critical=False)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = directory / "gateway.crt", directory / "gateway.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    os.chmod(key_path, 0o600)
-    return cert_path, key_path
+from tests.pki import ca_and_server_cert, self_signed_cert
 
 
 @pytest.fixture
@@ -118,45 +93,13 @@ def test_fallback_database_forwards_any_name(start_gateway: Callable[..., Gatewa
         assert result.stdout.strip() == dbname, result.stderr
 
 
-def _ca_and_server_cert(directory: Path) -> tuple[Path, bytes, bytes]:
-    """A CA, and a server certificate for 127.0.0.1 signed by it (RSA/SHA-256)."""
-    import ipaddress
-
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "phigate test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - dt.timedelta(minutes=5))
-          .not_valid_after(now + dt.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-            .issuer_name(ca_name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    ca_path = directory / "ca.crt"
-    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    return ca_path, cert.public_bytes(serialization.Encoding.PEM), key_pem
-
-
 @pytest.fixture(scope="module")
 def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ClusterInfo, Path]]:
     """A second PostgreSQL that serves TLS, so upstream TLS modes meet a real server."""
     from tests.conftest import TempCluster, _provision
 
     directory = tmp_path_factory.mktemp("upstream-tls")
-    ca_path, cert_pem, key_pem = _ca_and_server_cert(directory)
+    ca_path, cert_pem, key_pem = ca_and_server_cert(directory)
     with TempCluster() as cluster:
         info = _provision(cluster)
         cluster.enable_tls(cert_pem, key_pem)
@@ -182,7 +125,7 @@ def test_upstream_verify_full_refuses_an_unknown_ca(
         start_gateway: Callable[..., GatewayProcess], tls_cluster: tuple[ClusterInfo, Path],
         tmp_path: Path) -> None:
     cluster, _ = tls_cluster
-    other_ca, _, _ = _ca_and_server_cert(tmp_path)  # a CA that did not sign the server
+    other_ca, _, _ = ca_and_server_cert(tmp_path)  # a CA that did not sign the server
     gateway = start_gateway({"databases": {"clinic": {
         "host": "127.0.0.1", "port": cluster.port, "tls": "verify-full", "ca": str(other_ca)}}},
         env={"CLINIC_DB_PASSWORD": cluster.service_password})

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import ClusterInfo
-from tests.e2e.harness import GatewayProcess, free_port
-from tests.e2e.test_tls_and_upstreams import self_signed_cert
+from tests.e2e.harness import GatewayProcess, deep_merge, free_port
+from tests.pki import self_signed_cert
 from tests.sso.idp import IdentityProvider, IdentityProviderMissing
 
 PHIGATE = str(Path(sys.executable).with_name("phigate"))  # the installed entry point
@@ -63,7 +63,6 @@ def start_sso_gateway(pg_cluster: ClusterInfo, idp: IdentityProvider,
     started: list[GatewayProcess] = []
 
     def start(extra: dict[str, Any] | None = None, **sso: Any) -> GatewayProcess:
-        from tests.e2e.harness import deep_merge
         config = deep_merge(sso_config(idp, gateway_cert, **sso), extra or {})
         process = GatewayProcess(tmp_path / f"gw{len(started)}", pg_cluster, config).start()
         started.append(process)

@@ -21,13 +21,17 @@ from tests.sso.idp import Browser, IdentityProvider, email
 
 
 def login(idp: IdentityProvider, home: Path, *args: str, user: str | None = "alice",
-          client_id: str = "phigate") -> subprocess.CompletedProcess[str]:
-    """Run ``phigate login``; if it asks, sign ``user`` in at the provider's pages."""
-    with subprocess.Popen(
-            [PHIGATE, "login", "--issuer", idp.issuer, "--client-id", client_id, "--ca",
-             str(idp.ca), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "HOME": str(home), "PGPASSFILE": str(home / "pgpass"),
-                 "PHIGATE_TOKEN_CACHE": str(home / "tokens.json")}) as process:
+          client_id: str = "phigate", config: GatewayProcess | None = None
+          ) -> subprocess.CompletedProcess[str]:
+    """Run ``phigate login``; if it asks, sign ``user`` in at the provider's pages.
+
+    With ``config`` the provider comes from that gateway's ``sso:`` section (``-c``)."""
+    provider = (["-c", str(config.config_path)] if config else
+                ["--issuer", idp.issuer, "--client-id", client_id, "--ca", str(idp.ca)])
+    env = {**os.environ, "HOME": str(home), "PGPASSFILE": str(home / "pgpass"),
+           "PHIGATE_TOKEN_CACHE": str(home / "tokens.json"), **(config.env if config else {})}
+    with subprocess.Popen([PHIGATE, "login", *provider, *args], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, env=env) as process:
         return _complete(process, idp, user)
 
 
@@ -53,7 +57,7 @@ def test_login_exec_psql_then_cached_token_and_pgpass(
         idp: IdentityProvider, sso_gateway: GatewayProcess, tmp_path: Path) -> None:
     psql_args = ("psql", "-X", "-At", "-h", "127.0.0.1", "-p", str(sso_gateway.port), "-d",
                  "clinic", "-c", "SELECT count(*) FROM departments")
-    first = login(idp, tmp_path, "--exec", *psql_args)
+    first = login(idp, tmp_path, "--exec", *psql_args, config=sso_gateway)
     assert first.returncode == 0, first.stderr
     assert "confirm the code" in first.stderr and int(first.stdout) > 0
     cache = tmp_path / "tokens.json"
