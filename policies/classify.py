@@ -152,7 +152,22 @@ def _select(kind: str, body: dict[str, Json], node: Json, text: str) -> Statemen
     return _build(
         kind, body, node, text, {C.SELECT, C.DDL} if into else {C.SELECT}, dml=True,
         exports=_exports(kind, body, via), shape=_shape(body, via),
+        locks_rows=_has_key(node, "lockingClause"),
     )  # fmt: skip
+
+
+def _has_key(node: Json, key: str) -> bool:
+    """Whether any object in the tree has ``key`` (e.g. FOR UPDATE in any subquery)."""
+    todo = [node]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, dict):
+            if key in item:
+                return True
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+    return False
 
 
 def _shape(body: dict[str, Json], via: str) -> RowShape | None:

@@ -97,6 +97,7 @@ class Statement:
     fetches: str | None = None
     explain_only: bool = False
     effect: SessionEffect | None = None
+    locks_rows: bool = False  # FOR UPDATE/SHARE somewhere in a SELECT: it takes row locks
 
     @property
     def is_dangerous(self) -> bool:

@@ -70,13 +70,25 @@ class AlertHook(Hook):
             return None
         if not self.engine.wants(EventKind.STATEMENT):
             return None
+        durable = statement.durable
+        if durable is not None and not durable.done():
+            # A read running while its entry is synced: alert once the entry (its seq) is
+            # durable; if it never is, nothing was disclosed.
+            durable.add_done_callback(
+                lambda future: None if future.cancelled() or future.exception() is not None
+                else self._statement(statement, fields, refusal))
+            return None
+        self._statement(statement, fields, refusal)
+        return None
+
+    def _statement(self, statement: Statement, fields: dict[str, Any],
+                   refusal: StatementRefused | None) -> None:
         try:
             event = _statement_event(statement, fields, refusal)
         except Exception:  # malformed tags from another hook: never refuse over an alert
             log.exception("could not read the statement's decision for alerts")
-            return None
+            return
         self.observe(event)
-        return None
 
     def after_statement(self, statement: Statement, outcome: Outcome) -> None:
         if outcome.refused or not self.engine.wants(EventKind.OUTCOME):

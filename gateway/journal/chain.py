@@ -15,6 +15,12 @@ LINE_DOMAIN = b"phigate-journal-line-v1\x00"
 GENESIS_DOMAIN = b"phigate-journal-genesis-v1\x00"
 CHECKPOINT_DOMAIN = "phigate-journal-checkpoint-v1"
 
+# The journal format, recorded in every ``start`` entry (absent: format 1). Format 2: each
+# ``statement`` entry carries the identity, client address and database itself, so it
+# stands alone when the ``session_start`` it belongs to has been pruned. The chain (hashes,
+# checkpoints) is the same in both; the verifier reads every format up to this one.
+FORMAT_VERSION = 2
+
 # Every line has these; callers may not pass them as fields.
 RESERVED_FIELDS = frozenset({"seq", "time", "type", "prev"})
 # A checkpoint line has exactly these keys, all covered by the signature

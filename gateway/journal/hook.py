@@ -10,6 +10,8 @@ appended without blocking the client.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import time
 from collections.abc import Callable
@@ -42,6 +44,10 @@ class JournalHook(Hook):
                  ) -> None:
         self.journal = journal
         self._policies_in_force = policies_in_force
+        self._overlap = journal.settings.overlap_reads
+        # Per session: the who/where every statement entry repeats (journal format 2), built
+        # once so each statement only copies it.
+        self._who: dict[str, dict[str, object]] = {}
 
     def authenticated(self, event: AuthEvent) -> None:
         fields: dict[str, object] = {
@@ -55,6 +61,7 @@ class JournalHook(Hook):
         self.journal.append_later("auth", fields)
 
     async def session_started(self, session: SessionInfo) -> None:
+        self._who[session.session_id] = _who(session)
         await self.journal.append("session_start", {
             "session": session.session_id, "identity": session.identity,
             "groups": sorted(session.groups),
@@ -67,10 +74,12 @@ class JournalHook(Hook):
         refused = statement.verdict.refusal
         if statement.phase is Phase.PARSE and refused is None:
             return None  # nothing runs at Parse; the Execute is journaled
-        fields: dict[str, object] = {
-            "session": statement.session.session_id, "n": statement.number,
-            "protocol": _PROTOCOL[statement.phase], "sql": statement.sql,
-        }
+        session = statement.session
+        who = self._who.get(session.session_id)
+        fields = dict(who) if who is not None else _who(session)
+        fields["n"] = statement.number
+        fields["protocol"] = _PROTOCOL[statement.phase]
+        fields["sql"] = statement.sql
         if statement.phase is not Phase.SIMPLE:
             fields["statement_name"] = statement.statement_name
             parameters = self.journal.digest_parameters(statement.parameters)
@@ -82,6 +91,12 @@ class JournalHook(Hook):
         if refused is not None:
             fields["refused"] = {"sqlstate": refused.sqlstate, "message": refused.message}
         started = time.perf_counter()
+        if statement.read_only and refused is None and self._overlap:
+            # Runs while the entry is made durable; the relay holds its answer until then.
+            durable = self.journal.append_deferred("statement", fields)
+            durable.add_done_callback(functools.partial(_tag_durable, statement, started))
+            statement.durable = durable
+            return None
         statement.tags[JOURNAL_SEQ_TAG] = await self.journal.append("statement", fields)
         statement.tags[JOURNAL_APPEND_TAG] = time.perf_counter() - started
         return None
@@ -104,6 +119,7 @@ class JournalHook(Hook):
         self.journal.append_later("outcome", fields)
 
     def session_ended(self, session: SessionInfo, summary: SessionSummary) -> None:
+        self._who.pop(session.session_id, None)
         self.journal.append_later("session_end", {
             "session": session.session_id, "identity": session.identity,
             "duration_s": round(time.time() - session.started_at, 3),
@@ -114,6 +130,20 @@ class JournalHook(Hook):
     def config_loaded(self, settings: Settings) -> None:
         in_force = self._policies_in_force() if self._policies_in_force else None
         self.journal.append_later("config_loaded", config_fields(settings, in_force))
+
+
+def _tag_durable(statement: Statement, started: float, durable: asyncio.Future[int]) -> None:
+    # Runs before the relay releases the answer (callbacks run in the order added).
+    if not durable.cancelled() and durable.exception() is None:
+        statement.tags[JOURNAL_SEQ_TAG] = durable.result()
+        statement.tags[JOURNAL_APPEND_TAG] = time.perf_counter() - started
+
+
+def _who(session: SessionInfo) -> dict[str, object]:
+    """Who ran a statement, from where, on which database: each statement entry stands alone."""
+    return {"session": session.session_id, "identity": session.identity,
+            "client": f"{session.client_ip}:{session.client_port}",
+            "database": session.database}
 
 
 def config_fields(settings: Settings, policies_in_force: dict[str, str] | None = None

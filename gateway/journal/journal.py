@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from importlib import metadata
 
 from . import recovery, segments
-from .chain import RESERVED_FIELDS, genesis
+from .chain import FORMAT_VERSION, RESERVED_FIELDS, genesis
 from .checkpoints import Publisher
 from .errors import JournalError, JournalLocked
 from .keys import derive_parameter_key, load_private
@@ -117,7 +117,7 @@ class Journal:
 
     async def _begin(self, program: str, repaired: dict[str, object] | None) -> None:
         await self.append("start", {
-            "journal": self.journal_id, "by": program, "pid": os.getpid(),
+            "journal": self.journal_id, "format": FORMAT_VERSION, "by": program, "pid": os.getpid(),
             "host": socket.gethostname(), "version": _version(),
             "durability": self.settings.durability, "parameters": self.settings.parameters,
         })
@@ -138,12 +138,21 @@ class Journal:
         broken, appends keep being refused, with a fresh attempt at the disk at
         most every ``writer.RETRY_AFTER_S``.
         """
+        return await self.append_deferred(type, fields)
+
+    def append_deferred(self, type: str, fields: dict[str, object]) -> asyncio.Future[int]:
+        """Queue an entry and return its future without waiting (resolves as ``append``).
+
+        For a statement that runs while its entry is made durable: the caller must hold
+        everything that statement produces until the future resolves, and discard it if
+        the future raises. Raises at once, as ``append`` does, while the journal is broken.
+        """
         refusal = self._writer.refusal()
         if refusal is not None:
             raise refusal
         future: asyncio.Future[int] = self._loop.create_future()
         self._writer.submit(Pending(type, _own(fields), future))
-        return await future
+        return future
 
     def append_later(self, type: str, fields: dict[str, object]) -> None:
         """Queue an entry (an ``outcome``) without waiting; ordered with all other appends.

@@ -32,6 +32,8 @@ class JournalSettings:
     ``parameters``: how bind parameters are recorded (see ``Journal.digest_parameters``).
     ``parameter_key``: HMAC key for parameter digests; derived from the signing key if None.
     ``immutable``: also ``chattr +i`` sealed segments where privileges allow.
+    ``overlap_reads``: a statement that provably changes nothing runs upstream while its
+    entry is being made durable; its answer is held until it is (README "Performance").
     """
 
     dir: Path
@@ -47,6 +49,7 @@ class JournalSettings:
     heartbeat_interval_s: float = 60.0
     parameter_key: bytes | None = field(default=None, repr=False)
     immutable: bool = True
+    overlap_reads: bool = True
 
     def __post_init__(self) -> None:
         if self.durability not in DURABILITIES:

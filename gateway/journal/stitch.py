@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from .chain import genesis
+from .chain import FORMAT_VERSION, genesis
 from .checkpoints import Checkpoint
 from .scan import ChunkResult, Special
 
@@ -130,8 +130,10 @@ class ChainCheck:
             self._prune(entry, special.seq, file, line)
             return
         named = special.checkpoint.journal if special.checkpoint else entry.get("journal")
-        if special.type == "start" and named is None:
-            return
+        if special.type == "start":
+            _check_format(entry.get("format", 1), special.seq, file, line)
+            if named is None:
+                return
         if not isinstance(named, str):
             raise Tampered(Failure(special.seq, file, line, "journal id is not a string"))
         if self.journal_id is None:
@@ -207,3 +209,11 @@ class ChainCheck:
             raise Tampered(Failure(cp.seq, source, None, (
                 f"the checkpoint at seq {cp.seq} differs from the one {source} holds: "
                 "the journal was rewritten")))
+
+
+def _check_format(version: object, seq: int, file: str, line: int) -> None:
+    """A ``start`` names its journal format; this verifier reads 1 up to FORMAT_VERSION."""
+    if version.__class__ is not int or not 1 <= version <= FORMAT_VERSION:  # type: ignore[operator]
+        raise Tampered(Failure(seq, file, line, (
+            f"journal format {version!r}: this phigate reads formats 1 to {FORMAT_VERSION} "
+            "(a newer phigate wrote it, or the start entry was altered)")))

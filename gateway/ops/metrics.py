@@ -221,7 +221,7 @@ class MetricsHook(Hook):
         journaled = statement.phase is not Phase.PARSE or refusal is not None
         append_s = tags.get(JOURNAL_APPEND_TAG)
         if isinstance(append_s, float):
-            m.journal_append.observe(append_s)
+            m.journal_append.observe(append_s)  # read-only ones: once durable (after_statement)
         if not journaled:
             return  # a Parse is counted when it runs, as its Execute
         policy = tags.get(POLICY_TAG)
@@ -246,6 +246,10 @@ class MetricsHook(Hook):
         if not outcome.refused:
             m.statement_duration.observe(outcome.duration_s)
             m.gateway_latency.observe(outcome.gateway_latency_s)
+        if statement.durable is not None:
+            append_s = statement.tags.get(JOURNAL_APPEND_TAG)
+            if isinstance(append_s, float):
+                m.journal_append.observe(append_s)
 
     def authenticated(self, event: AuthEvent) -> None:
         m = self.metrics

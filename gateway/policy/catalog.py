@@ -1,17 +1,24 @@
-"""Reading the upstream's catalog with the service credential (view dependencies).
+"""Reading the upstream's catalog with the service credential (views, volatility).
 
 Driven by the policy hook: at a database's first session and after DDL it runs
-``policies.views.CATALOG_SQL`` on a short-lived upstream connection and caches
-the result per database, so reading a view of ``patients`` counts as reading
-``patients``.
+``policies.views.CATALOG_SQL`` and ``policies.readonly.VOLATILITY_SQL`` on
+short-lived upstream connections and caches the results per database, so
+reading a view of ``patients`` counts as reading ``patients``, and a statement
+calling only IMMUTABLE or STABLE functions can be proved read-only. The
+volatility is shared by every session of a database and forgotten the moment
+any of them completes DDL: until it is read again, no statement is proved
+read-only there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 from collections.abc import Mapping
 
+from policies.readonly import NOTHING_KNOWN, VOLATILITY_SQL, Volatility, build_volatility
 from policies.views import CATALOG_SQL, build_view_dependencies
 from protocols.postgres import messages as m
 from protocols.postgres.decoder import decode_backend
@@ -48,13 +55,79 @@ async def query_rows(db: DatabaseSettings, dbname: str, sql: str, max_message_si
         stream.close()
 
 
+class VolatilityRef:
+    """One database's :class:`Volatility`, shared by its sessions (replaced, never edited).
+
+    ``holds`` counts sessions whose DDL may not be committed yet: while any is, the
+    catalog is not read again (another connection would not see the change yet).
+    """
+
+    __slots__ = ("current", "holds")
+
+    def __init__(self) -> None:
+        self.current: Volatility = NOTHING_KNOWN
+        self.holds = 0
+
+
 class ViewCatalog:
-    """Per-database cache of view dependencies; refreshed on demand after DDL."""
+    """Per-database cache of view dependencies and volatility; refreshed after DDL."""
 
     def __init__(self, max_message_size: int) -> None:
         self._max = max_message_size
         self._cache: dict[str, Dependencies] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._volatility: dict[str, VolatilityRef] = {}
+        self._loading: dict[str, asyncio.Task[None]] = {}
+
+    def volatility(self, db: DatabaseSettings, dbname: str) -> VolatilityRef:
+        """The database's volatility; read in the background when not known (yet)."""
+        key = f"{db.name}/{dbname}"
+        ref = self._volatility.get(key)
+        if ref is None:
+            ref = self._volatility[key] = VolatilityRef()
+        if ref.current is NOTHING_KNOWN and not ref.holds and key not in self._loading:
+            task = asyncio.create_task(self._load_volatility(ref, db, dbname),
+                                       name=f"catalog-volatility-{key}")
+            self._loading[key] = task
+            task.add_done_callback(functools.partial(self._loaded, key))
+        return ref
+
+    def _loaded(self, key: str, task: asyncio.Task[None]) -> None:
+        if self._loading.get(key) is task:  # not a newer read started after invalidate
+            del self._loading[key]
+
+    async def ready(self, db: DatabaseSettings, dbname: str) -> VolatilityRef:
+        """:meth:`volatility`, waiting for a read in progress (at a session's start)."""
+        ref = self.volatility(db, dbname)
+        loading = self._loading.get(f"{db.name}/{dbname}")
+        if loading is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(loading)
+        return ref
+
+    def hold(self, db: DatabaseSettings, dbname: str) -> None:
+        """DDL completed in a session: forget the volatility, for every session, at once,
+        and read it again only once that session's transaction is over (:meth:`release`)."""
+        ref = self.volatility(db, dbname)
+        ref.holds += 1
+        ref.current = NOTHING_KNOWN
+        loading = self._loading.pop(f"{db.name}/{dbname}", None)
+        if loading is not None:
+            loading.cancel()  # it may have read the catalog before the DDL
+
+    def release(self, db: DatabaseSettings, dbname: str) -> None:
+        ref = self.volatility(db, dbname)
+        ref.holds = max(0, ref.holds - 1)
+        self.volatility(db, dbname)  # starts the read once nobody holds it
+
+    async def _load_volatility(self, ref: VolatilityRef, db: DatabaseSettings,
+                               dbname: str) -> None:
+        try:
+            rows = await query_rows(db, dbname, VOLATILITY_SQL, self._max)
+            ref.current = build_volatility((str(a), str(b), str(c), str(d))
+                                           for a, b, c, d in rows)
+        except Exception as e:  # conservative: nothing is proved read-only
+            log.error("could not read function volatility: %s", e)
 
     async def dependencies(self, db: DatabaseSettings, dbname: str) -> Dependencies:
         key = f"{db.name}/{dbname}"

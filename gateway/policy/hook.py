@@ -31,6 +31,7 @@ from policies.context import RequestContext
 from policies.engine import Engine
 from policies.loader import PolicyError, load_policies
 from policies.model import SQLSTATE_TOO_COMPLEX, Decision
+from policies.readonly import changes_nothing
 from policies.statement import Classification
 from policies.statement import Statement as Classified
 from policies.steps import DEFAULT_MAX_STEPS
@@ -49,12 +50,13 @@ from ..proxy.hooks import (
     Verdict,
 )
 from ..settings.config import Settings
-from .catalog import Dependencies, ViewCatalog
+from .catalog import Dependencies, ViewCatalog, VolatilityRef
 
 log = logging.getLogger("phigate.policy")
 
 DECISION_TAG = "decision"
 CURSORS_TAG = "fetches"  # cursors a statement FETCHes from, to count rows across FETCHes
+UNPROVEN_TAG = "policy_unproven"  # counted in _SessionState.unproven_in_flight until done
 REASON_EFFECTS = frozenset({"set_reason", "reset_reason"})
 MAX_SESSION_DECISIONS = 1024  # per-session decision cache; cleared when full
 # Within this long after its Parse, an Execute is decided as the Parse was: time windows and
@@ -90,6 +92,12 @@ class _SessionState:
     cursors: dict[str, Classified] = field(default_factory=dict)
     cursor_limits: dict[str, int] = field(default_factory=dict)
     cursor_rows: dict[str, int] = field(default_factory=dict)
+    volatility: VolatilityRef = field(default_factory=VolatilityRef)
+    # Statements forwarded and not yet complete that were not proved read-only: while any
+    # is in flight (e.g. DDL in a pipeline), nothing is proved read-only (it may change
+    # what a later statement's functions do).
+    unproven_in_flight: int = 0
+    holds_catalog: bool = False  # ran DDL; releases the volatility hold once idle again
     parsed: dict[str, tuple[str, _Decided, float]] = field(default_factory=dict)
     decisions: dict[int, tuple[Classification, tuple[object, ...], _Decided]] = field(
         default_factory=dict)
@@ -137,15 +145,21 @@ class PolicyHook(Hook):
     async def session_started(self, session: SessionInfo) -> None:
         db = self._settings.database_for(session.database)
         views: Dependencies = {}
+        volatility = VolatilityRef()  # nothing known: nothing proved read-only
         if db is not None:
+            dbname = db.dbname or session.database
             try:
-                views = await self._catalog.dependencies(db, db.dbname or session.database)
+                views = await self._catalog.dependencies(db, dbname)
             except Exception as e:  # conservative default: views resolve to nothing
                 log.error("could not read view dependencies: %s", e)
-        self._sessions[session.session_id] = _SessionState(session, session.reason, views)
+            volatility = await self._catalog.ready(db, dbname)
+        self._sessions[session.session_id] = _SessionState(session, session.reason, views,
+                                                           volatility=volatility)
 
     def session_ended(self, session: SessionInfo, summary: SessionSummary) -> None:
-        self._sessions.pop(session.session_id, None)
+        state = self._sessions.pop(session.session_id, None)
+        if state is not None and state.holds_catalog:
+            self._release_catalog(state)
 
     # ---------------------------------------------------------------- deciding
 
@@ -167,6 +181,8 @@ class PolicyHook(Hook):
             statement.tags[POLICY_TAG] = {"decision": "deny", "rules": ["fast-path"]}
             raise PolicyDenied("phigate: fast-path function calls are refused by the gateway",
                                hint="call the function from SQL instead")
+        if state.holds_catalog and statement.idle_before:
+            self._release_catalog(state)  # the DDL's transaction is over: read it again
         now = self._clock.now()
         classification = self.engine.classify(statement.sql)
         decided = self._parsed_decision(state, statement) or self._decide(
@@ -182,6 +198,7 @@ class PolicyHook(Hook):
             raise refusal(decision.reason, hint=decision.hint)
         if statement.phase is Phase.PARSE:
             return None
+        self._prove_read_only(state, statement, classification)
         cursors = _fetched_cursors(classification.statements)
         statement.tags[CURSORS_TAG] = cursors
         row_limit = self._row_limit(state, decision, cursors, now)
@@ -191,6 +208,16 @@ class PolicyHook(Hook):
         if rewrite is None:
             return Verdict(row_limit=row_limit) if row_limit else None
         return Verdict(row_limit=row_limit, rewrite_sql=rewrite, local_tag="SET")
+
+    @staticmethod
+    def _prove_read_only(state: _SessionState, statement: Statement,
+                         classification: Classification) -> None:
+        if state.unproven_in_flight == 0 and changes_nothing(
+                classification.statements, state.volatility.current, state.views):
+            statement.read_only = True
+        else:
+            state.unproven_in_flight += 1
+            statement.tags[UNPROVEN_TAG] = True
 
     def _decide(self, state: _SessionState, classification: Classification,
                 now: dt.datetime) -> _Decided:
@@ -252,6 +279,8 @@ class PolicyHook(Hook):
     def after_statement(self, statement: Statement, outcome: Outcome) -> None:
         decision = statement.tags.get(DECISION_TAG)
         state = self._sessions.get(statement.session.session_id)
+        if state is not None and statement.tags.pop(UNPROVEN_TAG, False):
+            state.unproven_in_flight -= 1
         if not isinstance(decision, Decision) or state is None or outcome.refused:
             return
         if decision.phi_tables and outcome.rows:
@@ -297,6 +326,9 @@ class PolicyHook(Hook):
             return
         dbname = db.dbname or state.info.database
         self._catalog.invalidate(db, dbname)
+        if not state.holds_catalog:
+            state.holds_catalog = True
+            self._catalog.hold(db, dbname)
 
         async def refresh() -> None:
             try:
@@ -307,6 +339,13 @@ class PolicyHook(Hook):
         task = asyncio.create_task(refresh(), name=f"views-{state.info.session_id}")
         self._refreshes.add(task)
         task.add_done_callback(self._refreshes.discard)
+
+
+    def _release_catalog(self, state: _SessionState) -> None:
+        state.holds_catalog = False
+        db = self._settings.database_for(state.info.database)
+        if db is not None:
+            self._catalog.release(db, db.dbname or state.info.database)
 
 
 def _fetched_cursors(statements: Iterable[Classified]) -> tuple[str, ...]:

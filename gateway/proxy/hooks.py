@@ -37,6 +37,13 @@ ErrorResponse, EmptyQueryResponse or PortalSuspended for a portal with more
 rows), with an :class:`Outcome`. It must not block: it is called from the
 relay's hot path; hooks that do I/O queue work for later.
 
+A decider that proves a statement changes nothing sets ``statement.read_only``; the
+journal hook may then return without waiting for the entry and leave its future in
+``statement.durable``. The relay forwards such a statement at once but holds every byte
+of the upstream's answer until that future resolves; if it fails, the answer is
+discarded and the session ends with the journal's error (53100/58030). Writes, and every
+statement nobody proved read-only, keep strict write-ahead.
+
 A verdict may also carry a ``row_limit``: the relay then forwards at most that
 many DataRows for the statement (counting every Execute of a suspended portal),
 cancels the upstream query and sends the limit's error instead of the rest.
@@ -44,6 +51,7 @@ cancels the upstream query and sends the limit's error instead of the rest.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -76,6 +84,7 @@ class EndReason(enum.Enum):
     SHUTDOWN = "shutdown"
     PROTOCOL_ERROR = "protocol_error"
     REFUSED = "refused"  # a session hook refused the session before it began
+    JOURNAL_FAILED = "journal_failed"  # a held answer's journal entry could not be written
     CREDENTIAL_EXPIRED = "credential_expired"  # the login's token expired (plus grace)
 
 
@@ -153,6 +162,17 @@ class Statement:
     verdict: Verdict = ALLOW  # what the hooks so far decided
     capture_rows: int = 0  # a hook wants this many result rows (raw frames) in the Outcome
     received_at: float = 0.0  # time.perf_counter() when the relay read the statement
+    # Set by a decider that proved the statement changes nothing (policies.readonly): it
+    # may then run upstream before its journal entry is durable.
+    read_only: bool = False
+    # The session was idle outside a transaction when this statement arrived (nothing in
+    # flight, the last ReadyForQuery said "I"): whatever it did before is committed.
+    idle_before: bool = False
+    # Set by the journal hook when it did not wait for a read-only statement's entry: the
+    # relay forwards the statement but holds every byte of the upstream's answer until
+    # this resolves; if it raises (a StatementRefused), the answer is discarded and the
+    # session ends with that error. None: the entry is already durable (write-ahead).
+    durable: asyncio.Future[int] | None = None
     _bind: m.Bind | None = field(default=None, init=False, repr=False)
 
     def _decoded_bind(self) -> m.Bind | None:

@@ -17,6 +17,7 @@ ReadyForQuery are exactly PostgreSQL's, whatever the client had in flight.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -28,7 +29,7 @@ from protocols.postgres.encoder import encode
 from protocols.postgres.errors import ProtocolError
 from protocols.postgres.framing import scan
 
-from ..errors import StatementRefused
+from ..errors import JournalWriteFailed, StatementRefused
 from .bookkeeping import Kind, Pending, SessionNames, keep_detail, keep_row
 from .cancel import UpstreamKey, send_cancel
 from .frames import (
@@ -93,6 +94,9 @@ class Relay:
         self._client_buf = bytearray(client_leftover)
         self._upstream_buf = bytearray(upstream_leftover)
         self._pending: deque[Pending] = deque()
+        # Journal entries of read-only statements forwarded before they were durable: no
+        # byte from the upstream reaches the client until every one of them is.
+        self._holds: deque[asyncio.Future[int]] = deque()
         self._names = SessionNames()
         self._discarding = False  # after a refusal in an extended batch, until Sync
         self._status = "I"  # transaction status of the last ReadyForQuery
@@ -229,7 +233,10 @@ class Relay:
         """Run the hooks for a statement frame; return what to send upstream instead."""
         statement, pending = self._statement_for(type_byte, frame)
         statement.received_at = time.perf_counter()
+        statement.idle_before = not self._pending and self._status == "I"
         verdict = await self._hooks.before_statement(statement)
+        if statement.durable is not None:
+            self._holds.append(statement.durable)
         if verdict.refusal is not None:
             return self._refuse(statement, pending, verdict.refusal)
         if verdict.rewrite_sql is not None and pending is not None and \
@@ -336,6 +343,8 @@ class Relay:
         try:
             while True:
                 if self._upstream_buf:
+                    if self._holds and not await self._durable():
+                        return
                     self._process_upstream()
                     await self._client.drain()
                 data = await reader.read(READ_CHUNK)
@@ -350,6 +359,42 @@ class Relay:
                                                        severity="FATAL")))
         except (ConnectionError, asyncio.IncompleteReadError):
             self._upstream_lost()
+
+    async def _durable(self) -> bool:
+        """Wait until every held statement's entry is durable; False if one failed.
+
+        What the upstream sent so far answers statements already forwarded, and each of
+        those registered its hold before it was forwarded; so once all are durable, all
+        of it may go. On a failure nothing of it does: the session ends with the
+        journal's error instead, and the held bytes are dropped unread.
+        """
+        holds = self._holds
+        while holds:
+            durable = holds[0]
+            if not durable.done():
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(durable)
+            failure = (JournalWriteFailed("the journal is closed") if durable.cancelled()
+                       else durable.exception())
+            if failure is not None:
+                self._journal_failed(failure if isinstance(failure, StatementRefused) else
+                                     JournalWriteFailed("the audit journal cannot be written"))
+                return False
+            holds.popleft()
+        return True
+
+    def _journal_failed(self, error: StatementRefused) -> None:
+        log.error("journal entry of a forwarded read-only statement failed; its answer is "
+                  "discarded and the session ended", extra={"session": self.session.session_id})
+        self._ended(EndReason.JOURNAL_FAILED)
+        self._upstream_buf.clear()
+        for pending in self._pending:
+            pending.outcome.sqlstate = error.sqlstate
+            pending.outcome.error_message = error.message
+        if not self._client.is_closing():
+            self._client.write(encode(m.error_response(error.sqlstate, error.message,
+                                                       severity="FATAL", hint=error.hint)))
+            self._client.close()
 
     def _upstream_lost(self) -> None:
         if self._end is not None:

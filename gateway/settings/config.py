@@ -239,7 +239,7 @@ def _users(root: Section) -> dict[str, UserSettings]:
 def _journal(section: Section) -> JournalSettings:
     section.only("dir", "signing_key", "durability", "parameters", "checkpoint_copies",
                  "checkpoint_url", "retention_days", "segment_max_bytes", "segment_max_age",
-                 "checkpoint_interval", "heartbeat_interval")
+                 "checkpoint_interval", "heartbeat_interval", "overlap_reads")
     return JournalSettings(
         dir=section.path("dir"),
         signing_key=section.path("signing_key"),
@@ -252,6 +252,7 @@ def _journal(section: Section) -> JournalSettings:
         segment_max_age_s=section.duration("segment_max_age", 86400.0),
         checkpoint_interval_s=section.duration("checkpoint_interval", 1.0),
         heartbeat_interval_s=section.duration("heartbeat_interval", 60.0),
+        overlap_reads=section.flag("overlap_reads", True),
     )
 
 

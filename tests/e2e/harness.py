@@ -7,6 +7,7 @@ psql, asyncpg, pg8000 and psycopg connect to the port it reports.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -168,3 +169,16 @@ def psql(gateway: GatewayProcess, sql: str | None = None, *, user: str = "alice"
         command += ["-c", sql]
     return subprocess.run(command, input=stdin, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def phigate_json(gateway: GatewayProcess, *filters: str) -> list[dict[str, Any]]:
+    """``phigate journal show DIR --json`` of a gateway's journal, parsed."""
+    result = subprocess.run([str(PHIGATE), "journal", "show", str(gateway.journal_dir),
+                             "--json", *filters], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def phigate_verify(gateway: GatewayProcess) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(PHIGATE), "journal", "verify", str(gateway.journal_dir), "--key",
+                           str(gateway.public_key)], capture_output=True, text=True, timeout=60)

@@ -37,6 +37,9 @@ def test_psql_session_is_journaled_and_verifies(start_gateway: Callable[..., Gat
 
     statements = entries(gateway, "--user", "alice", "--type", "statement")
     assert [s["sql"] for s in statements] == [line for line in script.splitlines()]
+    # Journal format 2: each statement says who, from where and on which database itself.
+    assert {(s["identity"], s["database"]) for s in statements} == {("alice", "clinic")}
+    assert all(str(s["client"]).startswith("127.0.0.1:") for s in statements)
     sessions = entries(gateway, "--user", "alice", "--type", "session_start")
     assert len(sessions) == 1 and str(sessions[0]["client"]).startswith("127.0.0.1:")
     assert sessions[0]["identity"] == "alice" and sessions[0]["groups"] == ["clinicians"]
