@@ -1,4 +1,4 @@
-"""Reading the upstream's catalog with the service credential (views, volatility).
+"""Reading the upstream's catalog with the service credential: views, volatility, functions.
 
 Driven by the policy hook: at a database's first session and after DDL it runs
 ``policies.views.CATALOG_SQL`` and ``policies.readonly.VOLATILITY_SQL`` on
@@ -7,7 +7,14 @@ reading a view of ``patients`` counts as reading ``patients``, and a statement
 calling only IMMUTABLE or STABLE functions can be proved read-only. The
 volatility is shared by every session of a database and forgotten the moment
 any of them completes DDL: until it is read again, no statement is proved
-read-only there.
+read-only there. A fast-path call's function OID is looked up in ``pg_proc``
+the first time it is seen (cached per database until the next DDL).
+
+Catalog reads never wait on a session: they run on their own connection with
+``lock_timeout`` and ``statement_timeout`` (a session that holds a lock on a
+catalog table, e.g. a superuser's ``LOCK pg_proc``, makes the read fail in
+seconds instead of hanging), under an overall deadline. A failed read raises
+:class:`CatalogUnavailable`; the policy hook fails closed on it.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from policies.readonly import NOTHING_KNOWN, VOLATILITY_SQL, Volatility, build_volatility
 from policies.views import CATALOG_SQL, build_view_dependencies
@@ -24,19 +32,55 @@ from protocols.postgres import messages as m
 from protocols.postgres.decoder import decode_backend
 from protocols.postgres.encoder import encode
 
+from ..errors import GatewayError, UpstreamUnavailable
 from ..proxy.upstream import connect_upstream
 from ..settings.config import DatabaseSettings
 
 log = logging.getLogger("phigate.catalog")
 
 Dependencies = Mapping[str, frozenset[str]]
+# Bounds of one catalog read: a lock held by someone else fails it quickly, a slow server later.
+CATALOG_OPTIONS = "-c lock_timeout=2s -c statement_timeout=10s"
+CATALOG_DEADLINE_S = 15.0  # connect + query, whatever the server does
+MAX_FUNCTIONS = 10_000  # OIDs remembered per database; sessions can call any OID they like
+FUNCTION_SQL = """\
+SELECT n.nspname, p.proname, p.pronargs
+  FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+ WHERE p.oid = {oid}
+"""
+
+
+class CatalogUnavailable(UpstreamUnavailable):
+    """The catalog could not be read (in time); decisions that need it fail closed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Function:
+    schema: str
+    name: str
+    arguments: int
 
 
 async def query_rows(db: DatabaseSettings, dbname: str, sql: str, max_message_size: int
                      ) -> list[tuple[str | None, ...]]:
-    """Run one read-only query upstream; text-format rows."""
-    upstream = await connect_upstream(db, dbname, {"application_name": "phigate/catalog"},
-                                      max_message_size)
+    """Run one read-only query upstream within the catalog bounds; text-format rows."""
+    try:
+        return await asyncio.wait_for(_query_rows(db, dbname, sql, max_message_size),
+                                      CATALOG_DEADLINE_S)
+    except TimeoutError as e:
+        raise CatalogUnavailable("phigate: the upstream catalog could not be read in time") from e
+    except CatalogUnavailable:
+        raise
+    except (GatewayError, OSError, asyncio.IncompleteReadError) as e:
+        raise CatalogUnavailable("phigate: the upstream catalog could not be read",
+                                 detail=type(e).__name__) from e
+
+
+async def _query_rows(db: DatabaseSettings, dbname: str, sql: str, max_message_size: int
+                      ) -> list[tuple[str | None, ...]]:
+    upstream = await connect_upstream(
+        db, dbname, {"application_name": "phigate/catalog", "options": CATALOG_OPTIONS},
+        max_message_size)
     stream = upstream.stream
     try:
         await stream.send(encode(m.Query(sql=sql)))
@@ -47,7 +91,7 @@ async def query_rows(db: DatabaseSettings, dbname: str, sql: str, max_message_si
                 rows.append(tuple(None if v is None else v.decode("utf-8")
                                   for v in message.values))
             elif isinstance(message, m.ErrorResponse):
-                raise RuntimeError(f"catalog query failed: {message.message}")
+                raise CatalogUnavailable(f"phigate: catalog query failed: {message.message}")
             elif isinstance(message, m.ReadyForQuery):
                 return rows
     finally:
@@ -70,11 +114,12 @@ class VolatilityRef:
 
 
 class ViewCatalog:
-    """Per-database cache of view dependencies and volatility; refreshed after DDL."""
+    """Per-database cache of view dependencies, volatility and looked-up functions."""
 
     def __init__(self, max_message_size: int) -> None:
         self._max = max_message_size
         self._cache: dict[str, Dependencies] = {}
+        self._functions: dict[str, dict[int, Function | None]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._volatility: dict[str, VolatilityRef] = {}
         self._loading: dict[str, asyncio.Task[None]] = {}
@@ -139,7 +184,21 @@ class ViewCatalog:
             return self._cache[key]
 
     def invalidate(self, db: DatabaseSettings, dbname: str) -> None:
-        self._cache.pop(f"{db.name}/{dbname}", None)
+        key = f"{db.name}/{dbname}"
+        self._cache.pop(key, None)
+        self._functions.pop(key, None)
+
+    async def function(self, db: DatabaseSettings, dbname: str, oid: int) -> Function | None:
+        """The function with this OID, or None if there is none (as far as committed DDL goes)."""
+        known = self._functions.setdefault(f"{db.name}/{dbname}", {})
+        if oid in known:
+            return known[oid]
+        rows = await query_rows(db, dbname, FUNCTION_SQL.format(oid=int(oid)), self._max)
+        found = Function(str(rows[0][0]), str(rows[0][1]), int(str(rows[0][2]))) if rows else None
+        if len(known) >= MAX_FUNCTIONS:
+            known.clear()
+        known[oid] = found
+        return found
 
     async def _fetch(self, db: DatabaseSettings, dbname: str) -> Dependencies:
         rows = await query_rows(db, dbname, CATALOG_SQL, self._max)

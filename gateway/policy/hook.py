@@ -12,7 +12,12 @@ clock, and reloading policy files on SIGHUP (a bad file keeps the old policy).
 * Execute: decided again with the current context (time windows and budgets
   move), and ``max_rows`` becomes a row limit counting every Execute of the
   portal and every FETCH from a declared cursor.
-* Fast-path FunctionCall: refused (it bypasses SQL, so nothing can be decided).
+* Fast-path FunctionCall: the function's OID is looked up in the upstream's
+  ``pg_proc`` and the call decided as the ``SELECT schema.name($1, …)`` it amounts to
+  (``policies.fastpath``: large-object reads and writes, dangerous server-side
+  ``lo_import``/``lo_export``); an OID the catalog does not know is denied.
+* Catalog reads that fail refuse what needs them: a session whose view dependencies
+  cannot be read does not start, a call whose function cannot be looked up is denied.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from policies.budget import PhiBudget
 from policies.classify import classify
 from policies.context import RequestContext
 from policies.engine import Engine
+from policies.fastpath import call_sql, classify_call
 from policies.loader import PolicyError, load_policies
 from policies.model import SQLSTATE_TOO_COMPLEX, Decision
 from policies.readonly import changes_nothing
@@ -50,7 +56,7 @@ from ..proxy.hooks import (
     Verdict,
 )
 from ..settings.config import Settings
-from .catalog import Dependencies, ViewCatalog, VolatilityRef
+from .catalog import CatalogUnavailable, Dependencies, Function, ViewCatalog, VolatilityRef
 
 log = logging.getLogger("phigate.policy")
 
@@ -150,8 +156,10 @@ class PolicyHook(Hook):
             dbname = db.dbname or session.database
             try:
                 views = await self._catalog.dependencies(db, dbname)
-            except Exception as e:  # conservative default: views resolve to nothing
-                log.error("could not read view dependencies: %s", e)
+            except CatalogUnavailable as e:  # fail closed: a view of PHI would read as no PHI
+                log.error("could not read view dependencies; session refused: %s", e.message,
+                          extra={"session": session.session_id})
+                raise CatalogUnavailable(e.message, hint="try again in a moment") from e
             volatility = await self._catalog.ready(db, dbname)
         self._sessions[session.session_id] = _SessionState(session, session.reason, views,
                                                            volatility=volatility)
@@ -177,12 +185,10 @@ class PolicyHook(Hook):
         state = self._sessions.get(statement.session.session_id)
         if state is None:
             raise PolicyDenied("phigate: session unknown to the policy engine")
-        if statement.phase is Phase.FUNCTION:
-            statement.tags[POLICY_TAG] = {"decision": "deny", "rules": ["fast-path"]}
-            raise PolicyDenied("phigate: fast-path function calls are refused by the gateway",
-                               hint="call the function from SQL instead")
         if state.holds_catalog and statement.idle_before:
             self._release_catalog(state)  # the DDL's transaction is over: read it again
+        if statement.phase is Phase.FUNCTION:
+            return await self._function_call(state, statement)
         now = self._clock.now()
         classification = self.engine.classify(statement.sql)
         decided = self._parsed_decision(state, statement) or self._decide(
@@ -193,9 +199,7 @@ class PolicyHook(Hook):
         statement.tags[DECISION_TAG] = decision
         statement.tags[POLICY_TAG] = fields
         if not decision.allowed:
-            refusal = (StatementTooComplex if decision.sqlstate == SQLSTATE_TOO_COMPLEX
-                       else PolicyDenied)
-            raise refusal(decision.reason, hint=decision.hint)
+            raise _refusal(decision)
         if statement.phase is Phase.PARSE:
             return None
         self._prove_read_only(state, statement, classification)
@@ -218,6 +222,48 @@ class PolicyHook(Hook):
         else:
             state.unproven_in_flight += 1
             statement.tags[UNPROVEN_TAG] = True
+
+    async def _function_call(self, state: _SessionState, statement: Statement
+                             ) -> Verdict | None:
+        """A fast-path call, decided as the SQL call of the function its OID names."""
+        call = statement.function_call
+        assert call is not None  # the relay sets it for every FUNCTION statement
+        function = await self._lookup(state, call.function_oid)
+        classified = None if function is None else classify_call(
+            function.schema, function.name, len(call.args))
+        if function is None or classified is None:
+            statement.tags[POLICY_TAG] = {"decision": "deny", "rules": ["fast-path"],
+                                          "function_oid": call.function_oid}
+            raise PolicyDenied(f"phigate: fast-path call of function {call.function_oid}, "
+                               "which the upstream catalog does not list; denied",
+                               hint="call the function from SQL instead")
+        statement.sql = call_sql(function.schema, function.name, len(call.args))
+        now = self._clock.now()
+        decision = self.engine.decide_statement(self._context(state, now), classified)
+        statement.tags[DECISION_TAG] = decision
+        statement.tags[POLICY_TAG] = {**_journal_fields(decision),
+                                      "function": f"{function.schema}.{function.name}",
+                                      "function_oid": call.function_oid}
+        if not decision.allowed:
+            raise _refusal(decision)
+        state.unproven_in_flight += 1  # a call is never proved read-only: it runs write-ahead
+        statement.tags[UNPROVEN_TAG] = True
+        row_limit = self._row_limit(state, decision, (), now)
+        if row_limit is not None and row_limit.max_rows <= 0:
+            raise row_limit.error
+        return Verdict(row_limit=row_limit) if row_limit else None
+
+    async def _lookup(self, state: _SessionState, oid: int) -> Function | None:
+        db = self._settings.database_for(state.info.database)
+        if db is None:
+            return None
+        try:
+            return await self._catalog.function(db, db.dbname or state.info.database, oid)
+        except CatalogUnavailable as e:
+            log.error("could not look up a fast-path function: %s", e.message,
+                      extra={"session": state.info.session_id, "oid": oid})
+            raise PolicyDenied(f"{e.message}; fast-path call of function {oid} denied",
+                               hint="try again; the gateway could not check the call") from e
 
     def _decide(self, state: _SessionState, classification: Classification,
                 now: dt.datetime) -> _Decided:
@@ -283,7 +329,9 @@ class PolicyHook(Hook):
             state.unproven_in_flight -= 1
         if not isinstance(decision, Decision) or state is None or outcome.refused:
             return
-        if decision.phi_tables and outcome.rows:
+        # A fast-path call's one result value is a row read only when the call reads data.
+        reads = statement.phase is not Phase.FUNCTION or "select" in decision.classes
+        if decision.phi_tables and outcome.rows and reads:
             self._budget.record(state.info.identity, outcome.rows, self._clock.now())
         cursors = statement.tags.get(CURSORS_TAG, ())
         for cursor in cursors if isinstance(cursors, tuple) else ():
@@ -340,12 +388,16 @@ class PolicyHook(Hook):
         self._refreshes.add(task)
         task.add_done_callback(self._refreshes.discard)
 
-
     def _release_catalog(self, state: _SessionState) -> None:
         state.holds_catalog = False
         db = self._settings.database_for(state.info.database)
         if db is not None:
             self._catalog.release(db, db.dbname or state.info.database)
+
+
+def _refusal(decision: Decision) -> PolicyDenied | StatementTooComplex:
+    refusal = StatementTooComplex if decision.sqlstate == SQLSTATE_TOO_COMPLEX else PolicyDenied
+    return refusal(decision.reason, hint=decision.hint)
 
 
 def _fetched_cursors(statements: Iterable[Classified]) -> tuple[str, ...]:

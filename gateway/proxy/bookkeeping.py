@@ -19,10 +19,11 @@ from .hooks import Outcome, RowLimit, Statement
 
 class Kind(enum.Enum):
     QUERY = 1  # simple Query: ends at ReadyForQuery
-    EXECUTE = 2  # one Execute (or FunctionCall): ends at its completion message
+    EXECUTE = 2  # one Execute: ends at its completion message
     SYNC = 3  # a Sync: ends at ReadyForQuery
     REFUSAL = 4  # gateway refusal: swallow ParseComplete/BindComplete, replace the error
     LOCAL = 5  # answered by the gateway itself (a consumed setting), after what precedes it
+    FUNCTION = 6  # fast-path FunctionCall: FunctionCallResponse or ErrorResponse, then its own Z
 
 
 @dataclass(slots=True)

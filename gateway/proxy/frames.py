@@ -47,6 +47,7 @@ B_EMPTY_QUERY, B_PORTAL_SUSPENDED, B_READY = ord("I"), ord("s"), ord("Z")
 B_PARSE_COMPLETE, B_BIND_COMPLETE, B_COPY_DATA = ord("1"), ord("2"), ord("d")
 B_ROW_DESCRIPTION, B_NOTICE, B_PARAMETER_STATUS = ord("T"), ord("N"), ord("S")
 B_COPY_IN_RESPONSE, B_COPY_OUT_RESPONSE = ord("G"), ord("H")
+B_FUNCTION_RESULT = ord("V")  # FunctionCallResponse: a fast-path call's result, before its Z
 # Looked at only when a hook asked to capture the statement's result.
 B_RESULT_DETAIL = frozenset((B_ROW_DESCRIPTION, B_NOTICE, B_COPY_IN_RESPONSE,
                               B_COPY_OUT_RESPONSE))

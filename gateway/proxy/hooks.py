@@ -29,12 +29,15 @@ When is ``before_statement`` called?
 * ``PARSE``    — an extended-protocol Parse. Nothing runs yet; policy decides here.
 * ``EXECUTE``  — an extended-protocol Execute, with the SQL of the bound
   statement and the Bind parameters (raw wire values and their formats).
-* ``FUNCTION`` — a FunctionCall message (fast-path function call).
+* ``FUNCTION`` — a FunctionCall message (fast-path function call). The relay
+  knows only the function's OID; a hook that resolves it may replace ``sql``
+  with the call it amounts to (the policy hook writes ``SELECT s.f($1, …)``).
 
 ``after_statement`` runs once for every SIMPLE, EXECUTE and FUNCTION statement
 that was forwarded or refused, when its result is complete (CommandComplete,
 ErrorResponse, EmptyQueryResponse or PortalSuspended for a portal with more
-rows), with an :class:`Outcome`. It must not block: it is called from the
+rows; ReadyForQuery for a FUNCTION, whose FunctionCallResponse counts as one
+row), with an :class:`Outcome`. It must not block: it is called from the
 relay's hot path; hooks that do I/O queue work for later.
 
 A decider that proves a statement changes nothing sets ``statement.read_only``; the

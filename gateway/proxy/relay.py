@@ -40,6 +40,7 @@ from .frames import (
     B_DESCRIPTION,
     B_END_OF_STATEMENT,
     B_ERROR,
+    B_FUNCTION_RESULT,
     B_PARAMETER_STATUS,
     B_PARSE_COMPLETE,
     B_PORTAL_SUSPENDED,
@@ -73,6 +74,11 @@ from .hooks import (
 log = logging.getLogger("phigate.relay")
 
 READ_CHUNK = 256 * 1024
+# A Query and a FunctionCall are each answered with their own ReadyForQuery; Parse/Execute wait
+# for the client's Sync.
+ANSWERED_WITH_READY = frozenset((Phase.SIMPLE, Phase.FUNCTION))
+
+
 class Relay:
     """Relays one authenticated session until either side closes."""
 
@@ -288,7 +294,7 @@ class Relay:
         statement = Statement(session, self._number, Phase.FUNCTION,
                               f"-- fast-path function call, oid {call.function_oid}",
                               function_call=call)
-        return statement, Pending(Kind.EXECUTE, statement)
+        return statement, Pending(Kind.FUNCTION, statement)
 
     def _answer_locally(self, pending: Pending, tag: str) -> None:
         """Complete a simple query without the upstream, in order with what is in flight."""
@@ -317,10 +323,9 @@ class Relay:
         if statement.phase is Phase.PARSE:
             record.statement = None  # nothing was to run yet: no outcome to report
             self._names.forget_statement(statement.statement_name)
-        if statement.phase is Phase.SIMPLE:
-            self._pending.append(record)
-            return REFUSAL_QUERY
         self._pending.append(record)
+        if statement.phase in ANSWERED_WITH_READY:
+            return REFUSAL_QUERY  # the upstream's ErrorResponse and ReadyForQuery, as for a call
         self._discarding = True
         return REFUSAL_EXTENDED
 
@@ -426,6 +431,11 @@ class Relay:
             if type_byte == B_PARAMETER_STATUS:
                 self._guard_setting(bytes(buf[start:end]))
                 continue
+            if type_byte == B_FUNCTION_RESULT:
+                if pending:  # a fast-path call's one result value (loread's bytes): one row
+                    pending[0].outcome.rows += 1
+                    pending[0].outcome.bytes_to_client += end - start
+                continue
             if type_byte in B_DESCRIPTION and self._names.described and (
                     not pending or pending[0].kind is not Kind.QUERY):
                 self._names.description(type_byte, bytes(buf[start:end]))
@@ -514,7 +524,7 @@ class Relay:
         if type_byte == B_ERROR:
             replacement = head.replacement
             head.replacement = b""  # a simple query's later messages pass untouched
-            if head.statement is None or head.statement.phase is not Phase.SIMPLE:
+            if head.statement is None or head.statement.phase not in ANSWERED_WITH_READY:
                 self._pending.popleft()
                 if head.statement is not None:
                     self._complete(head)
@@ -541,7 +551,7 @@ class Relay:
             head = self._pending.popleft()
             if head.statement is not None:
                 self._complete(head)
-            if head.kind in (Kind.QUERY, Kind.SYNC):
+            if head.kind in (Kind.QUERY, Kind.SYNC, Kind.FUNCTION):
                 break
         return self._after_ready(frame)
 
