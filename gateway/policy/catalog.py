@@ -11,9 +11,9 @@ read-only there. A fast-path call's function OID is looked up in ``pg_proc``
 the first time it is seen (cached per database until the next DDL).
 
 Catalog reads never wait on a session: they run on their own connection with
-``lock_timeout`` and ``statement_timeout`` (a session that holds a lock on a
-catalog table, e.g. a superuser's ``LOCK pg_proc``, makes the read fail in
-seconds instead of hanging), under an overall deadline. A failed read raises
+``lock_timeout`` and ``statement_timeout`` (``proxy.sidequery``: a session that
+holds a lock on a catalog table makes the read fail in seconds instead of
+hanging), under an overall deadline. A failed read raises
 :class:`CatalogUnavailable`; the policy hook fails closed on it.
 """
 
@@ -28,30 +28,20 @@ from dataclasses import dataclass
 
 from policies.readonly import NOTHING_KNOWN, VOLATILITY_SQL, Volatility, build_volatility
 from policies.views import CATALOG_SQL, build_view_dependencies
-from protocols.postgres import messages as m
-from protocols.postgres.decoder import decode_backend
-from protocols.postgres.encoder import encode
 
-from ..errors import GatewayError, UpstreamUnavailable
-from ..proxy.upstream import connect_upstream
+from ..proxy.sidequery import SideQueryFailed, side_query
 from ..settings.config import DatabaseSettings
 
 log = logging.getLogger("phigate.catalog")
 
 Dependencies = Mapping[str, frozenset[str]]
-# Bounds of one catalog read: a lock held by someone else fails it quickly, a slow server later.
-CATALOG_OPTIONS = "-c lock_timeout=2s -c statement_timeout=10s"
-CATALOG_DEADLINE_S = 15.0  # connect + query, whatever the server does
 MAX_FUNCTIONS = 10_000  # OIDs remembered per database; sessions can call any OID they like
 FUNCTION_SQL = """\
 SELECT n.nspname, p.proname, p.pronargs
   FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
  WHERE p.oid = {oid}
 """
-
-
-class CatalogUnavailable(UpstreamUnavailable):
-    """The catalog could not be read (in time); decisions that need it fail closed."""
+CatalogUnavailable = SideQueryFailed  # what a failed catalog read raises
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,40 +53,8 @@ class Function:
 
 async def query_rows(db: DatabaseSettings, dbname: str, sql: str, max_message_size: int
                      ) -> list[tuple[str | None, ...]]:
-    """Run one read-only query upstream within the catalog bounds; text-format rows."""
-    try:
-        return await asyncio.wait_for(_query_rows(db, dbname, sql, max_message_size),
-                                      CATALOG_DEADLINE_S)
-    except TimeoutError as e:
-        raise CatalogUnavailable("phigate: the upstream catalog could not be read in time") from e
-    except CatalogUnavailable:
-        raise
-    except (GatewayError, OSError, asyncio.IncompleteReadError) as e:
-        raise CatalogUnavailable("phigate: the upstream catalog could not be read",
-                                 detail=type(e).__name__) from e
-
-
-async def _query_rows(db: DatabaseSettings, dbname: str, sql: str, max_message_size: int
-                      ) -> list[tuple[str | None, ...]]:
-    upstream = await connect_upstream(
-        db, dbname, {"application_name": "phigate/catalog", "options": CATALOG_OPTIONS},
-        max_message_size)
-    stream = upstream.stream
-    try:
-        await stream.send(encode(m.Query(sql=sql)))
-        rows: list[tuple[str | None, ...]] = []
-        while True:
-            message = decode_backend(await stream.read_frame())
-            if isinstance(message, m.DataRow):
-                rows.append(tuple(None if v is None else v.decode("utf-8")
-                                  for v in message.values))
-            elif isinstance(message, m.ErrorResponse):
-                raise CatalogUnavailable(f"phigate: catalog query failed: {message.message}")
-            elif isinstance(message, m.ReadyForQuery):
-                return rows
-    finally:
-        stream.writer.write(encode(m.Terminate()))
-        stream.close()
+    """Run one read-only catalog query upstream (bounded: ``proxy.sidequery``)."""
+    return await side_query(db, dbname, sql, max_message_size, application="phigate/catalog")
 
 
 class VolatilityRef:

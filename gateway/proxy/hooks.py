@@ -89,6 +89,7 @@ class EndReason(enum.Enum):
     REFUSED = "refused"  # a session hook refused the session before it began
     JOURNAL_FAILED = "journal_failed"  # a held answer's journal entry could not be written
     CREDENTIAL_EXPIRED = "credential_expired"  # the login's token expired (plus grace)
+    WATCHDOG = "watchdog"  # no answer while the upstream waited for the gateway: a gateway bug
 
 
 @dataclass(frozen=True, slots=True)

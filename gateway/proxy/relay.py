@@ -29,13 +29,15 @@ from protocols.postgres.encoder import encode
 from protocols.postgres.errors import ProtocolError
 from protocols.postgres.framing import scan
 
-from ..errors import JournalWriteFailed, StatementRefused
+from ..errors import GatewayError, JournalWriteFailed, StatementRefused
+from ..settings.config import DatabaseSettings
 from .bookkeeping import Kind, Pending, SessionNames, keep_detail, keep_row
 from .cancel import UpstreamKey, send_cancel
 from .frames import (
     B_BIND_COMPLETE,
     B_COMMAND_COMPLETE,
     B_COPY_DATA,
+    B_COPY_IN_RESPONSE,
     B_DATA_ROW,
     B_DESCRIPTION,
     B_END_OF_STATEMENT,
@@ -77,6 +79,8 @@ READ_CHUNK = 256 * 1024
 # A Query and a FunctionCall are each answered with their own ReadyForQuery; Parse/Execute wait
 # for the client's Sync.
 ANSWERED_WITH_READY = frozenset((Phase.SIMPLE, Phase.FUNCTION))
+# After these the server answers nothing until the client sends more (Sync, Flush, CopyDone).
+CLIENT_STILL_SENDING = frozenset((F_PARSE, F_BIND, F_EXECUTE, F_DESCRIBE, F_CLOSE, F_COPY_DATA))
 
 
 class Relay:
@@ -110,6 +114,14 @@ class Relay:
         self.summary = SessionSummary()
         self._end: EndReason | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        # For the watchdog (``proxy/watchdog.py``): who moved last, and since when a statement
+        # is in the hooks (0: none is).
+        self.upstream_db: tuple[DatabaseSettings, str] | None = None  # set by start-up
+        self._progress = time.monotonic()  # last frames from the client or bytes from upstream
+        self._deciding_since = 0.0
+        self._deciding = 0  # number of the statement in the hooks
+        self._last_client_type = 0
+        self._copying_in = False  # between CopyInResponse and the COPY's completion
 
     # ---------------------------------------------------------------- lifetime
 
@@ -138,6 +150,53 @@ class Relay:
         self._end = self._end or reason
         if not self._client.is_closing():
             self._client.write(encode(m.error_response(sqlstate, message, severity="FATAL")))
+            self._client.close()
+        for task in self._tasks:
+            task.cancel()
+
+    @property
+    def upstream_pid(self) -> int:
+        return self._cancel_target.process_id
+
+    def stall(self, now: float, limit_s: float) -> dict[str, object] | None:
+        """The session's state if it owes the client an answer that is overdue, else None.
+
+        Overdue: a statement has been in the hooks for ``limit_s``, or something sent upstream
+        has had no answer for ``limit_s`` while the client has nothing left to send (no
+        extended batch waiting for its Sync or Flush, no refused batch waiting for its Sync, no
+        COPY FROM STDIN waiting for its data). Whether the upstream is
+        idle meanwhile is for the watchdog to ask.
+        """
+        if self._end is not None:
+            return None
+        if self._deciding_since:
+            if now - self._deciding_since < limit_s:
+                return None
+        elif (not self._pending or self._discarding or self._copying_in
+              or now - self._progress < limit_s
+              or self._last_client_type in CLIENT_STILL_SENDING):
+            return None
+        return {
+            "session": self.session.session_id, "identity": self.session.identity,
+            "in_hooks_s": round(now - self._deciding_since, 3) if self._deciding_since else 0,
+            "in_hooks_statement": self._deciding if self._deciding_since else None,
+            "quiet_s": round(now - self._progress, 3), "transaction": self._status,
+            "pending": [f"{p.kind.name.lower()}:{p.statement.number if p.statement else '-'}"
+                        for p in self._pending],
+            "last_client_message": chr(self._last_client_type or 32).strip(),
+            "upstream_buffered": len(self._upstream_buf),
+            "client_buffered": len(self._client_buf),
+        }
+
+    def abort(self, error: GatewayError, state: dict[str, object]) -> None:
+        """End a stalled session: its client gets ``error``, its statements it as outcome."""
+        self._ended(EndReason.WATCHDOG)
+        self.summary.annotations["watchdog"] = state
+        for pending in self._pending:
+            pending.outcome.sqlstate = error.sqlstate
+            pending.outcome.error_message = error.message
+        if not self._client.is_closing():
+            self._client.write(error_frame(error))
             self._client.close()
         for task in self._tasks:
             task.cancel()
@@ -196,6 +255,9 @@ class Relay:
         """Handle every whole frame buffered from the client; False once it terminated."""
         buf = self._client_buf
         spans, consumed = scan(buf, self._max)
+        self._progress = time.monotonic()
+        if spans:
+            self._last_client_type = spans[-1][0]
         out = bytearray()
         for type_byte, start, end in spans:
             if type_byte not in FRONTEND_TYPES:
@@ -240,7 +302,11 @@ class Relay:
         statement, pending = self._statement_for(type_byte, frame)
         statement.received_at = time.perf_counter()
         statement.idle_before = not self._pending and self._status == "I"
-        verdict = await self._hooks.before_statement(statement)
+        self._deciding_since, self._deciding = time.monotonic(), statement.number
+        try:
+            verdict = await self._hooks.before_statement(statement)
+        finally:
+            self._deciding_since = 0.0
         if statement.durable is not None:
             self._holds.append(statement.durable)
         if verdict.refusal is not None:
@@ -356,6 +422,7 @@ class Relay:
                 if not data:
                     self._upstream_lost()
                     return
+                self._progress = time.monotonic()
                 self._upstream_buf += data
         except ProtocolError as e:
             log.error("upstream protocol error: %s", e.message)
@@ -442,6 +509,8 @@ class Relay:
             if not pending:
                 continue
             if type_byte in B_RESULT_DETAIL:
+                if type_byte == B_COPY_IN_RESPONSE:
+                    self._copying_in = True  # the client sends next: its data, then CopyDone
                 if pending[0].capture:
                     keep_detail(pending[0], type_byte, bytes(buf[start:end]))
                 continue
@@ -488,6 +557,7 @@ class Relay:
     def _end_of_statement(self, type_byte: int, buf: bytearray, start: int,
                           end: int) -> bytes | None:
         """Account for a completion message; return bytes to send instead, or None."""
+        self._copying_in = False
         head = self._pending[0]
         if head.kind is Kind.REFUSAL:
             return self._refusal_response(head, type_byte, bytes(buf[start:end]))

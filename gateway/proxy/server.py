@@ -22,6 +22,7 @@ from .cancel import CancelRegistry
 from .hooks import Hook, HookChain
 from .relay import Relay, SessionSummary
 from .startup import handle_client
+from .watchdog import watch
 from .wire import FrameStream
 
 log = logging.getLogger("phigate.server")
@@ -58,6 +59,7 @@ class Gateway:
         self._relays: set[Relay] = set()
         self._client_tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
+        self._watchdog: asyncio.Task[None] | None = None
 
     # ---------------------------------------------------------------- serving
 
@@ -71,6 +73,11 @@ class Gateway:
             self._accept, self.settings.listen_host, self.settings.listen_port,
             limit=256 * 1024)
         log.info("listening", extra={"listen": f"{self.settings.listen_host}:{self.port}"})
+        limits = self.settings.limits
+        if limits.watchdog_timeout_s > 0:
+            self._watchdog = asyncio.create_task(
+                watch(lambda: self._relays, limits.watchdog_timeout_s, limits.max_message_size),
+                name="watchdog")
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -127,6 +134,8 @@ class Gateway:
         grace = self.settings.limits.shutdown_grace_s if grace_s is None else grace_s
         if self._server is not None:
             self._server.close()  # stop accepting; live sessions are ours to end
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         log.info("draining", extra={"sessions": len(self._relays), "grace_s": grace})
         deadline = asyncio.get_running_loop().time() + grace
         while self._relays and asyncio.get_running_loop().time() < deadline:

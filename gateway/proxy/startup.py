@@ -42,7 +42,7 @@ from .upstream import Upstream, UpstreamRejected, connect_upstream
 from .wire import FrameStream, PeerClosed
 
 if TYPE_CHECKING:
-    from ..settings.config import Settings
+    from ..settings.config import DatabaseSettings, Settings
     from .cancel import CancelRegistry
     from .hooks import HookChain
 
@@ -207,7 +207,7 @@ async def _admitted_session(gateway: SessionHost, client: _Client, startup: m.St
         session_id=secrets.token_hex(8), identity=auth.name, groups=auth.groups,
         client_ip=client.ip, client_port=client.port, database=database,
         application_name=app_name, tls=client.tls, reason=reason, started_at=time.time())
-    await _relay(gateway, client, upstream, info, auth, (db.host, db.port))
+    await _relay(gateway, client, upstream, info, auth, (db, db.dbname or database))
 
 
 async def _authenticate(gateway: SessionHost, client: _Client, user_name: str,
@@ -239,8 +239,8 @@ async def _negotiate_protocol(client: _Client, startup: m.StartupMessage) -> Non
 
 
 async def _relay(gateway: SessionHost, client: _Client, upstream: Upstream, info: SessionInfo,
-                 auth: AuthResult, address: tuple[str, int]) -> None:
-    target = UpstreamKey(address[0], address[1], upstream.process_id, upstream.secret_key)
+                 auth: AuthResult, db: tuple[DatabaseSettings, str]) -> None:
+    target = UpstreamKey(db[0].host, db[0].port, upstream.process_id, upstream.secret_key)
     cancel_key = gateway.cancel_registry.register(target)
     summary = SessionSummary()
     try:
@@ -258,6 +258,7 @@ async def _relay(gateway: SessionHost, client: _Client, upstream: Upstream, info
             idle_timeout_s=gateway.settings.limits.idle_timeout_s,
             client_leftover=client.stream.leftover(),
             upstream_leftover=upstream.stream.leftover())
+        relay.upstream_db = db
         log.info("session started", extra={"session": info.session_id, "identity": info.identity,
                                            "client": f"{info.client_ip}:{info.client_port}",
                                            "database": info.database, "method": auth.method})

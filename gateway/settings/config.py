@@ -70,6 +70,7 @@ class Limits:
     auth_max_failures: int = 10
     auth_failure_window_s: float = 60.0
     policy_steps: int = DEFAULT_MAX_STEPS  # per statement: views followed, relations checked
+    watchdog_timeout_s: float = 60.0  # 0 = off; see gateway/proxy/watchdog.py
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +263,7 @@ def _limits(root: Section) -> Limits:
     section = root.child("limits")
     section.only("max_connections", "idle_timeout", "startup_timeout", "max_message_size",
                  "shutdown_grace", "auth_failure_delay", "auth_max_failures",
-                 "auth_failure_window", "policy_steps")
+                 "auth_failure_window", "policy_steps", "watchdog_timeout")
     defaults = Limits()
     return Limits(
         max_connections=section.integer("max_connections", defaults.max_connections, minimum=1),
@@ -276,6 +277,7 @@ def _limits(root: Section) -> Limits:
         auth_failure_window_s=section.duration("auth_failure_window",
                                                defaults.auth_failure_window_s),
         policy_steps=section.integer("policy_steps", defaults.policy_steps, minimum=1),
+        watchdog_timeout_s=section.duration("watchdog_timeout", defaults.watchdog_timeout_s),
     )
 
 

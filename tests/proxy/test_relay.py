@@ -9,6 +9,7 @@ gateway swaps in its own error) and row limits.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from gateway.errors import PolicyDenied, RowLimitExceeded
@@ -211,3 +212,79 @@ async def test_client_garbage_ends_the_session_with_a_protocol_error() -> None:
     [error] = play.to_client.frames(decode_backend)
     assert isinstance(error, m.ErrorResponse) and error.sqlstate == "08P01"
     assert error.severity == "FATAL"
+
+
+class RefusesCalls(Recorder):
+    """Refuses every fast-path call, as a policy would one it does not allow."""
+
+    async def before_statement(self, statement: Statement) -> Verdict | None:
+        self.seen.append((statement.phase, statement.sql))
+        if statement.phase is Phase.FUNCTION:
+            return Verdict(refusal=PolicyDenied("phigate: rule r3: no calls"))
+        return None
+
+
+def call(oid: int = 955) -> m.FunctionCall:
+    return m.FunctionCall(function_oid=oid, arg_formats=(1,), args=(b"\0\0\0\1",),
+                          result_format=1)
+
+
+async def test_function_call_is_answered_with_its_own_ready_for_query() -> None:
+    hook = Recorder()
+    play = Playbook(hook)
+    await play.client(call())
+    assert play.to_upstream.frames(decode_frontend) == [call()]
+    await play.upstream(m.FunctionCallResponse(b"data"), READY)
+    assert play.to_client.frames(decode_backend) == [m.FunctionCallResponse(b"data"), READY]
+    await play.finish()
+    [(_, outcome)] = hook.outcomes
+    assert outcome.rows == 1 and outcome.bytes_to_client > 4 and outcome.sqlstate is None
+
+
+async def test_refused_function_call_gets_error_and_ready_and_the_session_goes_on() -> None:
+    hook = RefusesCalls()
+    play = Playbook(hook)
+    await play.client(call())
+    assert play.to_upstream.frames(decode_frontend) == [m.Query(REFUSAL_SQL)]
+    await play.upstream(m.error_response("42501", "raised"), m.ReadyForQuery("E"))
+    error, ready = play.to_client.frames(decode_backend)
+    assert isinstance(error, m.ErrorResponse) and error.message == "phigate: rule r3: no calls"
+    assert ready == m.ReadyForQuery("E")  # inside a transaction a failed call aborts it
+    await play.client(m.Query("ROLLBACK"))  # not discarded: no Sync is owed after a call
+    assert play.to_upstream.frames(decode_frontend) == [m.Query("ROLLBACK")]
+    await play.finish()
+    assert hook.outcomes[0][1].refused
+
+
+async def test_failed_function_call_does_not_skip_what_follows_it() -> None:
+    hook = Recorder()
+    play = Playbook(hook)
+    await play.client(call(1), m.Query("SELECT 2"))
+    await play.upstream(m.error_response("42883", "function 1 does not exist"), READY,
+                        *rows(1), m.CommandComplete("SELECT 1"), READY)
+    await play.finish()
+    assert [o.sqlstate for _, o in hook.outcomes] == ["42883", None]
+    assert hook.outcomes[1][1].rows == 1
+
+
+async def test_stall_is_reported_only_when_nothing_is_owed_by_the_client() -> None:
+    play = Playbook(Recorder())
+    relay = play.relay
+    later = time.monotonic() + 10
+    await play.client(m.Query("SELECT 1"))
+    state = relay.stall(later, 5)
+    assert state is not None and state["pending"] == ["query:1"]
+    assert relay.stall(time.monotonic(), 5) is None  # not overdue yet
+    await play.upstream(m.CommandComplete("SELECT 0"), READY)
+    assert relay.stall(later, 5) is None  # answered: nothing owed
+    await play.client(m.Parse("", "SELECT 1", ()), m.Bind("", "", (), (), ()),
+                      m.Execute("", 0))
+    assert relay.stall(later, 5) is None  # the client still owes its Sync
+    await play.client(m.Sync())
+    assert relay.stall(later, 5) is not None
+    await play.upstream(m.ParseComplete(), m.BindComplete(), m.CommandComplete("SELECT 0"),
+                        READY)
+    await play.client(m.Query("COPY t FROM STDIN"))
+    await play.upstream(m.CopyInResponse(0, (0,)))
+    assert relay.stall(later, 5) is None  # the COPY waits for the client's data
+    await play.finish()
