@@ -239,9 +239,11 @@ class PolicyHook(Hook):
                                hint="call the function from SQL instead")
         statement.sql = call_sql(function.schema, function.name, len(call.args))
         now = self._clock.now()
-        decision = self.engine.decide_statement(self._context(state, now), classified)
+        held = self.grants(state.info.identity)  # re-read every call: revocable
+        decision = self.engine.decide_statement(
+            self._context(state, now, frozenset(held)), classified)
         statement.tags[DECISION_TAG] = decision
-        statement.tags[POLICY_TAG] = {**_journal_fields(decision),
+        statement.tags[POLICY_TAG] = {**_journal_fields(decision, held),
                                       "function": f"{function.schema}.{function.name}",
                                       "function_oid": call.function_oid}
         if not decision.allowed:
