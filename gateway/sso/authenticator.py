@@ -8,10 +8,12 @@ it names: the start-up user must equal the token's ``username_claim``.
 
 from __future__ import annotations
 
-from jwt import PyJWKClient, PyJWKSet
+from typing import Any
+
+from jwt import PyJWKClient
 
 from ..proxy.auth import AuthResult, ExternalLoginFailed
-from .discovery import discover, tls_context
+from .discovery import ProviderError, discover, tls_context
 from .jwks import JwksCache
 from .settings import SsoSettings
 from .tokens import TokenIdentity, TokenRejected, TokenValidator
@@ -31,14 +33,17 @@ class SsoLogin:
         self.keys = JwksCache(self._fetch_keys, settings.jwks_refresh_floor_s)
         self.validator = TokenValidator(settings, self.keys)
 
-    def _fetch_keys(self) -> PyJWKSet:
+    def _fetch_keys(self) -> dict[str, Any]:
         """Blocking (JwksCache runs it in a thread, one at a time): discover, then fetch."""
         if self._client is None:
             metadata = discover(self.settings.issuer, self._context, self.settings.timeout_s)
             self._client = PyJWKClient(metadata.jwks_uri, cache_jwk_set=False,
                                        timeout=self.settings.timeout_s,
                                        ssl_context=self._context)
-        return self._client.get_jwk_set(refresh=True)
+        document = self._client.fetch_data()
+        if not isinstance(document, dict):
+            raise ProviderError("the provider's JWKS is not a JSON object")
+        return document
 
     async def verify(self, user_name: str, password: str) -> AuthResult:
         try:

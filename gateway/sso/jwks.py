@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
-from jwt import PyJWK, PyJWKClient, PyJWKSet
-from jwt.exceptions import PyJWKClientError, PyJWKSetError
+from jwt import PyJWK, PyJWKClient
+from jwt.exceptions import InvalidKeyError, PyJWKClientError, PyJWKError, PyJWKSetError
 
 from .discovery import ProviderError
 
@@ -24,24 +26,33 @@ log = logging.getLogger("phigate.sso")
 MAX_AGE_S = 3600.0
 
 
-class JwksCache:
-    """kid → key for one provider; ``fetch`` is blocking and returns the whole set."""
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    """One published key: as the provider wrote it (kty, crv, alg) and ready for PyJWT."""
 
-    def __init__(self, fetch: Callable[[], PyJWKSet], floor_s: float,
+    kid: str
+    jwk: Mapping[str, Any]
+    key: PyJWK
+
+
+class JwksCache:
+    """kid → key for one provider; ``fetch`` is blocking and returns the JWKS document."""
+
+    def __init__(self, fetch: Callable[[], dict[str, Any]], floor_s: float,
                  max_age_s: float = MAX_AGE_S) -> None:
         self._fetch = fetch
         self.floor_s = floor_s
         self.max_age_s = max_age_s
-        self._keys: dict[str, PyJWK] = {}
+        self._keys: dict[str, SigningKey] = {}
         self._fetched_at: float | None = None  # monotonic time of the last attempt
         self._lock = asyncio.Lock()
         self.fetches = 0
 
     @classmethod
     def for_client(cls, client: PyJWKClient, floor_s: float) -> JwksCache:
-        return cls(lambda: client.get_jwk_set(refresh=True), floor_s)
+        return cls(client.fetch_data, floor_s)
 
-    async def key(self, kid: str) -> PyJWK | None:
+    async def key(self, kid: str) -> SigningKey | None:
         """The key named ``kid``; None if the provider does not (or may not yet) know it."""
         if kid in self._keys and not self._stale():
             return self._keys[kid]
@@ -61,9 +72,24 @@ class JwksCache:
         self._fetched_at = time.monotonic()
         self.fetches += 1
         try:
-            key_set = await asyncio.to_thread(self._fetch)
+            document = await asyncio.to_thread(self._fetch)
         except (PyJWKClientError, PyJWKSetError, ProviderError, OSError) as e:
             log.warning("cannot fetch the identity provider's keys: %s", e)
             return  # keep the keys we had: the IdP being down must not log everyone out
-        self._keys = {k.key_id: k for k in key_set.keys if k.key_id}
+        self._keys = _signing_keys(document)
         log.info("identity provider keys loaded", extra={"kids": sorted(self._keys)})
+
+
+def _signing_keys(document: Mapping[str, Any]) -> dict[str, SigningKey]:
+    """Usable signature keys with a kid; others (encryption keys, unknown types) are skipped."""
+    found: dict[str, SigningKey] = {}
+    keys = document.get("keys")
+    for jwk in keys if isinstance(keys, list) else ():
+        kid = jwk.get("kid") if isinstance(jwk, dict) else None
+        if not isinstance(kid, str) or not kid or jwk.get("use", "sig") != "sig":
+            continue
+        try:
+            found[kid] = SigningKey(kid, dict(jwk), PyJWK(jwk))
+        except (PyJWKError, InvalidKeyError, ValueError, TypeError) as e:  # bad key material
+            log.info("skipping the provider's key %s: %s", kid, e)
+    return found

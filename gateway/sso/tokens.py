@@ -13,9 +13,8 @@ import hashlib
 from dataclasses import dataclass
 
 import jwt
-from jwt import PyJWK
 
-from .jwks import JwksCache
+from .jwks import JwksCache, SigningKey
 from .settings import SsoSettings
 
 MAX_TOKEN_BYTES = 64 * 1024  # PostgreSQL's own limit on a password packet
@@ -69,10 +68,10 @@ class TokenValidator:
         claims = self._verified_claims(token, key, alg)
         return self._identity(token, claims)
 
-    def _verified_claims(self, token: str, key: PyJWK, alg: str) -> dict[str, object]:
+    def _verified_claims(self, token: str, key: SigningKey, alg: str) -> dict[str, object]:
         s = self.settings
         try:
-            return jwt.decode(token, key.key, algorithms=[alg], audience=s.audience,
+            return jwt.decode(token, key.key.key, algorithms=[alg], audience=s.audience,
                               issuer=s.issuer, leeway=s.leeway_s,
                               options={"require": REQUIRED_CLAIMS, "strict_aud": True,
                                        "verify_iat": True})
@@ -113,13 +112,13 @@ def _header(token: str) -> dict[str, object]:
         raise TokenRejected("not a signed JWT") from e
 
 
-def _check_key_fits(key: PyJWK, alg: str) -> None:
+def _check_key_fits(key: SigningKey, alg: str) -> None:
     """The key's own type, curve and alg must match the header: no algorithm confusion."""
-    jwk = key._jwk_data
+    jwk = key.jwk
     if jwk.get("kty") != _KEY_TYPES.get(alg[:2]):
         raise TokenRejected(f"key type {jwk.get('kty')!r} does not fit {alg}")
     if "alg" in jwk and jwk["alg"] != alg:
-        raise TokenRejected(f"key {key.key_id!r} is for {jwk['alg']}, not {alg}")
+        raise TokenRejected(f"key {key.kid!r} is for {jwk['alg']}, not {alg}")
     if alg in _CURVES and jwk.get("crv") != _CURVES[alg]:
         raise TokenRejected(f"key curve {jwk.get('crv')!r} does not fit {alg}")
 

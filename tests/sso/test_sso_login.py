@@ -17,7 +17,13 @@ import pytest
 
 from tests.e2e.harness import GatewayProcess, psql
 from tests.sso.conftest import phigate, token_psql
-from tests.sso.forge import claims_of, hs256_with_public_key, signed_by_stranger, unsigned
+from tests.sso.forge import (
+    claims_of,
+    hs256_with_public_key,
+    signed_by_stranger,
+    signed_with,
+    unsigned,
+)
 from tests.sso.idp import IdentityProvider, email
 
 
@@ -157,3 +163,36 @@ async def test_asyncpg_with_an_es256_token(idp: IdentityProvider,
     with pytest.raises(asyncpg.InvalidPasswordError, match="token authentication failed"):
         await asyncpg.connect(host="127.0.0.1", port=gateway.port, user=email("carol"),
                               password=rs256, database="clinic", ssl=context)
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"sub": None}, "lacks the sub claim"),
+    ({"iat": None}, "lacks the iat claim"),
+    ({"exp": None}, "lacks the exp claim"),
+    ({"iss": "https://127.0.0.1:1"}, "another issuer"),
+    ({"aud": ["phigate", "other-app"]}, "another audience"),  # strict_aud: exactly one aud
+    ({"nbf": time.time() + 600}, "not yet valid"),
+    ({"iat": time.time() + 600}, "not yet valid"),
+    ({"exp": time.time() - 5}, "token expired"),
+    ({"email": None}, "has no email claim"),
+])
+def test_claims_are_checked_even_with_a_valid_signature(
+        idp: IdentityProvider, sso_gateway: GatewayProcess, change: dict[str, object],
+        reason: str) -> None:
+    claims = {**claims_of(idp.id_token("alice")), **change}
+    claims = {k: v for k, v in claims.items() if v is not None}
+    token = signed_with(idp.keys.rsa_key, claims, idp.keys.rsa_kid)
+    refused(token_psql(sso_gateway, email("alice"), token), reason)
+
+
+def test_header_confusions_are_refused(idp: IdentityProvider,
+                                       sso_gateway: GatewayProcess) -> None:
+    claims = claims_of(idp.id_token("alice"))
+    # An ES256 token that names the RSA key: refused before any signature check.
+    confused = signed_with(idp.keys.ec_key, claims, idp.keys.rsa_kid, algorithm="ES256")
+    refused(token_psql(sso_gateway, email("alice"), confused), "key type 'RSA' does not fit")
+    logout = signed_with(idp.keys.rsa_key, claims, idp.keys.rsa_kid, typ="logout+jwt")
+    refused(token_psql(sso_gateway, email("alice"), logout), "not a login token")
+    refused(token_psql(sso_gateway, email("alice"), "x" * 70_000), "longer than 64 KiB")
+    refused(token_psql(sso_gateway, email("alice"), "not-a-jwt"), "not a signed JWT")
+    assert "eyJ" not in sso_gateway.log()  # no token (or part of one) in the gateway's log
