@@ -80,10 +80,13 @@ async def allowed(conn: asyncpg.Connection, within_s: float = 5.0) -> None:
 
 
 @pytest.fixture
-def gateway(start_sso_gateway: Callable[..., GatewayProcess], tmp_path: Path) -> GatewayProcess:
+def gateway(start_sso_gateway: Callable[..., GatewayProcess], tmp_path: Path,
+            request: pytest.FixtureRequest) -> GatewayProcess:
     policy = tmp_path / "break-glass.yaml"
     policy.write_text(POLICY, encoding="utf-8")
+    access = getattr(request, "param", None)  # an access: section, or the defaults
     return start_sso_gateway({
+        **({"access": access} if access else {}),
         "policies": [str(policy)],
         "alerts": {"sinks": {"ops-log": {"type": "log"}},
                    "rules": [{"name": "access", "when": "access_request",
@@ -131,6 +134,7 @@ async def test_request_approve_revoke_and_expiry(idp: IdentityProvider,
         await denied(conn, 3.0)
     finally:
         await conn.close()
+    assert (gateway.journal_dir.parent / "access.sqlite3").is_file()  # the default store
     entries = journal(gateway)
     kinds = [e["type"] for e in entries if str(e["type"]).startswith("access_")]
     assert kinds == ["access_request", "access_approval", "access_grant", "access_revocation",
@@ -140,6 +144,11 @@ async def test_request_approve_revoke_and_expiry(idp: IdentityProvider,
     assert all(e["decision"] == "allow" and e["rules"] == ["break-glass"] for e in under)
 
 
+STORE = "grants/access.sqlite3"
+
+
+@pytest.mark.parametrize("gateway", [{"store": STORE, "poll_interval": "100ms"}],
+                         indirect=True)
 def test_cli_refusals_and_denial(idp: IdentityProvider, gateway: GatewayProcess) -> None:
     bob = IDENTITIES["bob"].password
     assert access(gateway, "request", "--rule", "break-glass", "--reason", "x", "--duration",
@@ -165,3 +174,4 @@ def test_cli_refusals_and_denial(idp: IdentityProvider, gateway: GatewayProcess)
     assert listed[request]["state"] == "denied"
     eventually(lambda: any(e["type"] == "access_denial" and e["reason"] == "use the replica"
                            for e in journal(gateway)))
+    assert (gateway.config_path.parent / STORE).is_file()  # access.store, relative to the config

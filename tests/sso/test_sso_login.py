@@ -98,12 +98,14 @@ def test_token_for_another_audience_is_refused(idp: IdentityProvider,
 
 async def test_expired_token_refused_and_session_ended_at_expiry(
         idp: IdentityProvider, start_sso_gateway: Callable[..., GatewayProcess]) -> None:
-    gateway = start_sso_gateway(client_id="phigate-short")
+    gateway = start_sso_gateway(client_id="phigate-short", expiry_grace="1s")
     token = idp.id_token("alice", "phigate-short")
     conn = await asyncpg.connect(host="127.0.0.1", port=gateway.port, user=email("alice"),
                                  password=token, database="clinic", ssl=_no_verify())
     assert await conn.fetchval("SELECT 1") == 1
-    time.sleep(max(0.0, claims_of(token)["exp"] - time.time()) + 0.5)
+    time.sleep(max(0.0, claims_of(token)["exp"] - time.time()) + 0.3)
+    assert await conn.fetchval("SELECT 2") == 2  # expired, but within expiry_grace
+    time.sleep(1.2)
     # The gateway sent its FATAL when the token expired; asyncpg reports it on next use.
     with pytest.raises(asyncpg.ConnectionDoesNotExistError, match="login expired"):
         await conn.fetchval("SELECT 1")
@@ -196,3 +198,15 @@ def test_header_confusions_are_refused(idp: IdentityProvider,
     refused(token_psql(sso_gateway, email("alice"), "x" * 70_000), "longer than 64 KiB")
     refused(token_psql(sso_gateway, email("alice"), "not-a-jwt"), "not a signed JWT")
     assert "eyJ" not in sso_gateway.log()  # no token (or part of one) in the gateway's log
+
+
+async def test_preferred_username_and_a_custom_groups_claim(
+        idp: IdentityProvider, start_sso_gateway: Callable[..., GatewayProcess]) -> None:
+    gateway = start_sso_gateway(username_claim="preferred_username", groups_claim="groups",
+                                timeout="2s")
+    result = token_psql(gateway, "carol", idp.id_token("carol"))
+    assert result.returncode == 0, result.stderr
+    refused(token_psql(gateway, email("carol"), idp.id_token("carol")),
+            "belongs to carol, not to carol@clinic.example")
+    starts = [e for e in journal(gateway, "session_start") if e.get("identity") == "carol"]
+    assert starts[-1]["groups"] == ["approvers", "sre"]

@@ -44,3 +44,15 @@ def test_weak_or_unknown_settings_are_refused(tmp_path: Path, key: str, value: A
     code, output = check(tmp_path, **{key: value})
     assert code == 2
     assert f"sso.{key}" in output and message in output, output
+
+
+@pytest.mark.parametrize(("access", "code", "message"), [
+    ({"store": "var/access.sqlite3", "poll_interval": "100ms"}, 0, "OK"),
+    ({"poll_interval": "2s"}, 2, "at most 1s"),
+    ({"path": "x"}, 2, "unknown key"),
+])
+def test_access_section(tmp_path: Path, access: dict[str, Any], code: int, message: str) -> None:
+    path = tmp_path / "phigate.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "access": access}), encoding="utf-8")
+    result = phigate("check-config", "-c", str(path))
+    assert result.returncode == code and message in result.stdout + result.stderr
