@@ -18,6 +18,7 @@ from .clock import TEST_NOW_ENV, Clock
 from .errors import ConfigError, GatewayError
 from .journal import Journal, JournalError
 from .journal.hook import JournalHook, config_fields
+from .masking import MaskingHook
 from .ops.monitoring import Monitoring
 from .policy.hook import PolicyHook
 from .proxy.auth import PasswordLogin
@@ -63,13 +64,16 @@ def build_hooks(settings: Settings, journal: Journal,
         log.warning("clock shifted by %s for testing: policy time windows use %s",
                     TEST_NOW_ENV, clock.now().isoformat())
     policy = PolicyHook(settings, clock=clock)
+    masking = MaskingHook(settings, policy)
     journal_hook = JournalHook(journal, policy.policies_in_force)
     others: list[Hook] = []
     if settings.recordings is not None:
         others.append(RecorderHook(settings.recordings, journal, source=str(settings.source)))
     if monitoring is None:
-        return [policy, journal_hook, *others]
-    return monitoring.chain(policy, journal_hook, journal, clock, others=others)
+        return [policy, masking, journal_hook, *others]
+    hooks = monitoring.chain(policy, journal_hook, journal, clock, others=others)
+    hooks.insert(hooks.index(policy) + 1, masking)  # masking reads the decision
+    return hooks
 
 
 async def open_journal(settings: Settings) -> Journal:

@@ -22,6 +22,7 @@ from policies.cache import ClassificationCache
 from policies.context import RequestContext
 from policies.evaluate import RuleBook, evaluate
 from policies.loader import PolicyError
+from policies.masking import MaskProfile, build_profile
 from policies.model import (
     EMPTY_QUERY,
     ENGINE_ERROR,
@@ -52,6 +53,17 @@ class Engine:
         self._full = _book(self.policies, loaded=True) if has_dry_run else None
         self._only_dry_run = has_dry_run and not enforced
         self.cache = cache if cache is not None else ClassificationCache()
+        # Masking is enforced from enforced files only (a dry-run file cannot mask).
+        self.masking = tuple(rule for p in enforced for rule in p.masking)
+        self.phi_columns = tuple(c for p in enforced for c in p.phi_columns)
+        self.phi_table_patterns = tuple(t for p in enforced for t in p.phi_tables)
+
+    def mask_profile(self, identity: str, groups: frozenset[str], database: str, *,
+                     forced: bool = False) -> MaskProfile | None:
+        """The masking a session of ``identity`` on ``database`` gets (None: none)."""
+        rules = [r for r in self.masking if r.applies(identity, groups, database)]
+        return build_profile(rules, database=database, phi_columns=self.phi_columns,
+                             phi_tables=self.phi_table_patterns, forced=forced)
 
     def classify(self, sql: str) -> Classification:
         return self.cache.get(sql)
@@ -240,6 +252,7 @@ def _combine(parts: list[Decision], statements: tuple[Statement, ...]) -> Decisi
         would_deny=bool(would) and not denied,
         bulk_export=any(p.bulk_export for p in parts),
         dangerous=any(p.dangerous for p in parts),
+        masked=any(p.masked for p in parts),
         statements=statements,
         parts=tuple(parts),
     )

@@ -9,6 +9,7 @@ and with PHI row budget left — and no applying rule denies one of its classes,
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import ipaddress
 from collections.abc import Sequence
@@ -212,11 +213,17 @@ class _Facts:
         names = tuple(r.name for r in allowing)
         budgets = [r.max_phi_rows_per_hour for r in allowing if r.max_phi_rows_per_hour]
         what = ", ".join(sorted(self.stmt.classes)) or "statement"
-        return self._make(
+        decision = self._make(
             "allow", names, f"phigate: allowed by rule {', '.join(names)} ({what})", None,
             alert=any(r.alert for r in allowing), max_rows=self.max_rows,
             budget=min(budgets, default=None),
         )
+        # PHI is shown in clear only when some allowing rule says so; `phi: masked` alone
+        # lets the statement run with every identifier masked.
+        if self.phi and any(r.phi == "masked" for r in allowing) and not any(
+                r.phi == "allow" for r in allowing):
+            return dataclasses.replace(decision, masked=True)
+        return decision
 
     def denied_by_rules(self, denials: list[tuple[Rule, str]]) -> Decision:
         rule, what = denials[0]

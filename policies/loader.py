@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from policies.approval import parse_approval
+from policies.masking_load import masking_rules, phi_columns
 from policies.model import (
     ALLOW_ITEMS,
     BULK_EXPORT,
@@ -32,7 +33,8 @@ from policies.model import (
 from policies.phi import parse_pattern
 from policies.yamlsource import LocatedList, LocatedMap, YamlSyntaxError, parse_located
 
-TOP_KEYS = frozenset({"phi_tables", "rules", "enforce", "description", "version"})
+TOP_KEYS = frozenset({"phi_tables", "rules", "enforce", "description", "version",
+                      "phi_columns", "masking"})
 RULE_KEYS = frozenset(
     {
         "name", "description", "users", "groups", "databases", "clients", "hours", "days",
@@ -84,7 +86,8 @@ def load_policy(text: str, source: str) -> Policy:
     rules = v.rules(data)
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return Policy(source=source, sha256=digest, phi_tables=phi_tables, rules=rules,
-                  enforce=enforce)
+                  enforce=enforce, phi_columns=phi_columns(v, data),
+                  masking=masking_rules(v, data))
 
 
 def load_policies(files: Iterable[tuple[str, str]]) -> tuple[Policy, ...]:
@@ -329,11 +332,11 @@ class _RuleBuilder:
 
     def phi(self) -> PhiAccess:
         value = self.data.get("phi", "allow")
-        if value == "allow":
-            return "allow"
+        if value in ("allow", "masked"):
+            return "masked" if value == "masked" else "allow"
         if value != "deny":
             self.v.fail(self.line("phi"), self.key("phi"),
-                        f"expected allow or deny, got {value!r}")
+                        f"expected allow, deny or masked, got {value!r}")
         return "deny"
 
 

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 if TYPE_CHECKING:
     from policies.approval import Approval
+    from policies.masking import ColumnPattern, MaskingRule
     from policies.statement import Statement
 
 
@@ -60,7 +61,7 @@ SQLSTATE_ROW_LIMIT = "54000"  # program_limit_exceeded, for a max_rows cut at ru
 SQLSTATE_TOO_COMPLEX = "54001"  # statement_too_complex: the decision's step budget ran out
 
 Action = Literal["allow", "deny"]
-PhiAccess = Literal["allow", "deny"]
+PhiAccess = Literal["allow", "deny", "masked"]
 
 DAY_NAMES: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -136,6 +137,8 @@ class Policy:
     phi_tables: tuple[str, ...]
     rules: tuple[Rule, ...]
     enforce: bool = True
+    phi_columns: tuple[ColumnPattern, ...] = ()
+    masking: tuple[MaskingRule, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +170,7 @@ class Decision:
     would_deny: bool = False  # a dry-run file would have denied; nothing was blocked
     bulk_export: bool = False
     dangerous: bool = False
+    masked: bool = False  # PHI allowed only masked (a `phi: masked` rule, none with phi: allow)
     statements: tuple[Statement, ...] = ()
     parts: tuple[Decision, ...] = ()
 

@@ -13,8 +13,17 @@ from dataclasses import dataclass, field
 
 from protocols.postgres import peek
 
+from ..errors import StatementRefused
 from .frames import B_COPY_IN_RESPONSE, B_NOTICE, B_ROW_DESCRIPTION
-from .hooks import Outcome, RowLimit, Statement
+from .hooks import Outcome, ResultFilter, RowLimit, RowTransformer, Statement
+
+
+@dataclass(slots=True)
+class Described:
+    """The Describe answer of one Parse (or one portal): a new object per Parse, so an
+    Execute is always matched with the description of what its portal really runs."""
+
+    frame: bytes | None = None
 
 
 class Kind(enum.Enum):
@@ -33,6 +42,8 @@ class Portal:
     bind_frame: bytes
     rows_sent: int = 0
     row_limit: RowLimit | None = None
+    prepared: Described | None = None  # the Describe answer of its statement
+    described: Described = field(default_factory=Described)  # of the portal itself
 
 
 @dataclass(slots=True)
@@ -49,49 +60,64 @@ class Pending:
     portal: Portal | None = None
     cancelled: bool = False
     capture: int = 0  # result rows to keep for the hooks (statement.capture_rows)
+    result_filter: ResultFilter | None = None
+    transformer: RowTransformer | None = None  # for the result now arriving
+    transforming: bool = False  # the filter was asked about the result now arriving
+    cut: StatementRefused | None = None  # a filter refused the result: its error
 
 
 class SessionNames:
     """Prepared statements, portals and Describe answers of one session, by name."""
 
-    __slots__ = ("statements", "portals", "described", "descriptions")
+    __slots__ = ("statements", "portals", "described", "descriptions", "answers")
 
     def __init__(self) -> None:
         self.statements: dict[str, str] = {}
         self.portals: dict[str, Portal] = {}
         # Describe answers (RowDescription or NoData), in order, so that a prepared
         # statement's column names reach hooks even when its Executes come much later.
-        self.described: deque[str | None] = deque()
+        self.described: deque[tuple[str | None, Described | None]] = deque()
         self.descriptions: dict[str, bytes | None] = {}
+        self.answers: dict[str, Described] = {}  # per statement name, replaced at each Parse
 
     def parse(self, name: str, sql: str) -> None:
         self.statements[name] = sql
         self.descriptions.pop(name, None)
+        self.answers[name] = Described()
 
     def forget_statement(self, name: str) -> None:
         self.statements.pop(name, None)
 
     def bind(self, frame: bytes) -> None:
         portal, statement = peek.bind_names(frame)
-        self.portals[portal] = Portal(self.statements.get(statement, ""), statement, frame)
+        self.portals[portal] = Portal(self.statements.get(statement, ""), statement, frame,
+                                      prepared=self.answers.get(statement))
 
     def close(self, frame: bytes) -> None:
         kind, name = peek.close_target(frame)
         if kind == "S":
             self.statements.pop(name, None)
             self.descriptions.pop(name, None)
+            self.answers.pop(name, None)
         else:
             self.portals.pop(name, None)
 
     def describe(self, frame: bytes) -> None:
         kind, name = peek.close_target(frame)  # Describe has Close's layout
-        self.described.append(name if kind == "S" else None)
+        if kind == "S":
+            self.described.append((name, self.answers.get(name)))
+        else:
+            portal = self.portals.get(name)
+            self.described.append((None, portal.described if portal else None))
 
     def description(self, type_byte: int, frame: bytes) -> None:
         """The answer to the oldest outstanding Describe; kept for a described statement."""
-        name = self.described.popleft()
+        name, answer = self.described.popleft()
+        kept = frame if type_byte == B_ROW_DESCRIPTION else None
         if name is not None:
-            self.descriptions[name] = frame if type_byte == B_ROW_DESCRIPTION else None
+            self.descriptions[name] = kept
+        if answer is not None:
+            answer.frame = kept
 
 
 def keep_row(head: Pending, buf: bytearray, start: int, end: int) -> None:

@@ -50,6 +50,16 @@ statement nobody proved read-only, keep strict write-ahead.
 A verdict may also carry a ``row_limit``: the relay then forwards at most that
 many DataRows for the statement (counting every Execute of a suspended portal),
 cancels the upstream query and sends the limit's error instead of the rest.
+
+A verdict may carry a ``result_filter`` (:class:`ResultFilter`): the relay then asks it,
+for each result the statement produces, for a :class:`RowTransformer` — given the result's
+RowDescription (the statement's own, or for an Execute the Describe answer of its portal or
+prepared statement, None when the client never described it) and the result column formats,
+or given the COPY statement's CopyOutResponse. Every DataRow (or COPY TO CopyData) of that
+result is then replaced by what the transformer returns; row and byte counts, limits and
+captured rows (recordings) see the transformed frames. A filter or transformer that raises
+:class:`StatementRefused` ends the result with that error, as a row limit does. Statements
+without a filter keep the verbatim fast path.
 """
 
 from __future__ import annotations
@@ -59,7 +69,7 @@ import enum
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from protocols.postgres import messages as m
 from protocols.postgres.decoder import decode_frontend
@@ -132,6 +142,28 @@ class RowLimit:
     error: StatementRefused
 
 
+class RowTransformer(Protocol):
+    """Rewrites the DataRow (or CopyData) frames of one result; ``report`` goes to the
+    Outcome (``outcome.transformed``) for the journal."""
+
+    def transform(self, frame: bytes) -> bytes:
+        """The frame the client receives instead of ``frame`` (a whole wire message)."""
+
+    def report(self) -> dict[str, object]:
+        """What was rewritten, for ``Outcome.transformed``."""
+
+
+class ResultFilter(Protocol):
+    """Decides, per result of a statement, whether and how its rows are rewritten."""
+
+    def rows(self, description: bytes | None, formats: Sequence[int] | None
+             ) -> RowTransformer | None:
+        """``formats``: the Bind's result formats; None: as the description says."""
+
+    def copy_out(self, response: bytes) -> RowTransformer | None:
+        """A COPY TO result, given its CopyOutResponse."""
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """A hook's answer. ``rewrite_sql`` (simple queries only) is forwarded instead of the
@@ -141,6 +173,7 @@ class Verdict:
     row_limit: RowLimit | None = None
     rewrite_sql: str | None = None
     local_tag: str | None = None
+    result_filter: ResultFilter | None = None
 
 
 ALLOW = Verdict()
@@ -223,6 +256,7 @@ class Outcome:
     copy_direction: str | None = None  # "in" or "out" for COPY
     copy_in_bytes: int = 0
     copy_in_sample: list[bytes] | None = None  # CopyData frames the client sent
+    transformed: dict[str, object] | None = None  # RowTransformer.report(): what was masked
 
 
 @dataclass(slots=True)
@@ -280,7 +314,9 @@ def _merge(verdict: Verdict, new: Verdict) -> Verdict:
         row_limit = new.row_limit
     rewrite = new.rewrite_sql if new.rewrite_sql is not None else verdict.rewrite_sql
     tag = new.local_tag if new.rewrite_sql is not None else verdict.local_tag
-    return Verdict(row_limit=row_limit, rewrite_sql=rewrite, local_tag=tag)
+    result_filter = new.result_filter or verdict.result_filter
+    return Verdict(row_limit=row_limit, rewrite_sql=rewrite, local_tag=tag,
+                   result_filter=result_filter)
 
 
 class HookChain:

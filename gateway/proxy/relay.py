@@ -38,6 +38,7 @@ from .frames import (
     B_COMMAND_COMPLETE,
     B_COPY_DATA,
     B_COPY_IN_RESPONSE,
+    B_COPY_OUT_RESPONSE,
     B_DATA_ROW,
     B_DESCRIPTION,
     B_END_OF_STATEMENT,
@@ -48,6 +49,7 @@ from .frames import (
     B_PORTAL_SUSPENDED,
     B_READY,
     B_RESULT_DETAIL,
+    B_ROW_DESCRIPTION,
     F_BIND,
     F_CLOSE,
     F_COPY_DATA,
@@ -68,6 +70,7 @@ from .hooks import (
     EndReason,
     HookChain,
     Phase,
+    RowTransformer,
     SessionInfo,
     SessionSummary,
     Statement,
@@ -319,6 +322,7 @@ class Relay:
             frame = encode(m.Query(sql=verdict.rewrite_sql))
         if pending is not None:
             pending.capture = statement.capture_rows
+            pending.result_filter = verdict.result_filter
             pending.row_limit = verdict.row_limit
             if pending.portal is not None and verdict.row_limit is not None:
                 pending.portal.row_limit = verdict.row_limit
@@ -487,6 +491,11 @@ class Relay:
             if type_byte == B_DATA_ROW or type_byte == B_COPY_DATA:
                 if pending:
                     head = pending[0]
+                    if head.result_filter is not None:  # rows rewritten: off the fast path
+                        out += buf[copied:start]
+                        copied = end
+                        out += self._filtered_row(head, bytes(buf[start:end]))
+                        continue
                     head.outcome.rows += 1
                     head.outcome.bytes_to_client += end - start
                     if head.row_limit is not None and self._over_limit(head):
@@ -511,6 +520,8 @@ class Relay:
             if type_byte in B_RESULT_DETAIL:
                 if type_byte == B_COPY_IN_RESPONSE:
                     self._copying_in = True  # the client sends next: its data, then CopyDone
+                if pending[0].result_filter is not None:
+                    self._filtered_result(pending[0], type_byte, bytes(buf[start:end]))
                 if pending[0].capture:
                     keep_detail(pending[0], type_byte, bytes(buf[start:end]))
                 continue
@@ -554,6 +565,72 @@ class Relay:
             self._tasks.append(task)
         return True
 
+    # ------------------------------------------------ results a hook rewrites (masking)
+
+    def _filtered_result(self, head: Pending, type_byte: int, frame: bytes) -> None:
+        """A simple query's RowDescription, or any COPY TO's CopyOutResponse, starts a
+        result: ask the statement's filter how its rows are to be rewritten."""
+        result_filter = head.result_filter
+        assert result_filter is not None
+        if head.cancelled:
+            return
+        try:
+            if type_byte == B_COPY_OUT_RESPONSE:
+                head.transformer = result_filter.copy_out(frame)
+                head.transforming = True
+            elif type_byte == B_ROW_DESCRIPTION and head.kind is Kind.QUERY:
+                head.transformer = result_filter.rows(frame, None)
+                head.transforming = True
+        except StatementRefused as refusal:
+            self._cut(head, refusal)
+
+    def _filtered_row(self, head: Pending, frame: bytes) -> bytes:
+        """One DataRow/CopyData of a filtered statement: what the client receives instead."""
+        if head.cancelled:
+            return b""
+        try:
+            if not head.transforming:  # an Execute: its portal's or statement's Describe
+                head.transformer = self._execute_transformer(head)
+                head.transforming = True
+            if head.transformer is not None:
+                frame = head.transformer.transform(frame)
+        except StatementRefused as refusal:
+            self._cut(head, refusal)
+            return b""
+        head.outcome.rows += 1
+        if head.row_limit is not None and self._over_limit(head):
+            return b""
+        head.outcome.bytes_to_client += len(frame)
+        if head.capture:
+            keep_row(head, bytearray(frame), 0, len(frame))
+        return frame
+
+    def _execute_transformer(self, head: Pending) -> RowTransformer | None:
+        assert head.result_filter is not None
+        portal = head.portal
+        if portal is None:
+            return head.result_filter.rows(None, None)
+        description = portal.described.frame or (portal.prepared.frame
+                                                 if portal.prepared else None)
+        bind = decode_frontend(portal.bind_frame)
+        assert isinstance(bind, m.Bind)
+        return head.result_filter.rows(description, bind.result_formats)
+
+    def _result_done(self, head: Pending) -> None:
+        """A result ended: keep what its transformer did; a simple query may hold more."""
+        assert head.transformer is not None
+        report = head.transformer.report()
+        if report:
+            head.outcome.transformed = {**(head.outcome.transformed or {}), **report}
+        head.transformer = None
+        head.transforming = False
+
+    def _cut(self, head: Pending, refusal: StatementRefused) -> None:
+        """End a result with ``refusal``: later rows are dropped, its end is replaced."""
+        head.cancelled = True
+        head.cut = refusal
+        head.replacement = error_frame(refusal)
+
     def _end_of_statement(self, type_byte: int, buf: bytearray, start: int,
                           end: int) -> bytes | None:
         """Account for a completion message; return bytes to send instead, or None."""
@@ -568,6 +645,8 @@ class Relay:
         if head.kind is Kind.SYNC:
             return None  # e.g. an error for a Parse/Bind: nothing of ours to account for
         outcome = head.outcome
+        if head.transformer is not None:
+            self._result_done(head)
         if type_byte == B_ERROR:
             frame = bytes(buf[start:end])
             error = decode_backend(frame)
@@ -643,7 +722,10 @@ class Relay:
         outcome.duration_s = time.monotonic() - pending.started if pending.started else 0.0
         if pending.portal is not None:
             pending.portal.rows_sent += outcome.rows
-        if pending.cancelled and pending.row_limit is not None:
+        if pending.cut is not None:
+            outcome.sqlstate = pending.cut.sqlstate
+            outcome.error_message = pending.cut.message
+        elif pending.cancelled and pending.row_limit is not None:
             outcome.sqlstate = pending.row_limit.error.sqlstate
             outcome.error_message = pending.row_limit.error.message
         self.summary.rows += outcome.rows

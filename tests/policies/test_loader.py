@@ -60,7 +60,7 @@ RULE = "rules:\n  - name: r\n    allow: [select]\n"
     (RULE + "    timezone: ../../etc/passwd\n", 4, "rules[0].timezone", "unknown time zone"),
     (RULE + "    days: [mon, tues]\n", 4, "rules[0].days[1]", "bad day name"),
     (RULE + "    days: mon\n", 4, "rules[0].days", "expected a list"),
-    (RULE + "    phi: no\n", 4, "rules[0].phi", "expected allow or deny"),
+    (RULE + "    phi: no\n", 4, "rules[0].phi", "expected allow, deny or masked"),
     (RULE + "    max_rows: 0\n", 4, "rules[0].max_rows", "positive integer"),
     (RULE + "    max_rows: true\n", 4, "rules[0].max_rows", "positive integer"),
     (RULE + "    max_phi_rows_per_hour: '5000'\n", 4, "rules[0].max_phi_rows_per_hour",

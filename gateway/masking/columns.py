@@ -1,0 +1,119 @@
+"""Which result columns of a session carry masked values: one map per (catalog, profile).
+
+A result column's source (table OID, attnum) from RowDescription is looked up here: a base
+table column gets its profile strategy (a partition's or inheritance child's column that of
+its parent's column of the same name); a view column is mapped through the view's definition
+(``policies.taint``): a plain reference to a masked column gets that column's strategy, any
+other expression over masked columns is :data:`DERIVED` (refused or redacted whole, as
+``on_derived`` says). Views of views are followed to a fixpoint; what cannot be resolved is
+DERIVED. Built by ``gateway/masking/hook.py`` at session start, read per result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Final
+
+from policies.masking import REDACT, MaskProfile, Strategy
+from policies.phi import parse_ref
+from policies.taint import CLEAN, output_taint
+
+from .catalog import Catalog, Relation
+
+
+class Derived:
+    """The column is computed from masked columns: never shown as it is."""
+
+    def __str__(self) -> str:
+        return "derived"
+
+
+DERIVED: Final = Derived()
+Plan = Strategy | Derived | None
+_MAX_VIEW_ROUNDS = 16  # views of views resolved per round; deeper chains are DERIVED
+
+
+class ColumnMap:
+    __slots__ = ("catalog", "profile", "plans", "_names",
+                 "_by_name")
+
+    def __init__(self, catalog: Catalog, profile: MaskProfile) -> None:
+        self.catalog, self.profile = catalog, profile
+        self.plans: dict[tuple[int, int], Plan] = {}
+        self._by_name: dict[str, list[Relation]] | None = None
+        names: dict[str, set[str]] = {}  # masked column name → strategies, for views
+        for rel in catalog.relations.values():
+            if rel.view_sql is None:
+                for attnum, column in rel.columns.items():
+                    plan = self._base(rel, column)
+                    self.plans[(rel.oid, attnum)] = plan
+                    if isinstance(plan, Strategy):
+                        names.setdefault(column.lower(), set()).add(str(plan))
+        self._names = names
+        self._views([r for r in catalog.relations.values() if r.view_sql is not None])
+
+    def plan(self, table_oid: int, attnum: int) -> Plan:
+        return self.plans.get((table_oid, attnum))
+
+    def names_for(self, tables: Iterable[str]) -> frozenset[str]:
+        """Masked (or derived) column names of the relations a statement names: what its
+        output expressions are checked against."""
+        return frozenset(column.lower() for rel in self._named_relations(tables)
+                         for attnum, column in rel.columns.items()
+                         if self.plans.get((rel.oid, attnum)) is not None)
+
+    def _named_relations(self, tables: Iterable[str]) -> Iterator[Relation]:
+        if self._by_name is None:
+            self._by_name = self.catalog.by_name()
+        for text in tables:
+            ref = parse_ref(text)
+            key = f"{ref.schema}.{ref.name}" if ref.schema else ref.name
+            yield from self._by_name.get(key.lower(), ())
+
+    def _base(self, rel: Relation, column: str) -> Strategy | None:
+        strategy = self.profile.strategy(rel.schema, rel.name, column)
+        for parent_oid in rel.parents:  # a partition holds its parent's identifiers
+            parent = self.catalog.relations.get(parent_oid)
+            if parent is not None and strategy is None:
+                strategy = self._base(parent, column)
+        return strategy
+
+    def _views(self, views: list[Relation]) -> None:
+        """Map view columns; repeat while a round taints new names (views of views)."""
+        pending = views
+        for _ in range(_MAX_VIEW_ROUNDS):
+            before = set(self._names)
+            for view in pending:
+                self._view(view)
+            if set(self._names) == before:
+                return
+        for view in pending:  # still moving after many rounds: trust none of it
+            for attnum in view.columns:
+                self.plans[(view.oid, attnum)] = DERIVED
+
+    def _view(self, view: Relation) -> None:
+        outputs = output_taint(view.view_sql or "", frozenset(self._names))
+        for attnum, column in view.columns.items():
+            if outputs is None or len(outputs) != len(view.columns):
+                plan: Plan = DERIVED
+            else:
+                out = outputs[attnum - 1]
+                plan = (self.named(out.column) if out.column is not None
+                        else None if out.taint == CLEAN else DERIVED)
+            self.plans[(view.oid, attnum)] = plan
+            if plan is not None:
+                self._names.setdefault(column.lower(), set()).add(str(plan))
+
+    def named(self, column: str) -> Plan:
+        strategies = self._names.get(column, set())
+        if strategies == {"derived"}:
+            return DERIVED
+        if len(strategies) == 1:
+            return self.profile_strategy(next(iter(strategies)))
+        return REDACT  # the name is masked differently in different tables: the strictest
+
+    def profile_strategy(self, text: str) -> Strategy:
+        for _, strategy in self.profile.columns:
+            if str(strategy) == text:
+                return strategy
+        return REDACT

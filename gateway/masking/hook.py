@@ -1,0 +1,158 @@
+"""The masking hook: results of masked sessions reach the client with identifiers masked.
+
+Runs right after the policy hook (it reads the policy decision) and before the journal (so
+the statement entry says which masking rules apply). A session is masked when a masking rule
+applies to it, and a statement is masked too when a ``phi: masked`` rule allowed it. For those
+statements the hook: refuses calls of functions off the allow-list (built-in IMMUTABLE/STABLE
+functions and the rules' ``functions``; a function can read a masked table the gateway never
+sees), refuses writes in statements that read masked relations (the values would be copied
+in clear), and hands the relay a :class:`~gateway.masking.filter.MaskingFilter` that rewrites
+each result's rows. Every other statement gets no filter and stays on the relay's fast path.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass, field
+
+from policies.detectors import Detector
+from policies.masking import MaskProfile
+from policies.model import Decision
+
+from ..errors import PolicyDenied
+from ..journal.hook import POLICY_TAG
+from ..policy.hook import DECISION_TAG, PolicyHook
+from ..proxy.hooks import Hook, Outcome, Phase, SessionInfo, SessionSummary, Statement, Verdict
+from ..settings.config import Settings
+from .catalog import MaskingCatalog
+from .columns import ColumnMap
+from .copy import copy_plan
+from .filter import MaskingFilter
+
+log = logging.getLogger("phigate.masking")
+
+READ_ONLY = frozenset({"select", "transaction", "session", "utility", "copy_out"})
+
+
+@dataclass(slots=True)
+class _State:
+    info: SessionInfo
+    profile: MaskProfile | None
+    forced: MaskProfile | None = None  # for statements a `phi: masked` rule allowed
+    maps: dict[int, ColumnMap] = field(default_factory=dict)  # id(profile) → map
+    detectors: dict[int, Detector | None] = field(default_factory=dict)
+
+
+class MaskingHook(Hook):
+    def __init__(self, settings: Settings, policy: PolicyHook, *,
+                 hash_key: bytes | None = None) -> None:
+        self._settings = settings
+        self._policy = policy
+        # Keyed hashes are stable while the key is: equal values hash equally across
+        # sessions, so joins and GROUP BY on hashed columns still match.
+        self._key = hash_key or secrets.token_bytes(32)
+        self._catalog = MaskingCatalog(settings.limits.max_message_size)
+        self._sessions: dict[str, _State] = {}
+
+    def config_loaded(self, settings: Settings) -> None:
+        self._settings = settings
+        for state in self._sessions.values():  # the policy hook already loaded the files
+            state.profile = self._profile(state.info)
+            state.forced = None
+            state.maps.clear()
+            state.detectors.clear()
+
+    async def session_started(self, session: SessionInfo) -> None:
+        self._sessions[session.session_id] = _State(session, self._profile(session))
+
+    def session_ended(self, session: SessionInfo, summary: SessionSummary) -> None:
+        self._sessions.pop(session.session_id, None)
+
+    def _profile(self, info: SessionInfo, *, forced: bool = False) -> MaskProfile | None:
+        return self._policy.engine.mask_profile(info.identity, info.groups, info.database,
+                                                forced=forced)
+
+    async def before_statement(self, statement: Statement) -> Verdict | None:
+        if statement.phase is Phase.PARSE or statement.verdict.refusal is not None:
+            return None
+        decision = statement.tags.get(DECISION_TAG)
+        state = self._sessions.get(statement.session.session_id)
+        if state is None or not isinstance(decision, Decision):
+            return None
+        profile = state.profile
+        if profile is None and decision.masked:
+            state.forced = state.forced or self._profile(state.info, forced=True)
+            profile = state.forced
+        if profile is None:
+            return None  # not a masked session: the relay's fast path
+        column_map = await self._column_map(state, profile)
+        self._check_functions(decision, column_map, profile)
+        names = column_map.names_for(decision.tables)
+        if names and not READ_ONLY.issuperset(decision.classes):
+            raise PolicyDenied(
+                "phigate: this session sees masked values; statements that read masked "
+                f"tables may not also write ({', '.join(sorted(decision.classes))})",
+                hint="read and write in separate statements, without copying masked columns")
+        copy = (copy_plan(statement.sql, column_map, names)
+                if "copy_out" in decision.classes else None)
+        self._journal(statement, profile)
+        return Verdict(result_filter=MaskingFilter(
+            column_map, statement.sql, masked_names=names,
+            detector=self._detector(state, profile), key=self._key, copy=copy))
+
+    def after_statement(self, statement: Statement, outcome: Outcome) -> None:
+        decision = statement.tags.get(DECISION_TAG)
+        state = self._sessions.get(statement.session.session_id)
+        if (state is None or not isinstance(decision, Decision) or outcome.sqlstate
+                or "ddl" not in decision.classes):
+            return
+        db = self._settings.database_for(state.info.database)
+        if db is not None:  # new tables and views: read the catalog again when next needed
+            self._catalog.invalidate(db, db.dbname or state.info.database)
+        for other in self._sessions.values():
+            if other.info.database == state.info.database:
+                other.maps.clear()
+
+    async def _column_map(self, state: _State, profile: MaskProfile) -> ColumnMap:
+        column_map = state.maps.get(id(profile))
+        if column_map is None:
+            db = self._settings.database_for(state.info.database)
+            if db is None:
+                raise PolicyDenied("phigate: no upstream for this database")
+            try:
+                catalog = await self._catalog.get(db, db.dbname or state.info.database)
+            except Exception as e:  # fail closed: without the catalog nothing is shown
+                log.error("could not read the catalog for masking: %s", e)
+                raise PolicyDenied("phigate: masking cannot read the catalog; statement "
+                                   "refused") from e
+            column_map = state.maps[id(profile)] = ColumnMap(catalog, profile)
+        return column_map
+
+    def _detector(self, state: _State, profile: MaskProfile) -> Detector | None:
+        if id(profile) not in state.detectors:
+            state.detectors[id(profile)] = Detector(
+                profile.detect, profile.mrn_pattern) if profile.detect else None
+        return state.detectors[id(profile)]
+
+    @staticmethod
+    def _check_functions(decision: Decision, column_map: ColumnMap,
+                         profile: MaskProfile) -> None:
+        allowed = column_map.catalog.functions
+        parts = decision.parts or (decision,)  # parts hold the resolved statements
+        names = dict.fromkeys(f for p in parts for s in p.statements for f in s.functions)
+        for name in names:
+            schema, _, bare = name.rpartition(".")
+            if name in profile.functions or (schema in ("", "pg_catalog") and bare in allowed):
+                continue
+            raise PolicyDenied(
+                f"phigate: function {name}() is not on the masked sessions' allow-list; "
+                "refused (a function can read masked tables the gateway cannot see)",
+                hint="ask for it to be added to the masking rule's functions")
+
+    @staticmethod
+    def _journal(statement: Statement, profile: MaskProfile) -> None:
+        fields = statement.tags.get(POLICY_TAG)
+        if isinstance(fields, dict):  # shared with cached decisions: never mutate it
+            statement.tags[POLICY_TAG] = {**fields, "masking": list(profile.rules) or
+                                          ["phi-masked"]}

@@ -1,0 +1,166 @@
+"""Live masking end to end: psql, asyncpg (binary), psycopg and pg8000 through ``phigate serve``.
+
+The fixture policy (tests/e2e/fixtures/masking.yaml) lets clinicians (alice) read PHI in clear
+and engineers (bob) read it masked: ssn partial(last=4), email hashed, date of birth to its
+year, the other identifiers redacted, detectors on every text value.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import asyncpg
+import pg8000.native
+import psycopg
+import pytest
+
+from tests.conftest import ClusterInfo
+from tests.e2e.harness import FIXTURES, IDENTITIES, GatewayProcess, psql
+
+POLICY = FIXTURES / "masking.yaml"
+SSN_7 = "123-45-6789"
+NOTE = "caller read out SSN 219-09-9999 and card 4111 1111 1111 1111, mail ann@example.org"
+
+
+@pytest.fixture(scope="module")
+def masked(pg_cluster: ClusterInfo, tmp_path_factory: pytest.TempPathFactory) -> GatewayProcess:
+    pg_cluster.cluster.execute(
+        "CREATE TABLE IF NOT EXISTS support_notes (id int PRIMARY KEY, body text);\n"
+        "INSERT INTO support_notes VALUES (1, $$" + NOTE + "$$) ON CONFLICT DO NOTHING;\n"
+        f"UPDATE patients SET ssn = '{SSN_7}', email = 'p7@example.org' WHERE id = 7;\n"
+        "UPDATE patients SET email = 'p7@example.org' WHERE id = 8;\n"
+        "CREATE OR REPLACE VIEW patient_contacts AS\n"
+        "    SELECT id, ssn AS tax_id, email, lower(last_name) AS family FROM patients;\n"
+        "CREATE OR REPLACE FUNCTION get_ssn(int) RETURNS text LANGUAGE sql STABLE\n"
+        "    AS $$SELECT ssn FROM patients WHERE id = $1$$;\n"
+        f"GRANT SELECT ON support_notes, patient_contacts TO {pg_cluster.service_user};\n",
+        dbname=pg_cluster.database)
+    process = GatewayProcess(tmp_path_factory.mktemp("masked"), pg_cluster,
+                             {"policies": [str(POLICY)]}).start()
+    yield process
+    process.stop()
+
+
+def rows(result: object) -> list[list[str]]:
+    return [line.split("|") for line in str(result).strip().splitlines()]
+
+
+def test_engineer_sees_masked_identifiers_with_psql(masked: GatewayProcess) -> None:
+    result = psql(masked, "SELECT id, ssn, email, date_of_birth, first_name, city "
+                  "FROM patients WHERE id = 7", user="bob")
+    assert result.returncode == 0, result.stderr
+    (row,) = rows(result.stdout)
+    assert row[0] == "7" and row[1] == "***-**-6789"
+    assert len(row[2]) == 16 and "@" not in row[2]
+    assert row[3].endswith("-01-01") and row[4] == "****" and row[5] != "****"
+
+
+def test_clinician_sees_clear_values(masked: GatewayProcess) -> None:
+    result = psql(masked, "SELECT ssn, email FROM patients WHERE id = 7", user="alice")
+    assert result.stdout.strip() == f"{SSN_7}|p7@example.org"
+
+
+def test_aliases_casts_and_views_stay_masked(masked: GatewayProcess) -> None:
+    result = psql(masked, "SELECT ssn AS x, (ssn)::text, t.ssn FROM patients t WHERE id = 7; "
+                  "SELECT tax_id FROM patient_contacts WHERE id = 7", user="bob")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["***-**-6789|***-**-6789|***-**-6789", "***-**-6789"]
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT ssn || '' FROM patients WHERE id = 7",
+    "SELECT coalesce(ssn, 'x') FROM patients WHERE id = 7",
+    "SELECT row_to_json(p) FROM patients p WHERE id = 7",
+    "SELECT jsonb_agg(p) FROM patients p WHERE id = 7",
+    "SELECT family FROM patient_contacts WHERE id = 7",
+    "SELECT ssn FROM patients WHERE id = 7 UNION SELECT 'x'",
+])
+def test_derived_columns_are_refused(masked: GatewayProcess, sql: str) -> None:
+    result = psql(masked, sql, user="bob")
+    assert result.returncode != 0
+    assert "computed from masked columns" in result.stderr
+    assert SSN_7 not in result.stdout
+
+
+def test_function_off_the_allow_list_is_refused(masked: GatewayProcess) -> None:
+    result = psql(masked, "SELECT get_ssn(7)", user="bob")
+    assert result.returncode != 0 and "allow-list" in result.stderr
+    assert SSN_7 not in result.stdout
+
+
+def test_detectors_catch_identifiers_in_free_text(masked: GatewayProcess) -> None:
+    result = psql(masked, "SELECT body FROM support_notes WHERE id = 1", user="bob")
+    assert result.returncode == 0, result.stderr
+    assert "219-09-9999" not in result.stdout and "4111" not in result.stdout
+    assert "[ssn]" in result.stdout and "[credit_card]" in result.stdout
+    assert "[email]" in result.stdout
+    clear = psql(masked, "SELECT body FROM support_notes WHERE id = 1", user="alice")
+    assert clear.stdout.strip() == NOTE
+
+
+def test_hashes_match_so_joins_and_group_by_work(masked: GatewayProcess) -> None:
+    result = psql(masked, "SELECT email FROM patients WHERE id IN (7, 8) ORDER BY id",
+                  user="bob")
+    first, second = result.stdout.split()
+    assert first == second
+
+
+def test_copy_out_is_masked(masked: GatewayProcess, tmp_path: Path) -> None:
+    target = tmp_path / "out.csv"
+    result = psql(masked, f"\\copy (SELECT id, ssn, email FROM patients WHERE id = 7) "
+                  f"TO '{target}' CSV", user="bob")
+    assert result.returncode == 0, result.stderr
+    line = target.read_text().strip()
+    assert line.startswith("7,***-**-6789,") and SSN_7 not in line
+    binary = psql(masked, "COPY (SELECT ssn FROM patients WHERE id = 7) TO STDOUT "
+                  "(FORMAT binary)", user="bob")
+    assert binary.returncode != 0 and "binary COPY" in binary.stderr
+
+
+def test_writes_reading_masked_tables_are_refused(masked: GatewayProcess) -> None:
+    result = psql(masked, "UPDATE patients SET city = ssn WHERE id = 7", user="bob")
+    assert result.returncode != 0 and "may not also write" in result.stderr
+
+
+async def test_asyncpg_binary_results_are_masked(masked: GatewayProcess) -> None:
+    conn = await asyncpg.connect(host="127.0.0.1", port=masked.port, user="bob",
+                                 password=IDENTITIES["bob"].password, database="clinic",
+                                 ssl=False)
+    try:
+        row = await conn.fetchrow("SELECT * FROM patients WHERE id = $1", 7)
+        assert row["ssn"] == "***-**-6789" and row["first_name"] == "****"
+        assert row["date_of_birth"].month == 1 and row["date_of_birth"].day == 1
+        assert isinstance(row["date_of_birth"], dt.date)
+        with pytest.raises(asyncpg.PostgresError, match="computed from masked"):
+            await conn.fetchrow("SELECT ssn || '' AS s FROM patients WHERE id = $1", 7)
+        assert await conn.fetchval("SELECT 1") == 1
+    finally:
+        await conn.close()
+
+
+def test_psycopg_and_pg8000_are_masked(masked: GatewayProcess) -> None:
+    with psycopg.connect(masked.dsn("bob")) as conn:
+        row = conn.execute("SELECT ssn, date_of_birth FROM patients WHERE id = %s",
+                           (7,)).fetchone()
+        assert row is not None and row[0] == "***-**-6789" and row[1].month == 1
+        binary = conn.cursor(binary=True).execute(
+            "SELECT ssn, id FROM patients WHERE id = %s", (7,)).fetchone()
+        assert binary == ("***-**-6789", 7)
+    conn8 = pg8000.native.Connection("bob", host="127.0.0.1", port=masked.port,
+                                     database="clinic", password=IDENTITIES["bob"].password)
+    try:
+        assert conn8.run("SELECT ssn FROM patients WHERE id = :i", i=7) == [["***-**-6789"]]
+    finally:
+        conn8.close()
+
+
+def test_journal_records_masked_columns(masked: GatewayProcess) -> None:
+    psql(masked, "SELECT ssn FROM patients WHERE id = 7", user="bob")
+    text = "\n".join(p.read_text(errors="replace")
+                     for p in sorted(masked.journal_dir.rglob("*")) if p.is_file())
+    entries = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    masking = [e for e in entries if "masking" in json.dumps(e)]
+    assert masking, "no journal entry mentions masking"
+    assert "partial(last=4)" in json.dumps(masking)
