@@ -13,6 +13,11 @@ Targets:
   pyrelay     ``bench/byterelay.py``: asyncio streams copying bytes, no protocol at all
   pyrelay-proto  the same with asyncio Protocols (not run unless asked for)
 
+Modes: ``simple`` and ``extended`` run pgbench's select-only script (-S) in that protocol;
+``tpcb`` runs its default TPC-B-like script (writes; simple protocol). Cells with one client
+also log every transaction (``pgbench -l``) and report the median and p99 latency, and what
+each proxy adds to direct and to pgbouncer.
+
 Cells are interleaved (every target runs a given mode and client count before the next cell
 starts) so that drift in the machine's load hits all targets alike.
 """
@@ -34,7 +39,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -372,15 +377,56 @@ class Cell:
     error: str = ""
     # Journal entries per group-commit batch (one write, one fdatasync in fsync mode).
     batch_size: float | None = None
+    # Per-transaction latency from pgbench's log (-l), for the c=1 cells: median and p99.
+    latency_p50_us: float | None = None
+    latency_p99_us: float | None = None
 
 
 _COUNTER = re.compile(r"^phigate_journal_(entries|batches)_total ([0-9.e+]+)$", re.MULTILINE)
 _TPS = re.compile(r"^tps = ([0-9.]+) \(without initial connection time\)", re.MULTILINE)
 
 
+# pgbench's own scripts: the select-only one (-S, one statement per transaction) in either
+# protocol, and the default TPC-B-like one (BEGIN, three UPDATEs, a SELECT, an INSERT, END).
+MODES = {"simple": ("-S", "-M", "simple"), "extended": ("-S", "-M", "extended"),
+         "tpcb": ("-M", "simple")}
+
+
 def run_pgbench(target: Target, mode: str, clients: int, seconds: int) -> Cell:
-    command = ["pgbench", "-n", "-S", "-M", mode, "-T", str(seconds), "-c", str(clients),
+    logs = Path(tempfile.mkdtemp(prefix="pgbench-log-")) if clients == 1 else None
+    command = ["pgbench", "-n", *MODES[mode], "-T", str(seconds), "-c", str(clients),
                "-j", str(clients), "-h", HOST, "-p", str(target.port), "-U", target.user, DATABASE]
+    if logs is not None:
+        command[2:2] = ["-l", f"--log-prefix={logs / 'txn'}"]
+    try:
+        cell = _run_cell(target, mode, clients, seconds, command)
+    finally:
+        latencies = _latencies(logs) if logs is not None else []
+        if logs is not None:
+            shutil.rmtree(logs, ignore_errors=True)
+    if latencies and cell.tps:
+        cell = replace(cell, latency_p50_us=_percentile(latencies, 50),
+                       latency_p99_us=_percentile(latencies, 99))
+    return cell
+
+
+def _latencies(logs: Path) -> list[float]:
+    """Transaction latencies in µs: the third field of each ``pgbench -l`` line."""
+    found = []
+    for path in logs.glob("txn*"):
+        for line in path.read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 3 and fields[2].isdigit():
+                found.append(float(fields[2]))
+    return sorted(found)
+
+
+def _percentile(ordered: list[float], pct: float) -> float:
+    return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))]
+
+
+def _run_cell(target: Target, mode: str, clients: int, seconds: int, command: list[str]
+              ) -> Cell:
     env = clean_env(PGPASSWORD=target.password, PGSSLMODE="disable", PGCONNECT_TIMEOUT="10")
     pid = target.cpu_pid()
     counters = target.journal_counters() if isinstance(target, GatewayTarget) else None
@@ -474,6 +520,29 @@ def format_cpu(results: Sequence[Cell]) -> str:
     return "\n".join(lines)
 
 
+def format_latency(results: Sequence[Cell]) -> str:
+    """The c=1 cells: latency per transaction, and what each proxy adds to direct/pgbouncer."""
+    rows = [["mode", "target", "p50 µs", "p99 µs", "+p50 vs direct", "+p99 vs direct",
+             "+p50 vs pgbouncer", "+p99 vs pgbouncer"]]
+    for mode in dict.fromkeys(c.mode for c in results):
+        cells = {c.target: c for c in results
+                 if c.mode == mode and c.clients == 1 and c.latency_p50_us}
+        for name, cell in cells.items():
+            row = [mode, name, f"{cell.latency_p50_us:.0f}", f"{cell.latency_p99_us:.0f}"]
+            for base in ("direct", "pgbouncer"):
+                ref = cells.get(base)
+                if ref is None or name == base:
+                    row += ["-", "-"]
+                    continue
+                row += [f"{(cell.latency_p50_us or 0) - (ref.latency_p50_us or 0):+.0f}",
+                        f"{(cell.latency_p99_us or 0) - (ref.latency_p99_us or 0):+.0f}"]
+            rows.append(row)
+    if len(rows) == 1:
+        return ""
+    return ("c=1 latency per transaction (pgbench -l; -S runs one statement per transaction):\n"
+            + _aligned(rows))
+
+
 def environment() -> str:
     versions = []
     for tool in ("pgbench", "pgbouncer"):
@@ -541,13 +610,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="3 seconds per cell")
     parser.add_argument("--clients", type=lambda s: [int(v) for v in s.split(",")],
                         default=[1, 8, 32], help="comma-separated client counts (default 1,8,32)")
-    parser.add_argument("--modes", type=lambda s: s.split(","), default=["simple", "extended"],
-                        help="pgbench -M values, comma-separated (default simple,extended)")
+    parser.add_argument("--modes", type=lambda s: s.split(","),
+                        default=["simple", "extended", "tpcb"],
+                        help="comma-separated: simple and extended (pgbench -S -M …), tpcb "
+                             "(the default TPC-B-like script); default all three")
     parser.add_argument("--targets", type=lambda s: s.split(","), default=list(DEFAULT_TARGETS),
                         help=f"comma-separated (default {','.join(DEFAULT_TARGETS)}); also "
                              f"pyrelay-proto and any of: {', '.join(GATEWAY_VARIANTS)}")
     parser.add_argument("--json", type=Path, help="also write the cells as JSON to this file")
     args = parser.parse_args(argv)
+    unknown = [mode for mode in args.modes if mode not in MODES]
+    if unknown:
+        parser.error(f"unknown mode(s) {', '.join(unknown)}; known: {', '.join(MODES)}")
     if args.quick:
         args.seconds = 3
     if "pgbouncer" in args.targets and shutil.which("pgbouncer") is None:
@@ -570,10 +644,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; everything started has been stopped", file=sys.stderr)
         return 130
-    print(f"\npgbench -S, scale {SCALE}, {args.seconds}s per cell, TPS "
+    print(f"\npgbench (-S for simple/extended), scale {SCALE}, {args.seconds}s per cell, TPS "
           f"(run took {time.monotonic() - started:.0f}s; {environment()})\n")
     print(format_table(results, args.targets))
     print("\n" + format_cpu(results))
+    latency = format_latency(results)
+    if latency:
+        print("\n" + latency)
     if args.json:
         args.json.write_text(json.dumps([asdict(c) for c in results], indent=2))
     failed = [c for c in results if c.tps is None]

@@ -50,6 +50,8 @@ RETRY_AFTER_S = 0.1
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 CHECKPOINT = "checkpoint"
+# At most this long an entry nobody waits for (an outcome) waits for one that somebody does.
+RIDE_ALONG_S = 0.05
 BATCH_SIZE_BOUNDS = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # group-commit histogram buckets
 
 
@@ -114,8 +116,13 @@ class Writer:
         self.last_checkpoint_seq = 0
         self.last_checkpoint_at = time.monotonic()
         self._queued_checkpoint: asyncio.Future[int] | None = None
-        # Appends for the thread, in order; None (after stop) tells it to finish.
-        self._queue: queue.SimpleQueue[Pending | None] = queue.SimpleQueue()
+        # Appends made during the current event-loop tick, handed over together at its end:
+        # one wake-up of the thread per tick, however many sessions appended in it.
+        self._tick: list[Pending] = []
+        self._handing_over = False
+        self._ride_timer: asyncio.TimerHandle | None = None
+        # What the thread takes, in order; None (after stop) tells it to finish.
+        self._queue: queue.SimpleQueue[list[Pending] | None] = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._serve, name="phigate-journal-writer",
                                         daemon=True)
@@ -138,7 +145,27 @@ class Writer:
         if self._stopping or not self._thread.is_alive():
             _fail([pending], JournalWriteFailed("the journal is closed"))
             return
-        self._queue.put(pending)
+        tick = self._tick
+        tick.append(pending)
+        loop = self._loop
+        if loop is None or self._handing_over:
+            return
+        # An entry nobody waits for (an outcome) rides with the next one somebody does, or
+        # goes after RIDE_ALONG_S: one thread wake-up and one write per statement, not two.
+        if pending.future is not None:
+            self._handing_over = True
+            loop.call_soon(self._hand_over)
+        elif self._ride_timer is None:
+            self._ride_timer = loop.call_later(RIDE_ALONG_S, self._hand_over)
+
+    def _hand_over(self) -> None:
+        self._handing_over = False
+        if self._ride_timer is not None:
+            self._ride_timer.cancel()
+            self._ride_timer = None
+        if self._tick:
+            tick, self._tick = self._tick, []
+            self._queue.put(tick)
 
     def request_checkpoint(self) -> asyncio.Future[int]:
         """Queue a checkpoint, or return the one already queued."""
@@ -174,6 +201,7 @@ class Writer:
             return
         self._stopping = True
         if self._thread.is_alive():
+            self._hand_over()
             self._queue.put(None)
             await asyncio.to_thread(self._thread.join)
         else:
@@ -197,25 +225,26 @@ class Writer:
     # -- the writer thread -------------------------------------------------------------
 
     def _serve(self) -> None:
-        take = self._queue.get
+        take, waiting = self._queue.get, self._queue.empty
         while True:
-            pending = take()
+            handed = take()
             batch: list[Pending] = []
-            while pending is not None:
-                batch.append(pending)
-                if len(batch) >= MAX_BATCH or self._queue.empty():
+            while handed is not None:
+                batch += handed  # everything pending: ticks handed over since the last batch
+                if len(batch) >= MAX_BATCH or waiting():
                     break
-                pending = take()
+                handed = take()
             if batch:
                 self._hand_back(self._process(batch))
-            if pending is None:
+            if handed is None:
                 break
         self._close_fd()
 
     def _hand_back(self, done: _Done) -> None:
         loop = self._loop
-        if loop is None:
-            return
+        if loop is None or not (done.failed or done.signed or any(
+                pending.future is not None for pending, _ in done.accepted)):
+            return  # nobody to tell: no wake-up of the event loop
         try:
             loop.call_soon_threadsafe(self._settle, done)
         except RuntimeError:
