@@ -448,8 +448,10 @@ class Relay:
         while holds:
             durable = holds[0]
             if not durable.done():
+                # Not shielded: if this session is cancelled, cancelling its own entry's
+                # future only means nobody waits; the writer still writes the entry.
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(durable)
+                    await durable
             failure = (JournalWriteFailed("the journal is closed") if durable.cancelled()
                        else durable.exception())
             if failure is not None:

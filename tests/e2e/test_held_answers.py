@@ -105,13 +105,25 @@ def failing_journal(gateway: GatewayProcess) -> Iterator[None]:
         segments.set_immutable(newest, False)
 
 
-def seen_upstream(cluster: ClusterInfo, token: str, stop: threading.Event,
-                  found: list[bool]) -> None:
-    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
-        while not stop.is_set() and not found:
-            row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE %s "
-                               "AND pid <> pg_backend_pid()", (f"%{token}%",)).fetchone()
-            found.append(True) if row and row[0] else time.sleep(0.005)
+@contextlib.contextmanager
+def watching_upstream(cluster: ClusterInfo, token: str) -> Iterator[list[bool]]:
+    """Yields a list that becomes non-empty once the database runs a query naming ``token``."""
+    stop, found = threading.Event(), []
+
+    def watch() -> None:
+        with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+            while not stop.is_set() and not found:
+                row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE %s "
+                                   "AND pid <> pg_backend_pid()", (f"%{token}%",)).fetchone()
+                found.append(True) if row and row[0] else time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch, name="upstream-watcher")
+    watcher.start()
+    try:
+        yield found
+    finally:
+        stop.set()
+        watcher.join()
 
 
 @pytest.fixture
@@ -131,15 +143,9 @@ def test_a_failing_journal_discloses_nothing_of_a_forwarded_read(
     with Recorder(gateway.port) as recorder, psycopg.connect(recorder.dsn(gateway)) as conn:
         assert conn.execute("SELECT 'warm-up'").fetchone() == ("warm-up",)
         before = len(recorder.received)
-        stop, found = threading.Event(), []
-        watcher = threading.Thread(target=seen_upstream, args=(pg_cluster, token, stop, found))
-        watcher.start()
-        try:
-            with failing_journal(gateway), pytest.raises(psycopg.Error) as caught:
-                conn.execute(SECRET_QUERY.format(token=token)).fetchall()
-        finally:
-            stop.set()
-            watcher.join()
+        with watching_upstream(pg_cluster, token) as found, failing_journal(gateway), \
+                pytest.raises(psycopg.Error) as caught:
+            conn.execute(SECRET_QUERY.format(token=token)).fetchall()
         answer = bytes(recorder.received[before:])
     assert caught.value.sqlstate == "58030", caught.value
     assert found, "the read-only statement ran upstream before its entry was durable"
@@ -222,15 +228,9 @@ def test_overlap_reads_off_keeps_every_statement_write_ahead(
     gateway = start_gateway({"journal": {"overlap_reads": False}})
     token = f"strict-{uuid.uuid4().hex}"
     with psycopg.connect(gateway.dsn(), autocommit=True) as conn:
-        stop, found = threading.Event(), []
-        watcher = threading.Thread(target=seen_upstream, args=(pg_cluster, token, stop, found))
-        watcher.start()
-        try:
-            with failing_journal(gateway), pytest.raises(psycopg.Error) as caught:
-                conn.execute(SECRET_QUERY.format(token=token)).fetchall()
-        finally:
-            stop.set()
-            watcher.join()
+        with watching_upstream(pg_cluster, token) as found, failing_journal(gateway), \
+                pytest.raises(psycopg.Error) as caught:
+            conn.execute(SECRET_QUERY.format(token=token)).fetchall()
         assert caught.value.sqlstate == "58030" and not found, "it never reached the database"
         time.sleep(0.15)  # the journal retries the disk after writer.RETRY_AFTER_S
         assert conn.execute("SELECT 'still here'").fetchone() == ("still here",)
