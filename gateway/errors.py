@@ -14,11 +14,13 @@ class GatewayError(Exception):
     sqlstate = "XX000"
     severity = "FATAL"
 
-    def __init__(self, message: str, *, hint: str | None = None, detail: str | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, detail: str | None = None,
+                 position: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
         self.detail = detail
+        self.position = position  # 1-based character in the query, as PostgreSQL reports it
 
 
 class AuthenticationFailed(GatewayError):
@@ -61,6 +63,18 @@ class StatementRefused(GatewayError):
 
 class PolicyDenied(StatementRefused):
     sqlstate = "42501"
+
+
+class SyntaxRejected(StatementRefused):
+    """SQL the parser rejects: answered as PostgreSQL would, with the parser's message."""
+
+    sqlstate = "42601"
+
+
+class UnreadableText(StatementRefused):
+    """Statement text that is not valid in the session's client encoding."""
+
+    sqlstate = "22021"
 
 
 class RowLimitExceeded(StatementRefused):

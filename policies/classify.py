@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pglast import parser
 
 from policies import danger
+from policies.escapes import parse_json_with_escapes
 from policies.flows import row_shape, statement_flows
 from policies.model import StatementClass as C
 from policies.sqltree import NOT_CONSTANT, Json, TreeWalker, constant, unwrap
@@ -57,17 +58,26 @@ _FALSE_WORDS = frozenset({"false", "off", "0", "no"})
 _WORDS = re.compile(r"(?<=[a-z])([A-Z])")
 
 
-def classify(sql: str) -> Classification:
-    """Parse and classify every statement of ``sql``. Never raises for bad SQL."""
+def classify(sql: str, *, standard_strings: bool = True) -> Classification:
+    """Parse and classify every statement of ``sql``. Never raises for bad SQL.
+
+    ``standard_strings=False`` parses as a server with ``standard_conforming_strings = off``
+    does: backslashes are escapes in plain string literals."""
     if "\x00" in sql:  # libpg_query stops at a NUL; the server rejects the message
         return Classification(sql, (), error="NUL character in statement text")
     try:
-        tree = json.loads(parser.parse_sql_json(sql))
+        if standard_strings or "\\" not in sql:
+            tree = json.loads(parser.parse_sql_json(sql))
+        else:
+            tree = json.loads(parse_json_with_escapes(sql))
         raw = sql.encode("utf-8")
         items = tree.get("stmts", ())
         statements = tuple(classify_node(i["stmt"], _statement_text(raw, i)) for i in items)
     except parser.ParseError as e:
-        return Classification(sql, (), error=f"syntax error: {e}")
+        message, index = e.args[0], e.args[1] if len(e.args) > 1 else None
+        position = index + 1 if isinstance(index, int) else len(sql) + 1
+        return Classification(sql, (), error=f"syntax error: {e}", syntax_error=str(message),
+                              error_position=position)
     except RecursionError:
         return Classification(sql, (), error="statement nested too deeply to analyse")
     except (ValueError, UnicodeError) as e:
@@ -119,10 +129,6 @@ def _build(
             dangers.append(why)
         if role_change:
             classes.add(C.ROLE_CHANGE)
-    for setting in walker.settings:
-        why = danger.setting_danger(setting)
-        if why:
-            dangers.append(why)
     if dml:
         classes |= walker.dml
     return Statement(

@@ -2,9 +2,10 @@
 
 Server-side file and program access, dynamic SQL hidden in strings, connections to other servers,
 role changes through ``set_config``, code the parser cannot see (DO blocks, untrusted languages,
-extensions), and settings that would make the upstream parse SQL differently from our parser
-(``standard_conforming_strings``, ``client_encoding``). Dangerous statements are denied unless a
-rule explicitly allows ``dangerous``. ``classify`` calls ``statement_dangers``.
+extensions). Settings that change how the server reads SQL (``client_encoding``,
+``standard_conforming_strings``) are not dangerous: the gateway follows them (it reads each
+session's text as the server does, see ``gateway/proxy/relay.py``). Dangerous statements are
+denied unless a rule explicitly allows ``dangerous``. ``classify`` calls ``statement_dangers``.
 """
 
 from __future__ import annotations
@@ -52,11 +53,6 @@ _DANGEROUS_STATEMENTS = {
 }
 _TRUSTED_LANGUAGES = frozenset({"sql", "plpgsql", "plperl", "pltcl", "plv8"})
 _ROLE_SETTINGS = frozenset({"role", "session_authorization"})
-_SAFE_VALUES = {
-    # a different value makes the upstream split strings (and so statements) differently
-    "standard_conforming_strings": frozenset({"on", "true", "yes", "1"}),
-    "client_encoding": frozenset({"utf8", "utf-8", "unicode"}),
-}
 
 
 def function_danger(call: dict[str, Json]) -> tuple[str | None, bool]:
@@ -81,29 +77,7 @@ def _set_config_danger(args: list[Json]) -> tuple[str | None, bool]:
     name = name.strip().lower()
     if name in _ROLE_SETTINGS:
         return f"set_config('{name}', ...) changes the role", True
-    value = constant(args[1]) if len(args) > 1 else NOT_CONSTANT
-    return _setting_danger(name, value), False
-
-
-def setting_danger(stmt: dict[str, Json]) -> str | None:
-    """A SET (also inside ALTER ROLE/DATABASE ... SET) of a parser-affecting setting."""
-    name = (stmt.get("name") or "").lower()
-    if name not in _SAFE_VALUES:
-        return None
-    args = stmt.get("args") or []
-    value = constant(args[0]) if stmt.get("kind") == "VAR_SET_VALUE" and args else NOT_CONSTANT
-    return _setting_danger(name, value)
-
-
-def _setting_danger(name: str, value: object) -> str | None:
-    safe = _SAFE_VALUES.get(name)
-    if safe is None:
-        return None
-    if isinstance(value, bool):
-        value = "on" if value else "off"
-    if isinstance(value, str | int) and str(value).strip().lower() in safe:
-        return None
-    return f"{name} other than {sorted(safe)[0]} would make the server parse SQL differently"
+    return None, False
 
 
 def statement_danger(kind: str, body: dict[str, Json]) -> str | None:

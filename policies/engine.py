@@ -19,6 +19,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 
 from policies.cache import ClassificationCache
+from policies.classify import classify
 from policies.context import RequestContext
 from policies.evaluate import RuleBook, evaluate
 from policies.loader import PolicyError
@@ -65,7 +66,12 @@ class Engine:
         return build_profile(rules, database=database, phi_columns=self.phi_columns,
                              phi_tables=self.phi_table_patterns, forced=forced)
 
-    def classify(self, sql: str) -> Classification:
+    def classify(self, sql: str, *, standard_strings: bool = True) -> Classification:
+        """The cached classification; text read with backslash escapes (a session with
+        ``standard_conforming_strings`` off) is parsed each time, since the cache's key is the
+        text alone and such text can split differently."""
+        if not standard_strings and "\\" in sql:
+            return classify(sql, standard_strings=False)
         return self.cache.get(sql)
 
     def decide(self, ctx: RequestContext, sql: str) -> Decision:

@@ -112,12 +112,11 @@ def find(node: Json, kind: str, *, into_sublinks: bool = True) -> Iterator[dict[
 
 
 class TreeWalker:
-    """Collects relations, function calls, SETs and DML node kinds of one statement's tree."""
+    """Collects relations, function calls and DML node kinds of one statement's tree."""
 
     def __init__(self) -> None:
         self.tables: dict[TableRef, None] = {}  # ordered set
         self.calls: list[dict[str, Json]] = []
-        self.settings: list[dict[str, Json]] = []
         self.dml: set[str] = set()
 
     def walk(self, node: Json, scope: frozenset[str] = frozenset()) -> TreeWalker:
@@ -149,8 +148,6 @@ class TreeWalker:
             return
         if key in ("FuncCall", "funccall"):  # "funccall": CallStmt's bare FuncCall
             self.calls.append(value)
-        elif key in ("VariableSetStmt", "setstmt"):  # "setstmt": ALTER ... SET's bare one
-            self.settings.append(value)
         elif key in _DML_NODES and not (key == "SelectStmt" and "valuesLists" in value):
             self.dml.add(_DML_NODES[key])
         elif key in ("DropStmt", "CommentStmt", "GrantStmt", "SecLabelStmt"):

@@ -111,6 +111,10 @@ class Classification:
     sql: str
     statements: tuple[Statement, ...]
     error: str | None = None
+    # When the parser rejected the text: its own message and the 1-based character position,
+    # which the gateway sends back as PostgreSQL would (SQLSTATE 42601).
+    syntax_error: str | None = None
+    error_position: int | None = None
 
     @property
     def ok(self) -> bool:

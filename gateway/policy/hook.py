@@ -1,8 +1,9 @@
 """The policy hook: every statement is decided before it reaches the database.
 
 First in the hook chain, so the journal records each decision with the
-statement. Owns what the pure engine cannot: per-session state (reason,
-SQL-level prepared statements and cursors, Parse'd statements), the
+statement. Owns what the pure engine cannot: per-session state (reason, its
+decisions on the session's prepared statements and portals, kept with
+them in ``SessionInfo.names``: one namespace for SQL and protocol), the
 per-identity PHI-row budget, view dependencies from the upstream catalog, the
 clock, and reloading policy files on SIGHUP (a bad file keeps the old policy).
 
@@ -43,7 +44,13 @@ from policies.statement import Statement as Classified
 from policies.steps import DEFAULT_MAX_STEPS
 
 from ..clock import Clock
-from ..errors import ConfigError, PolicyDenied, RowLimitExceeded, StatementTooComplex
+from ..errors import (
+    ConfigError,
+    PolicyDenied,
+    RowLimitExceeded,
+    StatementTooComplex,
+    SyntaxRejected,
+)
 from ..journal.hook import POLICY_TAG
 from ..proxy.hooks import (
     Hook,
@@ -94,8 +101,6 @@ class _SessionState:
     info: SessionInfo
     reason: str | None
     views: Dependencies
-    prepared: dict[str, Classified] = field(default_factory=dict)
-    cursors: dict[str, Classified] = field(default_factory=dict)
     cursor_limits: dict[str, int] = field(default_factory=dict)
     cursor_rows: dict[str, int] = field(default_factory=dict)
     volatility: VolatilityRef = field(default_factory=VolatilityRef)
@@ -104,10 +109,11 @@ class _SessionState:
     # what a later statement's functions do).
     unproven_in_flight: int = 0
     holds_catalog: bool = False  # ran DDL; releases the volatility hold once idle again
-    parsed: dict[str, tuple[str, _Decided, float]] = field(default_factory=dict)
+    # Parse'd statement name -> (text, decision, when, names.version if it names a statement
+    # or cursor: a decision that depends on the table of names is reused only while it holds).
+    parsed: dict[str, tuple[str, _Decided, float, int | None]] = field(default_factory=dict)
     decisions: dict[int, tuple[Classification, tuple[object, ...], _Decided]] = field(
         default_factory=dict)
-    version: int = 0  # bumped whenever prepared statements or cursors change
 
 
 class PolicyHook(Hook):
@@ -171,36 +177,52 @@ class PolicyHook(Hook):
 
     # ---------------------------------------------------------------- deciding
 
-    def _context(self, state: _SessionState, now: dt.datetime,
-                 grants: frozenset[str]) -> RequestContext:
+    def _context(self, state: _SessionState, now: dt.datetime, grants: frozenset[str], *,
+                 names: bool = False) -> RequestContext:
+        """The request context; the session's prepared statements and cursors (one table
+        with the protocol's, ``SessionInfo.names``) only when the statement names one."""
         info = state.info
+        table = info.names
+        prepared = table.decided_statements() if names else {}
+        cursors = table.decided_portals() if names else {}
         return RequestContext(
             identity=info.identity, database=info.database, now=now, groups=info.groups,
             client_ip=info.client_ip, reason=state.reason,
             phi_rows_last_hour=self._budget.used(info.identity, now),
-            view_dependencies=state.views, prepared=state.prepared, cursors=state.cursors,
-            grants=grants)
+            view_dependencies=state.views,
+            prepared=prepared,  # type: ignore[arg-type]  # the hook stores only Classified
+            cursors=cursors, grants=grants)  # type: ignore[arg-type]
 
     async def before_statement(self, statement: Statement) -> Verdict | None:
         state = self._sessions.get(statement.session.session_id)
         if state is None:
             raise PolicyDenied("phigate: session unknown to the policy engine")
+        if statement.verdict.refusal is not None:
+            return None  # refused before us (text the encoding cannot read): nothing to decide
         if state.holds_catalog and statement.idle_before:
             self._release_catalog(state)  # the DDL's transaction is over: read it again
         if statement.phase is Phase.FUNCTION:
             return await self._function_call(state, statement)
         now = self._clock.now()
-        classification = self.engine.classify(statement.sql)
+        classification = self.engine.classify(_decided_text(statement),
+                                              standard_strings=statement.standard_strings)
         decided = self._parsed_decision(state, statement) or self._decide(
             state, classification, now)
         decision, fields = decided
         if statement.phase is Phase.PARSE:
-            state.parsed[statement.statement_name] = (statement.sql, decided, time.monotonic())
+            state.parsed[statement.statement_name] = (
+                statement.sql, decided, time.monotonic(),
+                state.info.names.version if _names_something(classification) else None)
         statement.tags[DECISION_TAG] = decision
         statement.tags[POLICY_TAG] = fields
         if not decision.allowed:
+            if classification.syntax_error is not None and not classification.sql.startswith(
+                    _SYNTHESIZED):
+                raise SyntaxRejected(classification.syntax_error,
+                                     position=classification.error_position)
             raise _refusal(decision)
         if statement.phase is Phase.PARSE:
+            _remember_parse(statement, classification)
             return None
         self._prove_read_only(state, statement, classification)
         cursors = _fetched_cursors(classification.statements)
@@ -275,13 +297,14 @@ class PolicyHook(Hook):
         never reused, since the PHI-row budget can change them at any moment."""
         held = self.grants(state.info.identity)  # re-read every statement: revocable
         grants = frozenset(held)
-        key = (int(now.timestamp() // 60), state.reason, state.version, self._generation,
-               grants)
+        names = _names_something(classification)
+        key = (int(now.timestamp() // 60), state.reason,
+               state.info.names.version if names else 0, self._generation, grants)
         cached = state.decisions.get(id(classification))
         if cached is not None and cached[0] is classification and cached[1] == key:
             return cached[2]
-        decision = self.engine.decide_classified(self._context(state, now, grants),
-                                                 classification)
+        decision = self.engine.decide_classified(
+            self._context(state, now, grants, names=names), classification)
         decided = (decision, _journal_fields(decision, held))
         if not decision.phi_tables:
             if len(state.decisions) >= MAX_SESSION_DECISIONS:
@@ -297,10 +320,12 @@ class PolicyHook(Hook):
         parsed = state.parsed.get(statement.statement_name)
         if parsed is None:
             return None
-        sql, decision, decided_at = parsed
+        sql, decision, decided_at, version = parsed
         if sql != statement.sql or time.monotonic() - decided_at > REUSE_PARSE_DECISION_S:
             return None
         if "grants" in decision[1]:  # decided under a grant: ask again, it may be revoked
+            return None
+        if version is not None and version != statement.session.names.version:
             return None
         return decision
 
@@ -344,27 +369,28 @@ class PolicyHook(Hook):
                 self._refresh_views(state)
 
     def _apply_effects(self, state: _SessionState, decision: Decision) -> None:
+        """What a successful statement did to the session: reason, and the names it made or
+        dropped, written to the session's one table of names (``SessionInfo.names``)."""
         parts = decision.parts or (decision,)
-        if any(s.effect is not None for s in decision.statements):
-            state.version += 1
+        names = state.info.names
         for part, classified in zip(parts, decision.statements, strict=False):
             effect = classified.effect
             if effect is None:
                 continue
             if effect.kind == "prepare" and effect.name and effect.statement:
-                state.prepared[effect.name] = effect.statement
+                names.prepared(effect.name, classified.text, effect.statement)
             elif effect.kind == "deallocate":
-                _forget(state.prepared, effect.name)
+                names.deallocated(effect.name)
             elif effect.kind == "declare" and effect.name and effect.statement:
-                state.cursors[effect.name] = effect.statement
+                names.declared(effect.name, classified.text, effect.statement)
                 state.cursor_rows[effect.name] = 0
                 if part.max_rows is not None:
                     state.cursor_limits[effect.name] = part.max_rows
             elif effect.kind == "close":
-                _forget(state.cursors, effect.name)
+                names.closed(effect.name)
             elif effect.kind == "discard_all":
-                state.prepared.clear()
-                state.cursors.clear()
+                names.deallocated(None)
+                names.closed(None)
             elif effect.kind == "set_reason":
                 state.reason = effect.value or None
             elif effect.kind == "reset_reason":
@@ -395,6 +421,34 @@ class PolicyHook(Hook):
         db = self._settings.database_for(state.info.database)
         if db is not None:
             self._catalog.release(db, db.dbname or state.info.database)
+# Decisions about a name rather than a text start with this (never sent anywhere).
+_SYNTHESIZED = "FETCH ALL FROM "
+
+
+def _decided_text(statement: Statement) -> str:
+    """The text to decide. An Execute of a portal the client made with SQL (``DECLARE``), or
+    of one the gateway does not know, is decided as the ``FETCH ALL`` it amounts to, so the
+    cursor's own decision and row limit apply (an unknown name is denied)."""
+    if statement.phase is not Phase.EXECUTE:
+        return statement.sql
+    portal = statement.session.names.portals.get(statement.portal_name)
+    if portal is not None and portal.bind_frame:
+        return statement.sql
+    return _SYNTHESIZED + '"' + statement.portal_name.replace('"', '""') + '"'
+
+
+def _names_something(classification: Classification) -> bool:
+    """Whether the decision depends on the session's table of names (EXECUTE, FETCH, MOVE)."""
+    return any(s.executes is not None or s.fetches is not None
+               for s in classification.statements)
+
+
+def _remember_parse(statement: Statement, classification: Classification) -> None:
+    """An allowed Parse: its decision goes on the statement's entry, for SQL ``EXECUTE``."""
+    entry = statement.session.names.statements.get(statement.statement_name)
+    if entry is not None and len(classification.statements) == 1:
+        entry.decided = classification.statements[0]
+        statement.session.names.version += 1
 
 
 def _refusal(decision: Decision) -> PolicyDenied | StatementTooComplex:
@@ -404,13 +458,6 @@ def _refusal(decision: Decision) -> PolicyDenied | StatementTooComplex:
 
 def _fetched_cursors(statements: Iterable[Classified]) -> tuple[str, ...]:
     return tuple(s.fetches for s in statements if s.fetches is not None)
-
-
-def _forget(names: dict[str, Classified], name: str | None) -> None:
-    if name is None:
-        names.clear()
-    else:
-        names.pop(name, None)
 
 
 def _without_reason_settings(statement: Statement, decision: Decision) -> str | None:

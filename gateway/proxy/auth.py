@@ -3,7 +3,9 @@
 Driven by ``gateway/proxy/startup.py`` once the start-up packet is in. The config
 holds only SCRAM verifiers. A wrong user and a wrong password look the same on
 the wire (SQLSTATE 28P01, same message shape, same constant delay), and
-repeated failures from one IP or for one user name are rate-limited.
+repeated failures are rate-limited: per user name and client IP (guessing one
+person's password), and, with a much higher limit, per client IP over all users
+(spraying), so a mistyped password never locks out everyone behind one NAT.
 
 A user who is not a local identity may log in with a credential the assembly knows how
 to check (single sign-on: an OpenID Connect token, ``gateway/sso``), through the
@@ -71,14 +73,15 @@ class PlaintextTokenRefused(ExternalLoginFailed):
 
 
 class FailureLimiter:
-    """Counts authentication failures per key (an IP or a user name) in a sliding window."""
+    """Counts authentication failures in a sliding window, per (user, IP) and per IP."""
 
-    def __init__(self, max_failures: int, window_s: float) -> None:
+    def __init__(self, max_failures: int, window_s: float, max_failures_per_ip: int) -> None:
         self.max_failures = max_failures
+        self.max_failures_per_ip = max_failures_per_ip
         self.window_s = window_s
-        self._failures: dict[str, deque[float]] = {}
+        self._failures: dict[tuple[str, str], deque[float]] = {}
 
-    def _recent(self, key: str, now: float) -> deque[float]:
+    def _recent(self, key: tuple[str, str], now: float) -> deque[float]:
         times = self._failures.get(key)
         if times is None:
             return deque()
@@ -88,13 +91,15 @@ class FailureLimiter:
             del self._failures[key]
         return times
 
-    def blocked(self, *keys: str) -> bool:
+    def blocked(self, user_name: str, client_ip: str) -> bool:
         now = time.monotonic()
-        return any(len(self._recent(key, now)) >= self.max_failures for key in keys)
+        return (len(self._recent((user_name, client_ip), now)) >= self.max_failures
+                or len(self._recent(("", client_ip), now)) >= self.max_failures_per_ip)
 
-    def record(self, *keys: str) -> None:
+    def record(self, user_name: str, client_ip: str) -> None:
         now = time.monotonic()
-        for key in keys:
+        # ("", ip) is the per-IP count: no user is named "" (start-up refuses an empty name).
+        for key in ((user_name, client_ip), ("", client_ip)):
             self._recent(key, now)
             self._failures.setdefault(key, deque()).append(now)
 
@@ -117,7 +122,7 @@ class ClientAuthenticator:
         started = time.monotonic()
         user = self.users.get(user_name)
         try:
-            if self.limiter.blocked(f"ip:{client_ip}", f"user:{user_name}"):
+            if self.limiter.blocked(user_name, client_ip):
                 raise AuthenticationFailed(_failure_message(user_name),
                                            detail="too many failed attempts")
             if user is None and self.external is not None:
@@ -126,11 +131,11 @@ class ClientAuthenticator:
             if user is None:  # unreachable: the fake verifier never matches; stay defensive
                 raise AuthenticationFailed(_failure_message(user_name))
         except (ScramError, ScramAuthenticationFailed, ProtocolError) as e:
-            self.limiter.record(f"ip:{client_ip}", f"user:{user_name}")
+            self.limiter.record(user_name, client_ip)
             await self._constant_delay(started)
             raise AuthenticationFailed(_failure_message(user_name)) from e
         except AuthenticationFailed:
-            self.limiter.record(f"ip:{client_ip}", f"user:{user_name}")
+            self.limiter.record(user_name, client_ip)
             await self._constant_delay(started)
             raise
         return AuthResult(name=user.name, groups=user.groups, method=method)

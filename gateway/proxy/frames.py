@@ -1,7 +1,7 @@
 """The frames the relay looks for and the frames it writes itself.
 
-Type bytes of the messages the relay dispatches on, the refusal statement the upstream runs in
-place of a refused one, and the parser settings a session must keep. Used by
+Type bytes of the messages the relay dispatches on and the refusal statement the upstream runs
+in place of a refused one. Used by
 ``gateway/proxy/relay.py`` and ``gateway/proxy/startup.py``.
 """
 
@@ -25,15 +25,6 @@ REFUSAL_EXTENDED = b"".join((
     encode(m.Execute(portal="", max_rows=0)),
     encode(m.Flush()),
 ))
-
-# What the policy engine's parser assumes. A session whose text the server would read
-# differently (another client encoding, backslash escapes in plain strings) could smuggle
-# a statement past the policy: such sessions are refused at start-up and ended if the
-# upstream ever reports a change.
-PARSER_SETTINGS = {
-    "client_encoding": frozenset({"UTF8", "SQL_ASCII"}),
-    "standard_conforming_strings": frozenset({"on"}),
-}
 
 # Frontend type bytes
 F_QUERY, F_PARSE, F_BIND, F_EXECUTE = ord("Q"), ord("P"), ord("B"), ord("E")
@@ -60,4 +51,5 @@ B_END_OF_STATEMENT = frozenset((B_COMMAND_COMPLETE, B_ERROR, B_EMPTY_QUERY,
 
 def error_frame(error: GatewayError) -> bytes:
     return encode(m.error_response(error.sqlstate, error.message, severity=error.severity,
-                                   detail=error.detail, hint=error.hint))
+                                   detail=error.detail, hint=error.hint,
+                                   position=error.position))

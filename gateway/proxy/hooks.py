@@ -75,6 +75,7 @@ from protocols.postgres import messages as m
 from protocols.postgres.decoder import decode_frontend
 
 from ..errors import StatementRefused
+from .names import SessionNames
 
 if TYPE_CHECKING:
     from ..settings.config import Settings
@@ -116,6 +117,8 @@ class SessionInfo:
     tls: str | None  # e.g. "TLSv1.3 TLS_AES_256_GCM_SHA384", None for plaintext
     reason: str | None = None
     started_at: float = 0.0  # time.time() at start
+    # The session's prepared statements and portals (one namespace for protocol and SQL).
+    names: SessionNames = field(default_factory=SessionNames, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +213,8 @@ class Statement:
     # this resolves; if it raises (a StatementRefused), the answer is discarded and the
     # session ends with that error. None: the entry is already durable (write-ahead).
     durable: asyncio.Future[int] | None = None
+    # False when the session has standard_conforming_strings off: backslashes escape in '…'.
+    standard_strings: bool = True
     _bind: m.Bind | None = field(default=None, init=False, repr=False)
 
     def _decoded_bind(self) -> m.Bind | None:

@@ -26,12 +26,13 @@ from protocols.postgres import messages as m
 from protocols.postgres import peek
 from protocols.postgres.decoder import decode_backend, decode_frontend
 from protocols.postgres.encoder import encode
+from protocols.postgres.encodings import EncodingRefused
 from protocols.postgres.errors import ProtocolError
 from protocols.postgres.framing import scan
 
-from ..errors import GatewayError, JournalWriteFailed, StatementRefused
+from ..errors import GatewayError, JournalWriteFailed, StatementRefused, UnreadableText
 from ..settings.config import DatabaseSettings
-from .bookkeeping import Kind, Pending, SessionNames, keep_detail, keep_row
+from .bookkeeping import Kind, Pending, keep_detail, keep_row
 from .cancel import UpstreamKey, send_cancel
 from .frames import (
     B_BIND_COMPLETE,
@@ -61,7 +62,6 @@ from .frames import (
     F_SYNC,
     F_TERMINATE,
     FRONTEND_TYPES,
-    PARSER_SETTINGS,
     REFUSAL_EXTENDED,
     REFUSAL_QUERY,
     error_frame,
@@ -74,7 +74,9 @@ from .hooks import (
     SessionInfo,
     SessionSummary,
     Statement,
+    Verdict,
 )
+from .textreading import TextReading
 
 log = logging.getLogger("phigate.relay")
 
@@ -94,7 +96,7 @@ class Relay:
                  upstream_writer: asyncio.StreamWriter, hooks: HookChain,
                  cancel_target: UpstreamKey, *, max_message_size: int,
                  idle_timeout_s: float = 0.0, client_leftover: bytes = b"",
-                 upstream_leftover: bytes = b"") -> None:
+                 upstream_leftover: bytes = b"", reading: TextReading | None = None) -> None:
         self.session = session
         self._client_reader = client_reader
         self._client = client_writer
@@ -110,7 +112,9 @@ class Relay:
         # Journal entries of read-only statements forwarded before they were durable: no
         # byte from the upstream reaches the client until every one of them is.
         self._holds: deque[asyncio.Future[int]] = deque()
-        self._names = SessionNames()
+        self._reading = reading or TextReading()
+        self._names = session.names
+        self._names.encoding = self._reading.encoding
         self._discarding = False  # after a refusal in an extended batch, until Sync
         self._status = "I"  # transaction status of the last ReadyForQuery
         self._number = 0
@@ -279,7 +283,7 @@ class Relay:
                 self._names.bind(frame)
                 out += frame
             elif type_byte == F_SYNC:
-                self._pending.append(Pending(Kind.SYNC))
+                self._pending.append(Pending(Kind.SYNC, texts_read=self._reading.count))
                 out += frame
             elif type_byte == F_DESCRIBE:
                 self._names.describe(frame)
@@ -302,7 +306,10 @@ class Relay:
 
     async def _statement_frame(self, type_byte: int, frame: bytes) -> bytes:
         """Run the hooks for a statement frame; return what to send upstream instead."""
-        statement, pending = self._statement_for(type_byte, frame)
+        try:
+            statement, pending = self._statement_for(type_byte, frame)
+        except EncodingRefused as e:
+            statement, pending = self._unreadable(type_byte, frame, e)
         statement.received_at = time.perf_counter()
         statement.idle_before = not self._pending and self._status == "I"
         self._deciding_since, self._deciding = time.monotonic(), statement.number
@@ -334,17 +341,22 @@ class Relay:
 
     def _statement_for(self, type_byte: int, frame: bytes) -> tuple[Statement, Pending | None]:
         """Build the Statement a frame stands for, and what to track for its result."""
-        session = self.session
+        session, reading = self.session, self._reading
         if type_byte == F_QUERY:
+            sql = peek.query_sql(frame, reading.encoding)
+            reading.read(frame)
             self._number += 1
-            statement = Statement(session, self._number, Phase.SIMPLE, peek.query_sql(frame))
-            return statement, Pending(Kind.QUERY, statement)
+            statement = Statement(session, self._number, Phase.SIMPLE, sql,
+                                  standard_strings=reading.standard_strings)
+            return statement, Pending(Kind.QUERY, statement, texts_read=reading.count)
         if type_byte == F_PARSE:
-            name, sql = peek.parse_name_sql(frame)
-            self._names.parse(name, sql)
-            return Statement(session, self._number, Phase.PARSE, sql, statement_name=name), None
+            name, sql = peek.parse_name_sql(frame, reading.encoding)
+            reading.read(frame)
+            self._names.parse(name, sql, reading.standard_strings)
+            return Statement(session, self._number, Phase.PARSE, sql, statement_name=name,
+                             standard_strings=reading.standard_strings), None
         if type_byte == F_EXECUTE:
-            portal_name = peek.execute_portal(frame)
+            portal_name = peek.execute_portal(frame, reading.encoding)
             portal = self._names.portals.get(portal_name)
             self._number += 1
             if portal is None:  # the upstream will report the missing portal
@@ -353,7 +365,8 @@ class Relay:
                 return unknown, Pending(Kind.EXECUTE, unknown)
             statement = Statement(session, self._number, Phase.EXECUTE, portal.sql,
                                   statement_name=portal.statement_name, portal_name=portal_name,
-                                  bind_frame=portal.bind_frame)
+                                  bind_frame=portal.bind_frame,
+                                  standard_strings=portal.standard_strings)
             pending = Pending(Kind.EXECUTE, statement, portal=portal,
                                rows_before=portal.rows_sent, row_limit=portal.row_limit)
             pending.outcome.row_description = self._names.descriptions.get(portal.statement_name)
@@ -365,6 +378,19 @@ class Relay:
                               f"-- fast-path function call, oid {call.function_oid}",
                               function_call=call)
         return statement, Pending(Kind.FUNCTION, statement)
+
+    def _unreadable(self, type_byte: int, frame: bytes, error: EncodingRefused
+                    ) -> tuple[Statement, Pending | None]:
+        """A statement whose text the session's encoding cannot read: refused as PostgreSQL
+        refuses it (22021), and shown to the hooks (and so journaled) with escaped bytes."""
+        phase = {F_QUERY: Phase.SIMPLE, F_PARSE: Phase.PARSE}.get(type_byte, Phase.EXECUTE)
+        if phase is not Phase.PARSE:
+            self._number += 1
+        text = frame[5:].rstrip(b"\x00").decode("ascii", "backslashreplace")
+        statement = Statement(self.session, self._number, phase, text)
+        statement.verdict = Verdict(refusal=UnreadableText(error.message))
+        pending = Pending(Kind.QUERY if phase is Phase.SIMPLE else Kind.EXECUTE, statement)
+        return statement, None if phase is Phase.PARSE else pending
 
     def _answer_locally(self, pending: Pending, tag: str) -> None:
         """Complete a simple query without the upstream, in order with what is in flight."""
@@ -507,7 +533,7 @@ class Relay:
                         keep_row(head, buf, start, end)
                 continue
             if type_byte == B_PARAMETER_STATUS:
-                self._guard_setting(bytes(buf[start:end]))
+                self._follow_setting(bytes(buf[start:end]))
                 continue
             if type_byte == B_FUNCTION_RESULT:
                 if pending:  # a fast-path call's one result value (loread's bytes): one row
@@ -542,15 +568,16 @@ class Relay:
         del buf[:consumed]
         self._client.write(out)
 
-    def _guard_setting(self, frame: bytes) -> None:
-        status = decode_backend(frame)
+    def _follow_setting(self, frame: bytes) -> None:
+        """Read later text as the server will once it reports a new client_encoding or
+        standard_conforming_strings. Text already read the old way and sent after the
+        statement that changed it would now mean something else upstream: end the session."""
+        status = decode_backend(frame, self._reading.encoding)
         assert isinstance(status, m.ParameterStatus)
-        allowed = PARSER_SETTINGS.get(status.name)
-        if allowed is not None and status.value not in allowed:
-            log.error("session changed a setting the policy parser depends on; ending it",
-                      extra={"session": self.session.session_id, "setting": status.name})
-            raise ProtocolError(f"phigate: {status.name} {status.value!r} is not supported; "
-                                "the session is ended", sqlstate="22023")
+        boundary = next((p.texts_read for p in self._pending
+                         if p.kind in (Kind.QUERY, Kind.SYNC)), self._reading.count)
+        self._reading.follow(status.name, status.value, read_since=boundary)
+        self._names.encoding = self._reading.encoding
 
     def _over_limit(self, head: Pending) -> bool:
         """True when this DataRow must be dropped; cancels the query at the first one."""
@@ -651,8 +678,7 @@ class Relay:
             self._result_done(head)
         if type_byte == B_ERROR:
             frame = bytes(buf[start:end])
-            error = decode_backend(frame)
-            assert isinstance(error, m.ErrorResponse)
+            error = self._reading.backend_error(frame)
             outcome.sqlstate = error.sqlstate
             outcome.error_message = error.message
             if head.capture:

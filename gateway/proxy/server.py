@@ -49,7 +49,8 @@ class Gateway:
         self.settings = settings
         self.server_ssl_context = server_ssl_context(settings)
         limits = settings.limits
-        self._limiter = FailureLimiter(limits.auth_max_failures, limits.auth_failure_window_s)
+        self._limiter = FailureLimiter(limits.auth_max_failures, limits.auth_failure_window_s,
+                                       limits.auth_max_failures_per_ip)
         self._authenticator = ClientAuthenticator(settings.users, self._limiter,
                                                   limits.auth_failure_delay_s, password_login)
         self._channel_binding = _channel_binding_data(settings)

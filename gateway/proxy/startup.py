@@ -28,16 +28,16 @@ from ..errors import (
     AuthenticationFailed,
     AuthorizationRejected,
     GatewayError,
-    ParameterRefused,
     TooManyConnections,
     UnknownDatabase,
 )
 from .auth import SCRAM, AuthResult, ExternalLoginFailed
 from .cancel import UpstreamKey, send_cancel
-from .frames import PARSER_SETTINGS, error_frame
+from .frames import error_frame
 from .hooks import AuthEvent, EndReason, SessionInfo, SessionSummary
 from .options import consume_gateway_options
 from .relay import Relay
+from .textreading import TextReading
 from .upstream import Upstream, UpstreamRejected, connect_upstream
 from .wire import FrameStream, PeerClosed
 
@@ -189,7 +189,8 @@ async def _admitted_session(gateway: SessionHost, client: _Client, startup: m.St
         k: v for k, v in params.items()
         if k not in _GATEWAY_PARAMETERS and not k.startswith("_pq_.")})
     app_name = params.get("application_name", "")
-    forwarded["application_name"] = f"phigate/{auth.name}/{app_name}"[:63]
+    forwarded["application_name"] = gateway.settings.upstream_application_name.format(
+        identity=auth.name, application_name=app_name)[:63]
     try:
         upstream = await connect_upstream(db, db.dbname or database, forwarded,
                                           gateway.settings.limits.max_message_size)
@@ -199,7 +200,7 @@ async def _admitted_session(gateway: SessionHost, client: _Client, startup: m.St
         gateway.hooks.upstream_failed(db.name)
         raise
     try:
-        _check_parser_settings(upstream)
+        reading = TextReading.at_startup(_parameters(upstream))
     except GatewayError:
         upstream.stream.close()
         raise
@@ -207,7 +208,7 @@ async def _admitted_session(gateway: SessionHost, client: _Client, startup: m.St
         session_id=secrets.token_hex(8), identity=auth.name, groups=auth.groups,
         client_ip=client.ip, client_port=client.port, database=database,
         application_name=app_name, tls=client.tls, reason=reason, started_at=time.time())
-    await _relay(gateway, client, upstream, info, auth, (db, db.dbname or database))
+    await _relay(gateway, client, upstream, info, auth, (db, db.dbname or database), reading)
 
 
 async def _authenticate(gateway: SessionHost, client: _Client, user_name: str,
@@ -239,7 +240,8 @@ async def _negotiate_protocol(client: _Client, startup: m.StartupMessage) -> Non
 
 
 async def _relay(gateway: SessionHost, client: _Client, upstream: Upstream, info: SessionInfo,
-                 auth: AuthResult, db: tuple[DatabaseSettings, str]) -> None:
+                 auth: AuthResult, db: tuple[DatabaseSettings, str], reading: TextReading
+                 ) -> None:
     target = UpstreamKey(db[0].host, db[0].port, upstream.process_id, upstream.secret_key)
     cancel_key = gateway.cancel_registry.register(target)
     summary = SessionSummary()
@@ -257,7 +259,7 @@ async def _relay(gateway: SessionHost, client: _Client, upstream: Upstream, info
             max_message_size=gateway.settings.limits.max_message_size,
             idle_timeout_s=gateway.settings.limits.idle_timeout_s,
             client_leftover=client.stream.leftover(),
-            upstream_leftover=upstream.stream.leftover())
+            upstream_leftover=upstream.stream.leftover(), reading=reading)
         relay.upstream_db = db
         log.info("session started", extra={"session": info.session_id, "identity": info.identity,
                                            "client": f"{info.client_ip}:{info.client_port}",
@@ -287,15 +289,13 @@ def _end_at(relay: Relay, ends_at: float | None) -> asyncio.TimerHandle | None:
         CREDENTIAL_EXPIRED, EndReason.CREDENTIAL_EXPIRED)
 
 
-def _check_parser_settings(upstream: Upstream) -> None:
+def _parameters(upstream: Upstream) -> dict[str, str]:
+    parameters = {}
     for frame in upstream.parameter_frames:
         status = decode_backend(frame)
         assert isinstance(status, m.ParameterStatus)
-        allowed = PARSER_SETTINGS.get(status.name)
-        if allowed is not None and status.value not in allowed:
-            raise ParameterRefused(
-                f"phigate: {status.name} {status.value!r} is not supported",
-                hint=f"connect with {status.name} set to {sorted(allowed)[0]}")
+        parameters[status.name] = status.value
+    return parameters
 
 
 def _startup_frames(upstream: Upstream, info: SessionInfo, secret_key: bytes) -> list[bytes]:

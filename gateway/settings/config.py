@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,12 @@ class UserSettings:
     groups: frozenset[str] = frozenset()
 
 
+# What the upstream sees as application_name: the person stays visible in the database's own
+# logs and pg_stat_activity. Placeholders: {identity} and {application_name} (the client's).
+DEFAULT_UPSTREAM_APPLICATION_NAME = "phigate/{identity}/{application_name}"
+_APPLICATION_NAME_FIELDS = frozenset({"identity", "application_name"})
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     max_connections: int = 1000
@@ -67,10 +74,13 @@ class Limits:
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     shutdown_grace_s: float = 30.0
     auth_failure_delay_s: float = 0.5
-    auth_max_failures: int = 10
+    auth_max_failures: int = 10  # per (user, client IP): a guessed password
     auth_failure_window_s: float = 60.0
     policy_steps: int = DEFAULT_MAX_STEPS  # per statement: views followed, relations checked
     watchdog_timeout_s: float = 60.0  # 0 = off; see gateway/proxy/watchdog.py
+    # Per client IP, over every user: password spraying. Much higher than the per-user
+    # limit, so one person mistyping cannot lock out everyone behind the same bastion or NAT.
+    auth_max_failures_per_ip: int = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +122,7 @@ class Settings:
     alerts: AlertSettings | None = None
     sso: SsoSettings | None = None
     access: AccessSettings | None = None
+    upstream_application_name: str = DEFAULT_UPSTREAM_APPLICATION_NAME
 
     def database_for(self, name: str) -> DatabaseSettings | None:
         """The upstream for a client-requested database name (``*`` is the fallback)."""
@@ -119,7 +130,7 @@ class Settings:
 
 
 TOP_LEVEL_KEYS = ("listen", "tls", "databases", "users", "policies", "journal", "limits", "log",
-                  "recordings", "metrics", "alerts", "sso", "access")
+                  "recordings", "metrics", "alerts", "sso", "access", "upstream_application_name")
 
 
 def load_config(path: str | os.PathLike[str], *,
@@ -162,7 +173,26 @@ def load_config(path: str | os.PathLike[str], *,
         alerts=parse_alerts(root.child("alerts"), env) if "alerts" in root.data else None,
         sso=parse_sso(root.child("sso")) if "sso" in root.data else None,
         access=parse_access(root.child("access")) if "access" in root.data else None,
+        upstream_application_name=_application_name(root),
     )
+
+
+def _application_name(root: Section) -> str:
+    template = root.text("upstream_application_name", DEFAULT_UPSTREAM_APPLICATION_NAME)
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as e:
+        raise root.error("upstream_application_name", f"not a valid template: {e}") from e
+    unknown = fields - _APPLICATION_NAME_FIELDS
+    if unknown:
+        raise root.error("upstream_application_name",
+                         f"unknown placeholder {{{sorted(unknown)[0]}}}; use {{identity}} "
+                         "and {application_name}")
+    try:
+        template.format(identity="", application_name="")
+    except (ValueError, AttributeError, IndexError, KeyError) as e:  # e.g. {identity.x}
+        raise root.error("upstream_application_name", f"not a valid template: {e}") from e
+    return template
 
 
 def _client_tls(root: Section) -> ClientTls | None:
@@ -263,7 +293,8 @@ def _limits(root: Section) -> Limits:
     section = root.child("limits")
     section.only("max_connections", "idle_timeout", "startup_timeout", "max_message_size",
                  "shutdown_grace", "auth_failure_delay", "auth_max_failures",
-                 "auth_failure_window", "policy_steps", "watchdog_timeout")
+                 "auth_failure_window", "policy_steps", "watchdog_timeout",
+                 "auth_max_failures_per_ip")
     defaults = Limits()
     return Limits(
         max_connections=section.integer("max_connections", defaults.max_connections, minimum=1),
@@ -278,6 +309,8 @@ def _limits(root: Section) -> Limits:
                                                defaults.auth_failure_window_s),
         policy_steps=section.integer("policy_steps", defaults.policy_steps, minimum=1),
         watchdog_timeout_s=section.duration("watchdog_timeout", defaults.watchdog_timeout_s),
+        auth_max_failures_per_ip=section.integer(
+            "auth_max_failures_per_ip", defaults.auth_max_failures_per_ip, minimum=1),
     )
 
 

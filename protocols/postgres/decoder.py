@@ -6,8 +6,9 @@ bytes, missing NUL terminators, impossible counts, invalid UTF-8 and unknown
 type bytes raise :class:`RemoteProtocolError` (the peer's fault). No other
 exception escapes. The other direction is :mod:`.encoder`.
 
-Text fields are decoded as UTF-8, so the gateway must keep ``client_encoding``
-at UTF8. A 'p' frame decodes as :class:`PasswordMessage`; only the
+Text fields are decoded in the session's client encoding (UTF-8 unless the
+caller passes another :class:`~.encodings.ClientEncoding`). A 'p' frame
+decodes as :class:`PasswordMessage`; only the
 authentication exchange knows whether it holds a password, a SASL message or
 GSS data, so the caller reinterprets it with :func:`as_password`,
 :func:`as_sasl_initial_response` or :func:`as_sasl_response`.
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from . import messages as m
+from .encodings import UTF8, ClientEncoding
 from .errors import ProtocolError, RemoteProtocolError
 from .framing import MAX_STARTUP_PACKET, MIN_STARTUP_PACKET
 from .wireformat import (
@@ -42,12 +44,14 @@ T = TypeVar("T")
 class _Reader:
     """Cursor over one frame's payload; every read is bounds-checked."""
 
-    __slots__ = ("frame", "_pos", "_what")
+    __slots__ = ("frame", "_pos", "_what", "_encoding")
 
-    def __init__(self, frame: bytes, start: int, what: str) -> None:
+    def __init__(self, frame: bytes, start: int, what: str,
+                 encoding: ClientEncoding = UTF8) -> None:
         self.frame = frame
         self._pos = start
         self._what = what
+        self._encoding = encoding
 
     def fail(self, problem: str) -> RemoteProtocolError:
         return RemoteProtocolError(f"invalid {self._what} message: {problem}")
@@ -92,9 +96,9 @@ class _Reader:
         if end < 0:
             raise self.fail(f"missing NUL terminator after {name}")
         try:
-            text = self.frame[self._pos:end].decode("utf-8")
+            text = self.frame[self._pos:end].decode(self._encoding.codec)
         except UnicodeDecodeError as e:
-            raise self.fail(f"{name} is not valid UTF-8") from e
+            raise self.fail(f"{name} is not valid {self._encoding.name}") from e
         self._pos = end + 1
         return text
 
@@ -139,7 +143,8 @@ def _label(type_byte: int) -> str:
     return repr(chr(type_byte)) if 32 <= type_byte < 127 else f"0x{type_byte:02x}"
 
 
-def _decode(data: Buffer, table: dict[int, tuple[str, Callable[[_Reader], T]]], side: str) -> T:
+def _decode(data: Buffer, table: dict[int, tuple[str, Callable[[_Reader], T]]], side: str,
+            encoding: ClientEncoding = UTF8) -> T:
     frame = bytes(data)
     if len(frame) < 5:
         raise RemoteProtocolError(f"{side} frame of {len(frame)} bytes is shorter than a header")
@@ -152,7 +157,7 @@ def _decode(data: Buffer, table: dict[int, tuple[str, Callable[[_Reader], T]]], 
     if entry is None:
         raise RemoteProtocolError(f"unknown {side} message type {_label(type_byte)}")
     name, decoder = entry
-    return _run(decoder, _Reader(frame, 5, name))
+    return _run(decoder, _Reader(frame, 5, name, encoding))
 
 
 def _run(decoder: Callable[[_Reader], T], reader: _Reader) -> T:
@@ -166,14 +171,16 @@ def _run(decoder: Callable[[_Reader], T], reader: _Reader) -> T:
     return message
 
 
-def decode_frontend(frame: Buffer) -> m.FrontendMessage:
-    """Decode one typed frame sent by a client (type byte and length word included)."""
-    return _decode(frame, _FRONTEND, "frontend")
+def decode_frontend(frame: Buffer, encoding: ClientEncoding = UTF8) -> m.FrontendMessage:
+    """Decode one typed frame sent by a client (type byte and length word included); text
+    fields are read in the session's client encoding."""
+    return _decode(frame, _FRONTEND, "frontend", encoding)
 
 
-def decode_backend(frame: Buffer) -> m.BackendMessage:
-    """Decode one typed frame sent by a server (type byte and length word included)."""
-    return _decode(frame, _BACKEND, "backend")
+def decode_backend(frame: Buffer, encoding: ClientEncoding = UTF8) -> m.BackendMessage:
+    """Decode one typed frame sent by a server (type byte and length word included); text
+    fields are read in the session's client encoding."""
+    return _decode(frame, _BACKEND, "backend", encoding)
 
 
 def decode_startup(data: Buffer) -> m.StartupPacket:

@@ -534,12 +534,14 @@ def error_response(
     severity: str | None = None,
     detail: str | None = None,
     hint: str | None = None,
+    position: int | None = None,
     notice: bool = False,
 ) -> ErrorResponse | NoticeResponse:
     """An ErrorResponse (or NoticeResponse) with the fields PostgreSQL always sends.
 
     Fills S and V (the non-localised copy PostgreSQL 9.6+ adds), C and M, then
-    D and H when given. ``severity`` defaults to ERROR, or NOTICE for a notice.
+    D, H and P (1-based character position in the query) when given. ``severity``
+    defaults to ERROR, or NOTICE for a notice.
     """
     allowed = NOTICE_SEVERITIES if notice else ERROR_SEVERITIES
     severity = severity or ("NOTICE" if notice else "ERROR")
@@ -552,4 +554,6 @@ def error_response(
         fields["D"] = detail
     if hint is not None:
         fields["H"] = hint
+    if position is not None:
+        fields["P"] = str(position)
     return NoticeResponse(fields) if notice else ErrorResponse(fields)

