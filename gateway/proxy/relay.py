@@ -81,6 +81,8 @@ from .textreading import TextReading
 log = logging.getLogger("phigate.relay")
 
 READ_CHUNK = 256 * 1024
+# An ErrorResponse's first field is its severity ('S'); these end the backend.
+_FATAL_SEVERITIES = frozenset((b"SFATAL", b"SPANIC"))
 # A Query and a FunctionCall are each answered with their own ReadyForQuery; Parse/Execute wait
 # for the client's Sync.
 ANSWERED_WITH_READY = frozenset((Phase.SIMPLE, Phase.FUNCTION))
@@ -120,6 +122,9 @@ class Relay:
         self._number = 0
         self.summary = SessionSummary()
         self._end: EndReason | None = None
+        # The upstream said FATAL (terminated backend, shutdown, crash): the client has its
+        # own words, and nothing may follow them.
+        self._upstream_fatal = False
         self._tasks: list[asyncio.Task[None]] = []
         # For the watchdog (``proxy/watchdog.py``): who moved last, and since when a statement
         # is in the hooks (0: none is).
@@ -504,7 +509,7 @@ class Relay:
         if self._end is not None:
             return
         self._ended(EndReason.UPSTREAM_DISCONNECT)
-        if not self._client.is_closing():
+        if not self._upstream_fatal and not self._client.is_closing():
             self._client.write(encode(m.error_response(
                 "08006", "phigate: connection to the upstream database was lost",
                 severity="FATAL")))
@@ -543,6 +548,8 @@ class Relay:
             if type_byte in B_DESCRIPTION and self._names.described and (
                     not pending or pending[0].kind is not Kind.QUERY):
                 self._names.description(type_byte, bytes(buf[start:end]))
+            if type_byte == B_ERROR and bytes(buf[start + 5:start + 11]) in _FATAL_SEVERITIES:
+                self._upstream_fatal = True
             if not pending:
                 continue
             if type_byte in B_RESULT_DETAIL:

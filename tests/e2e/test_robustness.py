@@ -175,3 +175,28 @@ def test_password_spraying_from_one_ip_is_limited(
     sprayed = psql(gateway, "SELECT 1", user="bob")  # the right password, but the IP is blocked
     assert sprayed.returncode != 0
     assert 'password authentication failed for user "bob"' in sprayed.stderr
+
+
+def test_upstream_termination_is_relayed_verbatim(
+        gateway: GatewayProcess, pg_cluster: ClusterInfo) -> None:
+    # The server's own FATAL (57P01, its words), then EOF: nothing of the gateway's after it
+    # (psycopg reported "received 2 results from command 'BEGIN'" when there was).
+    with _authenticated_socket(gateway) as sock:
+        sock.sendall(encode(m.Query(sql="SELECT pg_backend_pid()")))
+        buffer = FrameBuffer()
+        pid, ready = None, False
+        while not ready:
+            buffer.feed(sock.recv(65536))
+            while (frame := buffer.next_frame()) is not None:
+                message = decode_backend(frame)
+                if isinstance(message, m.DataRow):
+                    pid = int(message.values[0] or b"0")
+                ready = ready or isinstance(message, m.ReadyForQuery)
+        pg_cluster.cluster.execute(f"SELECT pg_terminate_backend({pid})")
+        messages = read_messages(sock)
+    assert len(messages) == 1, messages
+    error = messages[0]
+    assert isinstance(error, m.ErrorResponse) and error.severity == "FATAL"
+    assert (error.sqlstate, error.message) == (
+        "57P01", "terminating connection due to administrator command")
+    still_serving(gateway)
