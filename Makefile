@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test lint typecheck bench conformance clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ test: $(STAMP) lint typecheck
 
 bench: $(STAMP)
 	bench/pgbench.sh
+
+# The public test suites of asyncpg, pg8000 and psycopg 3, directly and through the gateway
+# (5-8 minutes; not part of `make test`). Lists every test that fails only through the gateway.
+DRIVER_SUITES ?= ../shared/conformance/driver-suites
+conformance: $(STAMP)
+	$(DRIVER_SUITES)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache

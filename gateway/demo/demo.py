@@ -44,7 +44,7 @@ EXIT_OK, EXIT_FAILED = 0, 1
 HOST = "127.0.0.1"
 DATABASE = "clinic"
 SERVICE_ROLE = "phigate_svc"
-PATIENTS = 500
+PATIENTS = 2000  # more than the clinicians' max_rows (500), so a row cut can be seen
 # The upstream password reaches the config loader through this variable, set in our own process
 # only, so it is never written to disk next to the config.
 PASSWORD_ENV = "PHIGATE_DEMO_DB_PASSWORD"
@@ -69,6 +69,8 @@ LISTEN_POLL_S = 0.02
 EXAMPLE_QUERIES: Mapping[str, tuple[tuple[str, str], ...]] = {
     "alice": (("SELECT count(*) FROM patients;", "allowed"),
               ("SELECT mrn, last_name FROM patients ORDER BY id LIMIT 5;", "allowed"),
+              ("SELECT mrn FROM patients WHERE id > 0;",
+               "cut after 500 rows (max_rows), SQLSTATE 54000"),
               ("SELECT * FROM patients;", "denied: bulk export of PHI")),
     "bob": (("SELECT * FROM departments;", "allowed: no PHI"),
             ("SELECT * FROM patients WHERE id = 1;", "denied: engineers may not touch PHI")),

@@ -135,7 +135,10 @@ def test_demo_serves_printed_credentials_and_cleans_up_on_ctrl_c(demo: DemoProce
 
     alice = _psql(port, "alice", passwords["alice"], "SELECT count(*) FROM patients")
     assert alice.returncode == 0, alice.stderr
-    assert alice.stdout.strip() == "500"
+    assert alice.stdout.strip() == "2000"  # more patients than the clinicians' max_rows
+    cut = _psql(port, "alice", passwords["alice"], "SELECT mrn FROM patients WHERE id > 0")
+    assert cut.returncode != 0
+    assert "exceeds max_rows (500)" in cut.stderr, cut.stderr
     bob = _psql(port, "bob", passwords["bob"], "SELECT count(*) FROM departments")
     assert (bob.returncode, bob.stdout.strip()) == (0, "7"), bob.stderr
     denied = _psql(port, "bob", passwords["bob"], "SELECT * FROM patients WHERE id = 1")
