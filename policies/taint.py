@@ -52,6 +52,16 @@ def output_taint(sql: str, masked_names: frozenset[str]) -> tuple[Output, ...] |
     return None
 
 
+def relation_names(sql: str) -> list[str]:
+    """"schema.name" or "name" of every relation the statement's FROM clauses name."""
+    try:
+        tree = json.loads(parser.parse_sql_json(sql))
+    except Exception:
+        return []
+    return [".".join(p for p in (body.get("schemaname"), body.get("relname")) if p)
+            for kind, body in _nodes(tree) if kind == "RangeVar"]
+
+
 def expression_tainted(node: Json, names: frozenset[str]) -> bool:
     for ref in _column_refs(node):
         fields = ref.get("fields", [])

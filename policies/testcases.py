@@ -13,8 +13,10 @@ A cases file lists statements with who runs them and the expected decision and r
 
 Case keys: name, user, groups, database, ip, reason, now, phi_rows_last_hour, views (view →
 tables it reads), sql, expect (allow | deny), rule (must be among the decision's rules),
-verdict (allow | deny, for dry-run files). The caller reads the file and supplies the engine,
-the gateway's identity → groups mapping and the default time; nothing here does I/O.
+verdict (allow | deny, for dry-run files), masked (output column → its strategy, ``refused``,
+``redacted`` or ``clear``, as ``policies.masking_preview`` sees it). The caller reads the file
+and supplies the engine, the gateway's identity → groups mapping and the default time; nothing
+here does I/O.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any, NoReturn
 from policies.context import RequestContext
 from policies.engine import Engine
 from policies.loader import PolicyError, parse_yaml
+from policies.masking_preview import preview
 from policies.model import Action, Decision
 from policies.yamlsource import item_line, key_line
 
@@ -34,7 +37,7 @@ TOP_KEYS = frozenset({"defaults", "users", "cases"})
 DEFAULT_KEYS = frozenset({"database", "now", "ip", "reason"})
 CASE_KEYS = frozenset(
     {"name", "user", "groups", "database", "ip", "reason", "now", "phi_rows_last_hour", "views",
-     "sql", "expect", "rule", "verdict"}
+     "sql", "expect", "rule", "verdict", "masked"}
 )
 
 
@@ -54,6 +57,7 @@ class Case:
     now: dt.datetime | None = None
     phi_rows_last_hour: int = 0
     views: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    masked: Mapping[str, str] | None = None  # output column → strategy/refused/redacted/clear
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +125,22 @@ def _run(engine: Engine, case: Case, now: dt.datetime, users: Mapping[str, froze
         problems.append(f"expected rule {case.rule}, got {', '.join(decision.rules) or '-'}")
     if case.verdict is not None and decision.verdict != case.verdict:
         problems.append(f"expected verdict {case.verdict}, got {decision.verdict}")
+    if case.masked is not None:
+        shown = masked_columns(engine, ctx, case.sql, decision) or {}
+        for column, how in case.masked.items():
+            if shown.get(column, "clear") != how:
+                problems.append(f"expected {column} {how}, got {shown.get(column, 'clear')}")
     return CaseResult(case, decision, not problems, "; ".join(problems) or None)
+
+
+def masked_columns(engine: Engine, ctx: RequestContext, sql: str,
+                   decision: Decision) -> dict[str, str] | None:
+    """How each output column would be shown to this identity (None: nothing is masked)."""
+    if not decision.allowed:
+        return None
+    profile = engine.mask_profile(ctx.identity, ctx.groups, ctx.database,
+                                  forced=decision.masked)
+    return None if profile is None else preview(profile, sql, decision.tables)
 
 
 def format_results(results: tuple[CaseResult, ...]) -> str:
@@ -190,7 +209,18 @@ class _Reader:
             reason=merged.get("reason"), now=self.moment(merged.get("now"), item, path, line),
             phi_rows_last_hour=int(merged.get("phi_rows_last_hour") or 0),
             views={str(k): frozenset(v) for k, v in (merged.get("views") or {}).items()},
+            masked=self.masked(item, path, line),
         )
+
+    def masked(self, item: Any, path: str, line: int) -> dict[str, str] | None:
+        value = item.get("masked")
+        if value is None:
+            return None
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            self.fail(key_line(item, "masked", line), f"{path}.masked",
+                      "expected a mapping of output column to strategy, refused, redacted "
+                      "or clear")
+        return {str(k): v for k, v in value.items()}
 
     def moment(self, value: Any, item: Any, path: str, line: int) -> dt.datetime | None:
         if value is None:

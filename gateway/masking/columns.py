@@ -11,12 +11,12 @@ DERIVED. Built by ``gateway/masking/hook.py`` at session start, read per result.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Final
 
 from policies.masking import REDACT, MaskProfile, Strategy
 from policies.phi import parse_ref
-from policies.taint import CLEAN, output_taint
+from policies.taint import CLEAN, output_taint, relation_names
 
 from .catalog import Catalog, Relation
 
@@ -34,22 +34,17 @@ _MAX_VIEW_ROUNDS = 16  # views of views resolved per round; deeper chains are DE
 
 
 class ColumnMap:
-    __slots__ = ("catalog", "profile", "plans", "_names",
+    __slots__ = ("catalog", "profile", "plans",
                  "_by_name")
 
     def __init__(self, catalog: Catalog, profile: MaskProfile) -> None:
         self.catalog, self.profile = catalog, profile
         self.plans: dict[tuple[int, int], Plan] = {}
         self._by_name: dict[str, list[Relation]] | None = None
-        names: dict[str, set[str]] = {}  # masked column name → strategies, for views
         for rel in catalog.relations.values():
             if rel.view_sql is None:
                 for attnum, column in rel.columns.items():
-                    plan = self._base(rel, column)
-                    self.plans[(rel.oid, attnum)] = plan
-                    if isinstance(plan, Strategy):
-                        names.setdefault(column.lower(), set()).add(str(plan))
-        self._names = names
+                    self.plans[(rel.oid, attnum)] = self._base(rel, column)
         self._views([r for r in catalog.relations.values() if r.view_sql is not None])
 
     def plan(self, table_oid: int, attnum: int) -> Plan:
@@ -58,17 +53,35 @@ class ColumnMap:
     def names_for(self, tables: Iterable[str]) -> frozenset[str]:
         """Masked (or derived) column names of the relations a statement names: what its
         output expressions are checked against."""
-        return frozenset(column.lower() for rel in self._named_relations(tables)
-                         for attnum, column in rel.columns.items()
-                         if self.plans.get((rel.oid, attnum)) is not None)
+        return self._names_of(self.relations_for(tables))
 
-    def _named_relations(self, tables: Iterable[str]) -> Iterator[Relation]:
+    def relations_for(self, tables: Iterable[str]) -> list[Relation]:
+        """Every relation a name may mean (any schema, when unqualified)."""
         if self._by_name is None:
             self._by_name = self.catalog.by_name()
+        out: list[Relation] = []
         for text in tables:
             ref = parse_ref(text)
             key = f"{ref.schema}.{ref.name}" if ref.schema else ref.name
-            yield from self._by_name.get(key.lower(), ())
+            out.extend(self._by_name.get(key.lower(), ()))
+        return out
+
+    def named(self, column: str, relations: list[Relation]) -> Plan:
+        """The plan of a plain reference to ``column`` of one of ``relations``."""
+        plans = [self.plans.get((rel.oid, attnum)) for rel in relations
+                 for attnum, name in rel.columns.items() if name.lower() == column]
+        masked = {str(p): p for p in plans if p is not None}
+        if not masked:
+            return None
+        if "derived" in masked:
+            return DERIVED
+        # the same name masked differently in different relations: the strictest
+        return next(iter(masked.values())) if len(masked) == 1 else REDACT
+
+    def _names_of(self, relations: list[Relation]) -> frozenset[str]:
+        return frozenset(column.lower() for rel in relations
+                         for attnum, column in rel.columns.items()
+                         if self.plans.get((rel.oid, attnum)) is not None)
 
     def _base(self, rel: Relation, column: str) -> Strategy | None:
         strategy = self.profile.strategy(rel.schema, rel.name, column)
@@ -79,41 +92,26 @@ class ColumnMap:
         return strategy
 
     def _views(self, views: list[Relation]) -> None:
-        """Map view columns; repeat while a round taints new names (views of views)."""
-        pending = views
+        """Map view columns; repeat while a round changes a plan (views of views)."""
         for _ in range(_MAX_VIEW_ROUNDS):
-            before = set(self._names)
-            for view in pending:
+            before = {k: str(v) for k, v in self.plans.items()}
+            for view in views:
                 self._view(view)
-            if set(self._names) == before:
+            if {k: str(v) for k, v in self.plans.items()} == before:
                 return
-        for view in pending:  # still moving after many rounds: trust none of it
+        for view in views:  # still moving after many rounds: trust none of it
             for attnum in view.columns:
                 self.plans[(view.oid, attnum)] = DERIVED
 
     def _view(self, view: Relation) -> None:
-        outputs = output_taint(view.view_sql or "", frozenset(self._names))
-        for attnum, column in view.columns.items():
+        sql = view.view_sql or ""
+        relations = self.relations_for(relation_names(sql))
+        outputs = output_taint(sql, self._names_of(relations))
+        for attnum in view.columns:
             if outputs is None or len(outputs) != len(view.columns):
                 plan: Plan = DERIVED
             else:
                 out = outputs[attnum - 1]
-                plan = (self.named(out.column) if out.column is not None
+                plan = (self.named(out.column, relations) if out.column is not None
                         else None if out.taint == CLEAN else DERIVED)
             self.plans[(view.oid, attnum)] = plan
-            if plan is not None:
-                self._names.setdefault(column.lower(), set()).add(str(plan))
-
-    def named(self, column: str) -> Plan:
-        strategies = self._names.get(column, set())
-        if strategies == {"derived"}:
-            return DERIVED
-        if len(strategies) == 1:
-            return self.profile_strategy(next(iter(strategies)))
-        return REDACT  # the name is masked differently in different tables: the strictest
-
-    def profile_strategy(self, text: str) -> Strategy:
-        for _, strategy in self.profile.columns:
-            if str(strategy) == text:
-                return strategy
-        return REDACT

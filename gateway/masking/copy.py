@@ -50,7 +50,7 @@ class CopyPlan:
     plans: tuple[Plan, ...]  # per column; an empty tuple: unknown width, detect only
 
 
-def copy_plan(sql: str, column_map: ColumnMap, names: frozenset[str]) -> CopyPlan | None:
+def copy_plan(sql: str, column_map: ColumnMap, tables: tuple[str, ...]) -> CopyPlan | None:
     """The plan of a ``COPY ... TO`` statement (None: not one); raises PolicyDenied."""
     try:
         root = json.loads(parser.parse_sql_json(sql))["stmts"][0]["stmt"]
@@ -62,7 +62,7 @@ def copy_plan(sql: str, column_map: ColumnMap, names: frozenset[str]) -> CopyPla
     options = {o["DefElem"]["defname"]: _option(o["DefElem"]) for o in body.get("options", [])}
     fmt = str(options.get("format", "text")).lower()
     is_csv = fmt == "csv"
-    plans = (_query_plans(sql, column_map, names) if "query" in body
+    plans = (_query_plans(sql, column_map, tables) if "query" in body
              else _table_plans(body, column_map))
     if fmt == "binary" and any(p is not None for p in plans):
         raise BINARY_REFUSED
@@ -110,15 +110,16 @@ def _strictest(plans: list[Plan]) -> Plan:
     return masked[0] if masked else None
 
 
-def _query_plans(sql: str, column_map: ColumnMap, names: frozenset[str]
+def _query_plans(sql: str, column_map: ColumnMap, tables: tuple[str, ...]
                  ) -> tuple[Plan, ...]:
-    outputs = output_taint(_inner_query(sql), names)
+    relations = column_map.relations_for(tables)
+    outputs = output_taint(_inner_query(sql), column_map.names_for(tables))
     if outputs is None:
         raise STAR_REFUSED
     out: list[Plan] = []
     for output in outputs:
         if output.column is not None:
-            out.append(column_map.named(output.column))
+            out.append(column_map.named(output.column, relations))
         else:
             out.append(None if output.taint == CLEAN else DERIVED)
     return tuple(out)

@@ -94,7 +94,7 @@ class MaskingHook(Hook):
                 "phigate: this session sees masked values; statements that read masked "
                 f"tables may not also write ({', '.join(sorted(decision.classes))})",
                 hint="read and write in separate statements, without copying masked columns")
-        copy = (copy_plan(statement.sql, column_map, names)
+        copy = (copy_plan(statement.sql, column_map, decision.tables)
                 if "copy_out" in decision.classes else None)
         self._journal(statement, profile)
         return Verdict(result_filter=MaskingFilter(

@@ -21,7 +21,7 @@ from policies.context import RequestContext
 from policies.engine import Engine
 from policies.loader import PolicyError, load_policies
 from policies.model import Decision
-from policies.testcases import format_results, load_cases, run_cases
+from policies.testcases import format_results, load_cases, masked_columns, run_cases
 
 from ..errors import ConfigError
 from ..settings.config import load_config
@@ -74,7 +74,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                          client_ip=args.ip, reason=args.reason,
                          phi_rows_last_hour=max(args.phi_rows, 0))
     decision = engine.decide(ctx, args.sql)
-    print(render(decision))
+    print(render(decision, masked_columns(engine, ctx, args.sql, decision)))
     return EXIT_OK if decision.allowed else EXIT_FAILED
 
 
@@ -90,8 +90,8 @@ def cmd_test(args: argparse.Namespace) -> int:
     return EXIT_OK if all(r.passed for r in results) else EXIT_FAILED
 
 
-def render(decision: Decision) -> str:
-    """The decision as aligned ``key: value`` lines."""
+def render(decision: Decision, masked: dict[str, str] | None = None) -> str:
+    """The decision as aligned ``key: value`` lines; ``masked``: column → how it is shown."""
     verdict: str = decision.action
     if decision.would_deny:
         verdict += " (dry run: the policies would deny)"
@@ -110,6 +110,8 @@ def render(decision: Decision) -> str:
                                    ("alert", decision.alert)) if on]
     if flags:
         lines.append(("flags", ", ".join(flags)))
+    if masked is not None:
+        lines.append(("masked", ", ".join(f"{k} {v}" for k, v in masked.items()) or "-"))
     return "\n".join(f"{key + ':':<10} {value}" for key, value in lines)
 
 

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -17,7 +21,8 @@ import psycopg
 import pytest
 
 from tests.conftest import ClusterInfo
-from tests.e2e.harness import FIXTURES, IDENTITIES, GatewayProcess, psql
+from tests.e2e.harness import FIXTURES, IDENTITIES, PHIGATE, REPO, GatewayProcess, psql
+from tests.e2e.masking_corpus import CORPUS, REFUSED
 
 POLICY = FIXTURES / "masking.yaml"
 SSN_7 = "123-45-6789"
@@ -164,3 +169,112 @@ def test_journal_records_masked_columns(masked: GatewayProcess) -> None:
     masking = [e for e in entries if "masking" in json.dumps(e)]
     assert masking, "no journal entry mentions masking"
     assert "partial(last=4)" in json.dumps(masking)
+
+
+def _first_rows(conn: psycopg.Connection[tuple[object, ...]], sql: str
+                ) -> list[tuple[object, ...]] | None:
+    """Run a query string (simple protocol); the first result set that has rows."""
+    cursor = psycopg.ClientCursor(conn)
+    cursor.execute(sql.encode())
+    while True:
+        if cursor.description is not None:
+            return cursor.fetchall()
+        if not cursor.nextset():
+            return None
+
+
+def _check(code: str, got: object, clear: object) -> bool:
+    text = None if got is None else str(got)
+    if code == "C":
+        return got == clear
+    if code == "P":
+        return text == "***-**-6789"
+    if code == "H":
+        return text is not None and len(text) == 16 and text != str(clear)
+    if code == "Y":
+        return text is not None and text.endswith("-01-01") and got != clear
+    if code == "R":
+        return text in (None, "****")
+    return text is not None and "[" in text and got != clear  # S: scrubbed by a detector
+
+
+@pytest.mark.parametrize(("sql", "expected"), CORPUS, ids=[c[0][:60] for c in CORPUS])
+def test_corpus(corpus_connections: tuple[psycopg.Connection[tuple[object, ...]], ...],
+                sql: str, expected: str) -> None:
+    clinician, engineer = corpus_connections
+    try:
+        clear = _first_rows(clinician, sql)
+    except psycopg.Error:
+        clear = None
+        clinician.execute("ROLLBACK")
+    try:
+        got = _first_rows(engineer, sql)
+    except psycopg.Error as e:
+        engineer.execute("ROLLBACK")
+        assert expected == REFUSED, f"refused: {e}"
+        assert "phigate" in str(e)
+        return
+    assert expected != REFUSED, f"not refused, got {got}"
+    assert got is not None and len(got) >= 1
+    clear_row = clear[0] if clear else (None,) * len(got[0])
+    assert len(got[0]) == len(expected)
+    for code, value, plain in zip(expected, got[0], clear_row, strict=True):
+        assert _check(code, value, plain), f"{code}: got {value!r}, clear {plain!r}"
+
+
+@pytest.fixture(scope="module")
+def corpus_connections(masked: GatewayProcess
+                       ) -> Iterator[tuple[psycopg.Connection[tuple[object, ...]], ...]]:
+    with psycopg.connect(masked.dsn("alice"), autocommit=True) as clinician, \
+            psycopg.connect(masked.dsn("bob"), autocommit=True) as engineer:
+        yield clinician, engineer
+
+
+def test_corpus_is_large_enough() -> None:
+    assert len(CORPUS) >= 80
+
+
+def test_policy_check_and_test_show_masked_columns() -> None:
+    policy = str(REPO / "examples" / "policies" / "clinic.yaml")
+    check = subprocess.run(
+        [str(PHIGATE), "policy", "check", "--policy", policy, "--user", "sam", "--groups",
+         "support", "--database", "clinic", "SELECT ssn, ssn || '' AS s, city FROM patients "
+         "WHERE id = 7"], capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stderr
+    assert "masked:    ssn partial(last=4), s refused, city clear" in check.stdout
+    cases = subprocess.run(
+        [str(PHIGATE), "policy", "test", "--policy", policy,
+         str(REPO / "examples" / "policies" / "clinic.tests.yaml")],
+        capture_output=True, text=True, check=False)
+    assert cases.returncode == 0, cases.stdout
+
+
+def test_policy_test_fails_a_wrong_masking_expectation(tmp_path: Path) -> None:
+    cases = tmp_path / "cases.yaml"
+    cases.write_text("users: {sam: [support]}\ncases:\n  - user: sam\n    database: clinic\n"
+                     "    sql: SELECT ssn FROM patients WHERE id = 7\n    expect: allow\n"
+                     "    masked: {ssn: clear}\n")
+    result = subprocess.run(
+        [str(PHIGATE), "policy", "test", "--policy",
+         str(REPO / "examples" / "policies" / "clinic.yaml"), str(cases)],
+        capture_output=True, text=True, check=False)
+    assert result.returncode == 1
+    assert "expected ssn clear, got partial(last=4)" in result.stdout
+
+
+def test_sighup_reload_changes_masking(start_gateway: Callable[..., GatewayProcess],
+                                       tmp_path: Path, masked: GatewayProcess) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY.read_text())
+    gateway = start_gateway({"policies": [str(policy)]})
+    before = psql(gateway, "SELECT ssn FROM patients WHERE id = 7", user="bob")
+    assert before.stdout.strip() == "***-**-6789"
+    policy.write_text(POLICY.read_text().replace("ssn: partial(last=4)", "ssn: redact"))
+    gateway.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        after = psql(gateway, "SELECT ssn FROM patients WHERE id = 7", user="bob")
+        if after.stdout.strip() == "****":
+            break
+        time.sleep(0.1)
+    assert after.stdout.strip() == "****"

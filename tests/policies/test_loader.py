@@ -17,9 +17,11 @@ def test_example_loads(clinic_policy: Policy) -> None:
     assert clinic_policy.phi_tables == (
         "clinic.public.patients", "clinic.public.encounters", "clinic.public.lab_*")
     names = [r.name for r in clinic_policy.rules]
-    assert names == ["clinicians-read-phi", "engineers-no-phi", "no-bulk-export",
-                     "no-schema-changes-in-business-hours", "break-glass"]
-    clinicians, engineers, bulk, ddl, glass = clinic_policy.rules
+    assert names == ["clinicians-read-phi", "engineers-no-phi", "support-engineers-read-masked",
+                     "no-bulk-export", "no-schema-changes-in-business-hours", "break-glass"]
+    clinicians, engineers, support, bulk, ddl, glass = clinic_policy.rules
+    assert support.phi == "masked"
+    assert [m.name for m in clinic_policy.masking] == ["engineers-see-masked"]
     assert clinicians.groups == {"clinicians"} and clinicians.databases == {"clinic"}
     assert clinicians.allow == {"select", "transaction", "session"}
     assert (clinicians.max_rows, clinicians.max_phi_rows_per_hour) == (500, 5000)
@@ -30,7 +32,7 @@ def test_example_loads(clinic_policy: Policy) -> None:
     assert glass.users == {"oncall"} and glass.require_reason and glass.alert
     assert clinic_policy.enforce
     assert re.fullmatch(r"[0-9a-f]{64}", clinic_policy.sha256)
-    assert clinicians.source.endswith("clinic.yaml:7")
+    assert clinicians.source.endswith("clinic.yaml:10")
 
 
 RULE = "rules:\n  - name: r\n    allow: [select]\n"
