@@ -2,9 +2,11 @@
 
 :class:`Journal` owns the lifetimes: it locks the directory, runs recovery,
 starts the group-commit writer, the checkpoint timer and the witness
-publisher, and stops them in order on close. The relay calls ``append`` for
-every ``statement`` *before* forwarding it (write-ahead; a refusal means the
-statement must not run) and ``append_later`` for ``outcome`` entries.
+publisher, and stops them in order on close. The journal hook calls ``append``
+for every ``statement`` *before* it is forwarded (write-ahead; a refusal means
+the statement must not run), ``append_deferred`` for a statement proved
+read-only (it runs while the entry is synced; the relay holds its answer), and
+``append_later`` for ``outcome`` entries.
 """
 
 from __future__ import annotations

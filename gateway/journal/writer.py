@@ -4,9 +4,11 @@ One long-lived thread takes everything pending, stamps each entry with seq,
 time and ``prev``, encodes the batch, and makes it one write and (per the
 durability setting) one fdatasync; then it wakes the event loop once, and a
 single callback there resolves the batch's futures, so an acknowledged seq is
-on disk. The event loop never touches the disk: while the thread waits on it,
-sessions keep relaying and the next batch accumulates, so 32 sessions share
-one fsync instead of paying 32.
+on disk. The event loop never calls fdatasync: while the thread waits on the
+disk, sessions keep relaying and the next batch accumulates, so 32 sessions
+share one fsync instead of paying 32. Only with ``durability: write``, while
+the thread is idle and no checkpoint or rotation is due, is a batch's single
+pwrite (into the page cache) made on the loop: two GIL hand-offs cost more.
 
 Segments are preallocated with zeros ahead of the data (see :mod:`.segments`),
 so the fdatasync after a write need not update the file's size. A failed
