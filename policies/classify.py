@@ -19,11 +19,13 @@ from collections.abc import Callable
 from pglast import parser
 
 from policies import danger
+from policies.collapse import statement_collapses
 from policies.escapes import parse_json_with_escapes
 from policies.flows import row_shape, statement_flows
 from policies.model import StatementClass as C
 from policies.sqltree import NOT_CONSTANT, Json, TreeWalker, constant, unwrap
 from policies.statement import Classification, ExportFlow, RowShape, SessionEffect, Statement
+from policies.systemviews import system_reads
 
 REASON_SETTING = "phigate.reason"  # consumed by the gateway; never forwarded upstream
 
@@ -131,6 +133,7 @@ def _build(
             classes.add(C.ROLE_CHANGE)
     if dml:
         classes |= walker.dml
+        fields.setdefault("collapses", statement_collapses(node))
     return Statement(
         text=text,
         command=_command(kind),
@@ -138,6 +141,7 @@ def _build(
         tables=tuple(walker.tables),
         functions=walker.functions(),
         dangerous=tuple(dict.fromkeys(dangers)),
+        system_reads=system_reads(node),
         **fields,  # type: ignore[arg-type]
     )
 
@@ -216,7 +220,8 @@ def _explain(kind: str, body: dict[str, Json], node: Json, text: str) -> Stateme
     if _explain_analyze(body.get("options") or ()):  # ANALYZE runs the statement: judge that
         return dataclasses.replace(inner, command=f"EXPLAIN ANALYZE {inner.command}", effect=None)
     return dataclasses.replace(
-        inner, command="EXPLAIN", classes=frozenset({C.UTILITY}), exports=(), shape=None,
+        inner, command="EXPLAIN", classes=frozenset({C.UTILITY}), exports=(), collapses=(),
+        system_reads=(), shape=None,
         copy_to=False, explain_only=True, effect=None,
     )  # fmt: skip
 

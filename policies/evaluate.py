@@ -26,8 +26,9 @@ from policies.model import (
     minute_of_day,
 )
 from policies.phi import PhiMatcher
-from policies.statement import Statement
+from policies.statement import Collapse, Statement
 from policies.steps import Steps
+from policies.systemviews import system_phi
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,12 +92,15 @@ def evaluate(book: RuleBook, ctx: RequestContext, stmt: Statement,
             (DEFAULT_DENY,), "phigate: rule default-deny: no policy is loaded, so every "
             "statement is denied", "ask an administrator to configure policies")
     phi = book.phi.touched(ctx.database, stmt.tables, ctx.view_dependencies, steps)
+    for name in system_phi(book.phi, ctx.database, stmt, ctx.view_dependencies, steps):
+        if name not in phi:
+            phi.append(name)
     matching = [rule for rule in book.rules if applies(rule, ctx)]
     allowing, missing, blocked = _allowers(matching, ctx, stmt, phi)
     max_rows = min((r.max_rows for r in allowing if r.max_rows is not None), default=None)
-    exported = _exported(book.phi, ctx, stmt, max_rows, phi, steps)
-    denials = [(r, what) for r in matching if (what := _denial(r, stmt, phi, exported))]
-    facts = _Facts(stmt, phi, exported, max_rows)
+    exported, via = _exported(book.phi, ctx, stmt, max_rows, phi, steps)
+    denials = [(r, what) for r in matching if (what := _denial(r, stmt, phi, exported, via))]
+    facts = _Facts(stmt, phi, exported, max_rows, via)
     if denials:
         return facts.denied_by_rules(denials)
     if DANGEROUS in missing:
@@ -151,20 +155,51 @@ def _blocker(rule: Rule, ctx: RequestContext, phi: list[str]) -> str | None:
 def _exported(
     matcher: PhiMatcher, ctx: RequestContext, stmt: Statement, max_rows: int | None,
     phi: list[str], steps: Steps,
-) -> list[str]:
-    """PHI tables whose rows the statement would export in bulk."""
+) -> tuple[list[str], list[str]]:
+    """PHI tables whose rows the statement would export in bulk, and what exports them."""
     if stmt.copy_to:
-        return list(phi)
+        return list(phi), ["COPY ... TO"] if phi else []
     out: dict[str, None] = {}
+    via: dict[str, None] = {}
     for flow in stmt.exports:
         if flow.limit is not None and (max_rows is None or flow.limit <= max_rows):
             continue
         for name in matcher.touched(ctx.database, (flow.table,), ctx.view_dependencies, steps):
             out[name] = None
-    return list(out)
+            via[f"unfiltered rows ({flow.via})"] = None
+    tables, constructs = _collapsed(matcher, ctx, stmt.collapses, max_rows, steps)
+    out.update(dict.fromkeys(tables))
+    via.update(dict.fromkeys(constructs))
+    return list(out), list(via)
 
 
-def _denial(rule: Rule, stmt: Statement, phi: list[str], exported: list[str]) -> str | None:
+def _collapsed(
+    matcher: PhiMatcher, ctx: RequestContext, collapses: tuple[Collapse, ...],
+    max_rows: int | None, steps: Steps,
+) -> tuple[list[str], list[str]]:
+    """Row-collapsing constructs over PHI: an export unless every PHI row they read is bounded
+    and, over the whole statement, the bounds add up to at most ``max_rows``."""
+    total, unbounded = 0, False
+    tables: dict[str, None] = {}
+    constructs: dict[str, None] = {}
+    for collapse in collapses:
+        for source in collapse.inputs:
+            names = matcher.touched(ctx.database, source.tables, ctx.view_dependencies, steps)
+            if not names:
+                continue
+            tables.update(dict.fromkeys(names))
+            constructs[collapse.construct] = None
+            if source.limit is None:
+                unbounded = True
+            else:
+                total += source.limit
+    if unbounded or (max_rows is not None and total > max_rows):
+        return list(tables), list(constructs)
+    return [], []
+
+
+def _denial(rule: Rule, stmt: Statement, phi: list[str], exported: list[str],
+            via: list[str]) -> str | None:
     if rule.deny:
         for item in sorted(stmt.classes):
             if rule.denies_class(item):
@@ -172,7 +207,7 @@ def _denial(rule: Rule, stmt: Statement, phi: list[str], exported: list[str]) ->
         if stmt.dangerous and DANGEROUS in rule.deny:
             return f"dangerous statements ({stmt.dangerous[0]})"
         if exported and BULK_EXPORT in rule.deny:
-            return f"bulk export of PHI ({', '.join(exported)})"
+            return f"bulk export of PHI ({', '.join(exported)}) by {'; '.join(via)}"
     if phi and rule.phi == "deny":
         return f"access to PHI tables ({', '.join(phi)})"
     return None
@@ -182,8 +217,9 @@ class _Facts:
     """Builds the Decision for one statement once the outcome is known."""
 
     def __init__(self, stmt: Statement, phi: list[str], exported: list[str],
-                 max_rows: int | None) -> None:
+                 max_rows: int | None, via: list[str] | None = None) -> None:
         self.stmt, self.phi, self.exported, self.max_rows = stmt, phi, exported, max_rows
+        self.via = via or []
 
     def _make(self, action: str, rules: tuple[str, ...], reason: str, hint: str | None,
               *, alert: bool, max_rows: int | None = None,
@@ -201,6 +237,7 @@ class _Facts:
             max_phi_rows_per_hour=budget,
             alert=alert,
             bulk_export=bool(self.exported),
+            export_via=tuple(self.via) if self.exported else (),
             dangerous=stmt.is_dangerous,
             statements=(stmt,),
         )
@@ -236,6 +273,9 @@ class _Facts:
         if what.startswith("bulk export"):
             if self.stmt.copy_to:
                 return "COPY of a PHI table is a bulk export; select the rows you need instead"
+            collapsing = [v for v in self.via if not v.startswith("unfiltered")]
+            if collapsing:
+                return _collapse_hint(collapsing, self.max_rows)
             bound = f" or a LIMIT of at most {self.max_rows}" if self.max_rows else " or a LIMIT"
             return f"add a WHERE clause that selects the rows you need{bound}"
         if what.startswith("access to PHI"):
@@ -252,6 +292,13 @@ class _Facts:
                   f"{ctx.identity} on {ctx.database}" + (f" ({why})" if why else ""))
         return self.deny((DEFAULT_DENY, *blocked), reason, _default_hint(ctx, missing, matching,
                                                                           rules, blocked))
+
+
+def _collapse_hint(constructs: list[str], max_rows: int | None) -> str:
+    limit = max_rows if max_rows is not None else 100
+    return (f"{constructs[0]} folds every row it reads into one result row; feed it from a "
+            f"subquery with a LIMIT (at most {limit} rows in all), e.g. "
+            f"FROM (SELECT ... FROM ... WHERE ... LIMIT {limit}) s, or use count/sum/avg/min/max")
 
 
 def _default_hint(ctx: RequestContext, missing: list[str], matching: list[Rule],

@@ -1,11 +1,12 @@
 """Bulk-export analysis: which tables' rows leave a statement unfiltered, and under what LIMIT.
 
-A SELECT returns rows of the tables in its FROM list unless a WHERE that mentions a column or a
-bare scalar aggregate (``count(*)`` without GROUP BY) cuts them down; a LIMIT caps them. Rows also
-leave through sub-SELECTs in the target list (``ARRAY(SELECT ...)``, ``(SELECT array_agg(...))``),
-through FROM-list functions fed by sub-SELECTs, through CTE references, and through RETURNING of
-UPDATE/DELETE/INSERT/MERGE. ``classify`` calls ``statement_flows``; the engine decides whether a
-flow is an export once it knows which tables are PHI and the allowing rule's ``max_rows``.
+A SELECT returns rows of the tables in its FROM list unless a WHERE that mentions a column, a
+GROUP BY, or a bare scalar aggregate (``count(*)`` without GROUP BY) cuts them down; a LIMIT caps
+them. Rows also leave through sub-SELECTs in the target list (``ARRAY(SELECT ...)``,
+``(SELECT array_agg(...))``), through FROM-list functions fed by sub-SELECTs, through CTE
+references, and through RETURNING of UPDATE/DELETE/INSERT/MERGE. ``classify`` calls
+``statement_flows``; the engine decides whether a flow is an export once it knows which tables
+are PHI and the allowing rule's ``max_rows``.
 
 Being a static, conservative analysis it also flags some harmless statements; the run-time
 ``max_rows`` cut is the backstop for filters that filter nothing (``WHERE id > 0``).
@@ -126,7 +127,10 @@ def _select(body: dict[str, Json], scope: _Scope) -> list[Flow]:
         flows = _select(body.get("larg", {}), scope) + _select(body.get("rarg", {}), scope)
     else:
         flows = _sublinks(body.get("targetList"), scope) + _sublinks(body.get("valuesLists"), scope)
-        if not (has_column_filter(body.get("whereClause")) or aggregate_only(body)):
+        # GROUP BY: one row per group leaves, counted by max_rows at run time like a WHERE's
+        # rows; what an aggregate folds into a group is policies.collapse's business.
+        grouped = bool(body.get("groupClause"))
+        if not (has_column_filter(body.get("whereClause")) or aggregate_only(body) or grouped):
             for item in body.get("fromClause", ()):
                 flows += _from_item(item, scope)
     return _cap(flows, limit_of(body))

@@ -169,6 +169,7 @@ class Decision:
     enforce: bool = True
     would_deny: bool = False  # a dry-run file would have denied; nothing was blocked
     bulk_export: bool = False
+    export_via: tuple[str, ...] = ()  # what made it an export: "aggregate jsonb_agg", ...
     dangerous: bool = False
     masked: bool = False  # PHI allowed only masked (a `phi: masked` rule, none with phi: allow)
     statements: tuple[Statement, ...] = ()

@@ -53,6 +53,41 @@ class ExportFlow:
 
 
 @dataclass(frozen=True, slots=True)
+class CollapseInput:
+    """Rows a row-collapsing construct reads from ``tables``; ``limit`` bounds how many
+    (a constant LIMIT on the subquery that feeds it; None: unbounded)."""
+
+    tables: tuple[TableRef, ...]
+    limit: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Collapse:
+    """A construct that can fold many rows into one result row (``policies.collapse``).
+
+    ``construct`` names it for people ("aggregate jsonb_agg", "window function lag",
+    "ARRAY(subquery)", "recursive CTE r"); ``inputs`` are the rows it consumes. Over PHI it is
+    a bulk export unless every PHI input is bounded and the bounds add up to at most the
+    allowing rule's ``max_rows``.
+    """
+
+    construct: str
+    inputs: tuple[CollapseInput, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SystemRead:
+    """A read of a catalog that shows PHI of other tables (``policies.systemviews``).
+
+    ``source`` is the relation or function ("pg_stats", "pg_stat_get_activity()"). ``only``
+    lists the tables a statistics read is filtered to; None means every PHI table.
+    """
+
+    source: str
+    only: tuple[TableRef, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RowShape:
     """Facts about the outermost row source of a statement, for the journal and for tests."""
 
@@ -79,9 +114,12 @@ class Statement:
     ``classes`` is every class the statement needs (``INSERT ... SELECT`` needs insert and
     select; a writable CTE adds its DML class). ``dangerous`` lists why the statement is dangerous
     (empty when it is not). ``exports`` are the unfiltered row flows that make a bulk export when
-    they come from a PHI table; ``copy_to`` marks ``COPY ... TO`` whose every PHI table is a bulk
-    export. ``executes``/``fetches`` name the prepared statement or cursor whose classification
-    the engine must look up; with ``explain_only`` the looked-up statement is only planned.
+    they come from a PHI table; ``collapses`` are the row-collapsing constructs (aggregates,
+    windows, ARRAY(subquery), recursive CTEs) and the rows they read; ``system_reads`` are reads
+    of statistics and activity catalogs, which show PHI of every table; ``copy_to`` marks
+    ``COPY ... TO`` whose every PHI table is a bulk export. ``executes``/``fetches`` name the
+    prepared statement or cursor whose classification the engine must look up; with
+    ``explain_only`` the looked-up statement is only planned.
     """
 
     text: str
@@ -91,6 +129,8 @@ class Statement:
     functions: tuple[str, ...] = ()
     dangerous: tuple[str, ...] = ()
     exports: tuple[ExportFlow, ...] = ()
+    collapses: tuple[Collapse, ...] = ()
+    system_reads: tuple[SystemRead, ...] = ()
     shape: RowShape | None = None
     copy_to: bool = False
     executes: str | None = None

@@ -42,7 +42,7 @@ CORPUS: tuple[Entry, ...] = (
     E("SELECT count(*) FROM patients", "select", "patients"),
     E("SELECT count(*), max(dob) FROM patients", "select", "patients"),
     E("SELECT round(avg(extract(year FROM dob))) FROM patients", "select", "patients"),
-    E("SELECT sex, count(*) FROM patients GROUP BY sex", "select", "patients", export=True),
+    E("SELECT sex, count(*) FROM patients GROUP BY sex", "select", "patients"),
     E("SELECT array_agg(name) FROM patients", "select", "patients", export=True),
     E("SELECT string_agg(ssn, ',') FROM patients", "select", "patients", export=True),
     E("SELECT json_agg(p) FROM patients p", "select", "patients", export=True),

@@ -166,7 +166,7 @@ BULK = [
     "SELECT * FROM (SELECT * FROM patients) s",
     "WITH x AS (SELECT * FROM lab_results) SELECT * FROM x",
     "SELECT * FROM departments UNION ALL SELECT name, 1 FROM patients",
-    "SELECT dob, count(*) FROM patients GROUP BY dob",
+    "SELECT dob, array_agg(name) FROM patients GROUP BY dob",
     "SELECT max(ssn) OVER () FROM patients",
     "DECLARE c CURSOR FOR SELECT * FROM patients",
     "SELECT * FROM patients TABLESAMPLE SYSTEM (100)",
