@@ -78,8 +78,18 @@ class GatewayVariant:
     overrides: Mapping[str, Any] = field(default_factory=dict)
     # How to start it: ``phigate serve`` normally; the relay alone for protocol-layer figures.
     program: tuple[str, ...] = ("-m", "gateway.cli", "serve")
+    policy: Mapping[str, Any] | None = None  # None: BENCH_POLICY
 
 
+# No policy denies everything, so the base config allows pgbench's identity everything; the
+# engine still parses and decides every statement.
+BENCH_POLICY: dict[str, Any] = {
+    "phi_tables": [],
+    "rules": [{"name": "bench-allow-all", "users": [CLIENT_USER], "allow": ["all"]}],
+}
+PHI_POLICY: dict[str, Any] = {**BENCH_POLICY, "phi_tables": [f"{DATABASE}.public.pgbench_*"]}
+PHI_BYTES_POLICY: dict[str, Any] = {**PHI_POLICY, "rules": [
+    {**BENCH_POLICY["rules"][0], "max_bytes": "1MiB"}]}
 # Session recording on, as configured in production (100 result rows kept per statement).
 RECORDING = {"dir": "recordings", "key_file": "keys/recordings.key", "capture_rows": 100}
 GATEWAY_VARIANTS: dict[str, GatewayVariant] = {
@@ -90,13 +100,10 @@ GATEWAY_VARIANTS: dict[str, GatewayVariant] = {
         GatewayVariant("phigate+rec", {"recordings": RECORDING}),
         # The protocol layer alone: no policy, journal or recorder hooks (bench/relay_only.py).
         GatewayVariant("relay-only", program=(str(REPO / "bench" / "relay_only.py"),)),
+        # pgbench_accounts as PHI, without and with a max_bytes rule: the cost of byte counting.
+        GatewayVariant("phigate-phi", policy=PHI_POLICY),
+        GatewayVariant("phigate-bytes", policy=PHI_BYTES_POLICY),
     )
-}
-# No policy denies everything, so the base config allows pgbench's identity everything; the
-# engine still parses and decides every statement.
-BENCH_POLICY: dict[str, Any] = {
-    "phi_tables": [],
-    "rules": [{"name": "bench-allow-all", "users": [CLIENT_USER], "allow": ["all"]}],
 }
 DEFAULT_TARGETS = ("direct", "relay-only", "phigate", "phigate-write", "pgbouncer", "pyrelay")
 
@@ -261,7 +268,8 @@ class GatewayTarget(Target):
         recordings = self.config().get("recordings")
         if isinstance(recordings, Mapping) and "key_file" in recordings:
             generate_key_file(self.dir / recordings["key_file"])
-        (self.dir / "policy.yaml").write_text(yaml.safe_dump(BENCH_POLICY), encoding="utf-8")
+        policy = self.variant.policy if self.variant.policy is not None else BENCH_POLICY
+        (self.dir / "policy.yaml").write_text(yaml.safe_dump(dict(policy)), encoding="utf-8")
         config_path = self.dir / "phigate.yaml"
         config_path.write_text(yaml.safe_dump(self.config()), encoding="utf-8")
         log = self.dir / "gateway.log"

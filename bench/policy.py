@@ -4,9 +4,14 @@ Runs the example policy (examples/policies/clinic.yaml) over the classifier corp
 (tests/policies/corpus.py), statements under 1 KB, for a clinician, an engineer and an on-call
 user, and prints the median and p99 per decision twice: cold (every statement parsed: cache
 disabled) and cached (the classification cache warm, as for a repeated statement or an
-extended-protocol Parse). Target from issue 4: <= 50 us median.
+extended-protocol Parse). Target from issue 4: <= 50 us median. The same for the exfiltration
+corpus of issue 10 (tests/policies/exfiltration.py: aggregates, windows, ARRAY(), recursive
+CTEs, statistics and activity views). With ``--tps`` it also runs pgbench -S through the gateway
+with pgbench_accounts as PHI, without and with a ``max_bytes`` rule (bench/pgbench.py variants
+``phigate-phi`` and ``phigate-bytes``, interleaved), and prints what byte counting costs
+(target: under 5% of TPS).
 
-    .venv/bin/python bench/policy.py [--rounds N]
+    .venv/bin/python bench/policy.py [--rounds N] [--tps] [--seconds S]
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ from policies.cache import ClassificationCache  # noqa: E402
 from policies.context import RequestContext  # noqa: E402
 from policies.engine import Engine  # noqa: E402
 from policies.loader import load_policy  # noqa: E402
+from policies.model import Policy  # noqa: E402
 from tests.policies.corpus import CORPUS  # noqa: E402
+from tests.policies.exfiltration import ATTEMPTS  # noqa: E402
 
 TARGET_US = 50.0
 MAX_STATEMENT = 1024
@@ -64,23 +71,52 @@ def summary(name: str, samples: list[float]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--tps", action="store_true", help="also measure byte counting's cost")
+    parser.add_argument("--seconds", type=int, default=10, help="per pgbench cell (--tps)")
     args = parser.parse_args()
     path = ROOT / "examples" / "policies" / "clinic.yaml"
     policy = load_policy(path.read_text(encoding="utf-8"), str(path))
-    statements = [e.sql for e in CORPUS if len(e.sql.encode()) < MAX_STATEMENT]
+    for name, sqls in (("classifier corpus", [e.sql for e in CORPUS]),
+                       ("exfiltration corpus", [a.sql for a in ATTEMPTS])):
+        latency(policy, name, [s for s in sqls if len(s.encode()) < MAX_STATEMENT], args.rounds)
+    if args.tps:
+        return byte_counting_cost(args.seconds)
+    return 0
 
+
+def latency(policy: Policy, name: str, statements: list[str], rounds: int) -> None:
     cold = Engine([policy], cache=ClassificationCache(0))
     measure(cold, statements, 1)  # warm up imports and the PHI memo
-    cold_samples = measure(cold, statements, max(1, args.rounds // 4))
+    cold_samples = measure(cold, statements, max(1, rounds // 4))
 
     cached = Engine([policy])
     measure(cached, statements, 1)  # fills the cache
-    cached_samples = measure(cached, statements, args.rounds)
+    cached_samples = measure(cached, statements, rounds)
 
-    print(f"policy engine: {len(statements)} corpus statements < {MAX_STATEMENT} B, "
+    print(f"policy engine, {name}: {len(statements)} statements < {MAX_STATEMENT} B, "
           f"example policy, 3 identities")
     print(summary("cold", cold_samples))
     print(summary("cached", cached_samples))
+
+
+def byte_counting_cost(seconds: int) -> int:
+    """pgbench -S through the gateway, PHI without and with max_bytes, interleaved cells."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import pgbench  # noqa: PLC0415  (bench/pgbench.py, only needed with --tps)
+
+    args = pgbench.parse_args(["--seconds", str(seconds), "--clients", "1,8",
+                               "--targets", "phigate-phi,phigate-bytes"])
+    cells = pgbench.run(args)
+    print(pgbench.format_table(cells, args.targets))
+    for mode in args.modes:
+        for clients in args.clients:
+            tps = {c.target: c.tps for c in cells if c.mode == mode and c.clients == clients}
+            base, counted = tps.get("phigate-phi"), tps.get("phigate-bytes")
+            if base and counted:
+                cost = 100 * (1 - counted / base)
+                verdict = "meets" if cost < 5 else "MISSES"
+                print(f"byte counting, {mode} c={clients}: {cost:+.1f}% TPS "
+                      f"({verdict} the < 5% target)")
     return 0
 
 

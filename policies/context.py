@@ -43,6 +43,8 @@ class RequestContext:
     client_ip: str | IpAddress | None = None
     reason: str | None = None
     phi_rows_last_hour: int = 0
+    phi_bytes_last_hour: int = 0
+    row_widths: Mapping[str, int] = field(default_factory=_empty)  # policies.sizes
     view_dependencies: Mapping[str, Collection[str]] = field(default_factory=_empty)
     prepared: Mapping[str, Statement] = field(default_factory=_empty)
     cursors: Mapping[str, Statement] = field(default_factory=_empty)

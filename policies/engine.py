@@ -221,9 +221,10 @@ def _dry_run(enforced: Decision | None, trial: Decision) -> Decision:
             trial, action="allow", would_deny=True, enforce=False, alert=True,
             reason=f"phigate: dry run, not enforced: {text}",
             max_rows=enforced.max_rows if enforced is not None else None,
+            max_bytes=enforced.max_bytes if enforced is not None else None,
         )
     if enforced is None:
-        return dataclasses.replace(trial, enforce=False, max_rows=None)
+        return dataclasses.replace(trial, enforce=False, max_rows=None, max_bytes=None)
     return enforced
 
 
@@ -243,6 +244,9 @@ def _combine(parts: list[Decision], statements: tuple[Statement, ...]) -> Decisi
         reason, hint = f"phigate: all {n} statements allowed", None
     caps = [p.max_rows for p in parts if p.max_rows is not None]
     budgets = [p.max_phi_rows_per_hour for p in parts if p.max_phi_rows_per_hour is not None]
+    sizes = [p for p in parts if p.max_bytes is not None]
+    smallest = min(sizes, key=lambda p: p.max_bytes or 0, default=None)
+    hourly = [p.max_phi_bytes_per_hour for p in parts if p.max_phi_bytes_per_hour is not None]
     return Decision(
         action="deny" if denied else "allow",
         rules=rules,
@@ -253,10 +257,14 @@ def _combine(parts: list[Decision], statements: tuple[Statement, ...]) -> Decisi
         phi_tables=tuple(dict.fromkeys(t for p in parts for t in p.phi_tables)),
         max_rows=min(caps, default=None),
         max_phi_rows_per_hour=min(budgets, default=None),
+        max_bytes=smallest.max_bytes if smallest is not None else None,
+        max_bytes_derived=smallest.max_bytes_derived if smallest is not None else False,
+        max_phi_bytes_per_hour=min(hourly, default=None),
         alert=any(p.alert for p in parts),
         enforce=all(p.enforce for p in parts),
         would_deny=bool(would) and not denied,
         bulk_export=any(p.bulk_export for p in parts),
+        export_via=tuple(dict.fromkeys(v for p in parts for v in p.export_via)),
         dangerous=any(p.dangerous for p in parts),
         masked=any(p.masked for p in parts),
         statements=statements,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from policies.context import RequestContext
@@ -26,6 +26,7 @@ from policies.model import (
     minute_of_day,
 )
 from policies.phi import PhiMatcher
+from policies.sizes import derived_max_bytes
 from policies.statement import Collapse, Statement
 from policies.steps import Steps
 from policies.systemviews import system_phi
@@ -101,6 +102,7 @@ def evaluate(book: RuleBook, ctx: RequestContext, stmt: Statement,
     exported, via = _exported(book.phi, ctx, stmt, max_rows, phi, steps)
     denials = [(r, what) for r in matching if (what := _denial(r, stmt, phi, exported, via))]
     facts = _Facts(stmt, phi, exported, max_rows, via)
+    facts.widths = ctx.row_widths
     if denials:
         return facts.denied_by_rules(denials)
     if DANGEROUS in missing:
@@ -149,6 +151,10 @@ def _blocker(rule: Rule, ctx: RequestContext, phi: list[str]) -> str | None:
     budget = rule.max_phi_rows_per_hour
     if phi and budget is not None and ctx.phi_rows_last_hour >= budget:
         return f"PHI row budget of {budget} rows/hour used up ({ctx.phi_rows_last_hour})"
+    byte_budget = rule.max_phi_bytes_per_hour
+    if phi and byte_budget is not None and ctx.phi_bytes_last_hour >= byte_budget:
+        return (f"PHI byte budget of {byte_budget} bytes/hour used up "
+                f"({ctx.phi_bytes_last_hour})")
     return None
 
 
@@ -167,6 +173,11 @@ def _exported(
         for name in matcher.touched(ctx.database, (flow.table,), ctx.view_dependencies, steps):
             out[name] = None
             via[f"unfiltered rows ({flow.via})"] = None
+    statistics = system_phi(matcher, ctx.database, stmt, ctx.view_dependencies, steps,
+                            statistics_only=True)
+    if statistics:
+        out.update(dict.fromkeys(statistics))
+        via["planner statistics (values of every analysed column)"] = None
     tables, constructs = _collapsed(matcher, ctx, stmt.collapses, max_rows, steps)
     out.update(dict.fromkeys(tables))
     via.update(dict.fromkeys(constructs))
@@ -220,6 +231,7 @@ class _Facts:
                  max_rows: int | None, via: list[str] | None = None) -> None:
         self.stmt, self.phi, self.exported, self.max_rows = stmt, phi, exported, max_rows
         self.via = via or []
+        self.widths: Mapping[str, int] = {}
 
     def _make(self, action: str, rules: tuple[str, ...], reason: str, hint: str | None,
               *, alert: bool, max_rows: int | None = None,
@@ -257,10 +269,23 @@ class _Facts:
         )
         # PHI is shown in clear only when some allowing rule says so; `phi: masked` alone
         # lets the statement run with every identifier masked.
+        decision = self._with_bytes(decision, allowing)
         if self.phi and any(r.phi == "masked" for r in allowing) and not any(
                 r.phi == "allow" for r in allowing):
             return dataclasses.replace(decision, masked=True)
         return decision
+
+    def _with_bytes(self, decision: Decision, allowing: list[Rule]) -> Decision:
+        """Byte limits count only for statements that touch PHI."""
+        if not self.phi:
+            return decision
+        max_bytes = min((r.max_bytes for r in allowing if r.max_bytes), default=None)
+        derived = max_bytes is None and self.max_rows is not None
+        if derived and self.max_rows is not None:
+            max_bytes = derived_max_bytes(self.max_rows, self.phi, self.widths)
+        hourly = [r.max_phi_bytes_per_hour for r in allowing if r.max_phi_bytes_per_hour]
+        return dataclasses.replace(decision, max_bytes=max_bytes, max_bytes_derived=derived,
+                                   max_phi_bytes_per_hour=min(hourly, default=None))
 
     def denied_by_rules(self, denials: list[tuple[Rule, str]]) -> Decision:
         rule, what = denials[0]
@@ -273,6 +298,9 @@ class _Facts:
         if what.startswith("bulk export"):
             if self.stmt.copy_to:
                 return "COPY of a PHI table is a bulk export; select the rows you need instead"
+            if any(v.startswith("planner statistics") for v in self.via):
+                return ("pg_stats and pg_statistic hold column values of PHI tables; filter "
+                        "them to tables without PHI (WHERE tablename = '...')")
             collapsing = [v for v in self.via if not v.startswith("unfiltered")]
             if collapsing:
                 return _collapse_hint(collapsing, self.max_rows)

@@ -31,6 +31,7 @@ from policies.model import (
     TimeWindow,
 )
 from policies.phi import parse_pattern
+from policies.sizes import parse_size
 from policies.yamlsource import LocatedList, LocatedMap, YamlSyntaxError, parse_located
 
 TOP_KEYS = frozenset({"phi_tables", "rules", "enforce", "description", "version",
@@ -39,7 +40,8 @@ RULE_KEYS = frozenset(
     {
         "name", "description", "users", "groups", "databases", "clients", "hours", "days",
         "timezone", "require_reason", "allow", "deny", "phi", "max_rows",
-        "max_phi_rows_per_hour", "alert", "requires_approval",
+        "max_phi_rows_per_hour", "max_bytes", "max_phi_bytes_per_hour", "alert",
+        "requires_approval",
     }
 )  # fmt: skip
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
@@ -237,6 +239,8 @@ class _RuleBuilder:
             max_rows=v.positive_int(data, "max_rows", self.key("max_rows")),
             max_phi_rows_per_hour=v.positive_int(data, "max_phi_rows_per_hour",
                                                  self.key("max_phi_rows_per_hour")),
+            max_bytes=self.size("max_bytes"),
+            max_phi_bytes_per_hour=self.size("max_phi_bytes_per_hour"),
             alert=v.boolean(data, "alert", self.key("alert"), default=False),
             description=v.string(data, "description", self.key("description")),
             approval=(parse_approval(v, data["requires_approval"], self.line("requires_approval"),
@@ -254,7 +258,8 @@ class _RuleBuilder:
         if both:
             self.v.fail(self.line("deny"), self.key("deny"),
                         f"{sorted(both)[0]!r} is both allowed and denied by this rule")
-        for key in ("require_reason", "max_rows", "max_phi_rows_per_hour", "requires_approval"):
+        for key in ("require_reason", "max_rows", "max_phi_rows_per_hour", "max_bytes",
+                    "max_phi_bytes_per_hour", "requires_approval"):
             if key in self.data and not rule.allow:
                 self.v.fail(self.line(key), self.key(key),
                             "only has an effect on a rule that allows something")
@@ -269,6 +274,14 @@ class _RuleBuilder:
                 self.v.fail(self.data[key].item_lines[index], f"{self.key(key)}[{index}]",
                             f"unknown class {item!r}{_suggest(item, allowed)}")
         return frozenset(values)
+
+    def size(self, key: str) -> int | None:
+        if key not in self.data:
+            return None
+        try:
+            return parse_size(self.data[key])
+        except ValueError as e:
+            self.v.fail(self.line(key), self.key(key), str(e), cause=e)
 
     def name_set(self, key: str) -> frozenset[str] | None:
         values = self.v.string_list(self.data, key, self.key(key))

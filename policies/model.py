@@ -57,7 +57,7 @@ ENGINE_ERROR = "engine-error"  # the engine failed: fail closed
 TOO_COMPLEX = "too-complex"  # deciding would take more steps than the budget allows
 
 SQLSTATE_DENIED = "42501"  # insufficient_privilege
-SQLSTATE_ROW_LIMIT = "54000"  # program_limit_exceeded, for a max_rows cut at run time
+SQLSTATE_ROW_LIMIT = "54000"  # program_limit_exceeded, for a max_rows or max_bytes cut
 SQLSTATE_TOO_COMPLEX = "54001"  # statement_too_complex: the decision's step budget ran out
 
 Action = Literal["allow", "deny"]
@@ -101,6 +101,8 @@ class Rule:
     phi: PhiAccess = "allow"
     max_rows: int | None = None
     max_phi_rows_per_hour: int | None = None
+    max_bytes: int | None = None  # DataRow/CopyData payload bytes per statement
+    max_phi_bytes_per_hour: int | None = None
     alert: bool = False
     description: str | None = None
     approval: Approval | None = None  # requires_approval: allows only under a grant
@@ -165,6 +167,9 @@ class Decision:
     phi_tables: tuple[str, ...] = ()
     max_rows: int | None = None
     max_phi_rows_per_hour: int | None = None
+    max_bytes: int | None = None
+    max_bytes_derived: bool = False  # max_bytes comes from max_rows (policies.sizes)
+    max_phi_bytes_per_hour: int | None = None
     alert: bool = False
     enforce: bool = True
     would_deny: bool = False  # a dry-run file would have denied; nothing was blocked

@@ -42,6 +42,7 @@ ACTIVITY_FUNCTIONS = frozenset(
 _SYSTEM = STATISTICS | ACTIVITY
 # A user's view of pg_stats or pg_stat_activity reads it too: found by the same walk as PHI.
 _SYSTEM_MATCHER = PhiMatcher(f"*.*.{name}" for name in sorted(_SYSTEM))
+_STATISTICS_MATCHER = PhiMatcher(f"*.*.{name}" for name in sorted(STATISTICS))
 _TABLE_COLUMNS = frozenset({"tablename", "starelid", "relname"})
 _SCHEMA_COLUMNS = frozenset({"schemaname"})
 
@@ -69,12 +70,17 @@ def system_reads(node: Json) -> tuple[SystemRead, ...]:
 
 
 def system_phi(matcher: PhiMatcher, database: str, stmt: Statement,
-               views: Mapping[str, Collection[str]], steps: Steps) -> list[str]:
-    """The PHI a statement reads through catalogs: table names, or every PHI pattern."""
-    reads = list(stmt.system_reads)
+               views: Mapping[str, Collection[str]], steps: Steps, *,
+               statistics_only: bool = False) -> list[str]:
+    """The PHI a statement reads through catalogs: table names, or every PHI pattern.
+
+    With ``statistics_only`` only reads of planner statistics count: each of their rows holds
+    up to ``default_statistics_target`` values of a column, so they are bulk exports."""
+    system = _STATISTICS_MATCHER if statistics_only else _SYSTEM_MATCHER
+    reads = [r for r in stmt.system_reads if not statistics_only or r.source in STATISTICS]
     others = [r for r in stmt.tables if r.name.lower() not in _SYSTEM]
     # Its own budget of the same size, so the PHI walk's budget keeps meaning what it says.
-    if others and _SYSTEM_MATCHER.touched(database, others, views, Steps(steps.limit)):
+    if others and system.touched(database, others, views, Steps(steps.limit)):
         reads.append(SystemRead("a view of a statistics or activity catalog"))
     if not reads:
         return []

@@ -11,7 +11,8 @@ A cases file lists statements with who runs them and the expected decision and r
         expect: allow
         rule: clinicians-read-phi
 
-Case keys: name, user, groups, database, ip, reason, now, phi_rows_last_hour, views (view →
+Case keys: name, user, groups, database, ip, reason, now, phi_rows_last_hour,
+phi_bytes_last_hour, views (view →
 tables it reads), sql, expect (allow | deny), rule (must be among the decision's rules),
 verdict (allow | deny, for dry-run files), masked (output column → its strategy, ``refused``,
 ``redacted`` or ``clear``, as ``policies.masking_preview`` sees it). The caller reads the file
@@ -36,8 +37,8 @@ from policies.yamlsource import item_line, key_line
 TOP_KEYS = frozenset({"defaults", "users", "cases"})
 DEFAULT_KEYS = frozenset({"database", "now", "ip", "reason"})
 CASE_KEYS = frozenset(
-    {"name", "user", "groups", "database", "ip", "reason", "now", "phi_rows_last_hour", "views",
-     "sql", "expect", "rule", "verdict", "masked"}
+    {"name", "user", "groups", "database", "ip", "reason", "now", "phi_rows_last_hour",
+     "phi_bytes_last_hour", "views", "sql", "expect", "rule", "verdict", "masked"}
 )
 
 
@@ -56,6 +57,7 @@ class Case:
     reason: str | None = None
     now: dt.datetime | None = None
     phi_rows_last_hour: int = 0
+    phi_bytes_last_hour: int = 0
     views: Mapping[str, frozenset[str]] = field(default_factory=dict)
     masked: Mapping[str, str] | None = None  # output column → strategy/refused/redacted/clear
 
@@ -115,6 +117,7 @@ def _run(engine: Engine, case: Case, now: dt.datetime, users: Mapping[str, froze
     ctx = RequestContext(
         identity=case.user, database=case.database or "", now=case.now or now, groups=groups,
         client_ip=case.ip, reason=case.reason, phi_rows_last_hour=case.phi_rows_last_hour,
+        phi_bytes_last_hour=case.phi_bytes_last_hour,
         view_dependencies=case.views,
     )
     decision = engine.decide(ctx, case.sql)
@@ -208,6 +211,7 @@ class _Reader:
             groups=None if groups is None else frozenset(groups), ip=merged.get("ip"),
             reason=merged.get("reason"), now=self.moment(merged.get("now"), item, path, line),
             phi_rows_last_hour=int(merged.get("phi_rows_last_hour") or 0),
+            phi_bytes_last_hour=int(merged.get("phi_bytes_last_hour") or 0),
             views={str(k): frozenset(v) for k, v in (merged.get("views") or {}).items()},
             masked=self.masked(item, path, line),
         )

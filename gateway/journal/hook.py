@@ -116,6 +116,8 @@ class JournalHook(Hook):
             fields["suspended"] = True
         if outcome.row_limit_hit:
             fields["row_limit_hit"] = True
+        if outcome.byte_limit_hit:  # "bytes" above is what was sent before the cut
+            fields["byte_limit_hit"] = True
         if outcome.transformed:  # what masking did: columns, strategies, detections
             fields["masking"] = outcome.transformed
         self.journal.append_later("outcome", fields)

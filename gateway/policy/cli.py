@@ -104,7 +104,10 @@ def render(decision: Decision, masked: dict[str, str] | None = None) -> str:
         ("tables", ", ".join(decision.tables) or "-"),
         ("phi", ", ".join(decision.phi_tables) or "-"),
         ("max_rows", "-" if decision.max_rows is None else str(decision.max_rows)),
+        ("max_bytes", _max_bytes(decision)),
     ]
+    if decision.export_via:  # what made the statement a bulk export
+        lines.append(("export", "; ".join(decision.export_via)))
     flags = [name for name, on in (("bulk_export", decision.bulk_export),
                                    ("dangerous", decision.dangerous),
                                    ("alert", decision.alert)) if on]
@@ -113,6 +116,13 @@ def render(decision: Decision, masked: dict[str, str] | None = None) -> str:
     if masked is not None:
         lines.append(("masked", ", ".join(f"{k} {v}" for k, v in masked.items()) or "-"))
     return "\n".join(f"{key + ':':<10} {value}" for key, value in lines)
+
+
+def _max_bytes(decision: Decision) -> str:
+    if decision.max_bytes is None:
+        return "-"
+    derived = f" (derived from max_rows {decision.max_rows})" if decision.max_bytes_derived else ""
+    return f"{decision.max_bytes}{derived}"
 
 
 def _load(args: argparse.Namespace) -> tuple[Engine, Mapping[str, frozenset[str]]]:

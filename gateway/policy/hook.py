@@ -64,6 +64,7 @@ from ..proxy.hooks import (
 )
 from ..settings.config import Settings
 from .catalog import CatalogUnavailable, Dependencies, Function, ViewCatalog, VolatilityRef
+from .widths import RowWidthCatalog
 
 log = logging.getLogger("phigate.policy")
 
@@ -71,6 +72,7 @@ DECISION_TAG = "decision"
 CURSORS_TAG = "fetches"  # cursors a statement FETCHes from, to count rows across FETCHes
 UNPROVEN_TAG = "policy_unproven"  # counted in _SessionState.unproven_in_flight until done
 REASON_EFFECTS = frozenset({"set_reason", "reset_reason"})
+NO_ROW_LIMIT = 2**62  # a byte limit without a row limit: rows are not what is counted
 MAX_SESSION_DECISIONS = 1024  # per-session decision cache; cleared when full
 # Within this long after its Parse, an Execute is decided as the Parse was: time windows and
 # budgets cannot have moved enough to matter, and row limits are still computed afresh.
@@ -103,6 +105,9 @@ class _SessionState:
     views: Dependencies
     cursor_limits: dict[str, int] = field(default_factory=dict)
     cursor_rows: dict[str, int] = field(default_factory=dict)
+    cursor_byte_limits: dict[str, int] = field(default_factory=dict)
+    cursor_bytes: dict[str, int] = field(default_factory=dict)
+    widths: Mapping[str, int] = field(default_factory=dict)  # row widths, policies.sizes
     volatility: VolatilityRef = field(default_factory=VolatilityRef)
     # Statements forwarded and not yet complete that were not proved read-only: while any
     # is in flight (e.g. DDL in a pipeline), nothing is proved read-only (it may change
@@ -127,7 +132,9 @@ class PolicyHook(Hook):
         self._settings = settings
         self._clock = clock or Clock()
         self._budget = PhiBudget()
+        self._byte_budget = PhiBudget()  # PHI payload bytes per identity, the same hour
         self._catalog = ViewCatalog(settings.limits.max_message_size)
+        self._widths = RowWidthCatalog(settings.limits.max_message_size)
         self._sessions: dict[str, _SessionState] = {}
         self._refreshes: set[asyncio.Task[None]] = set()
         self._generation = 0
@@ -167,8 +174,13 @@ class PolicyHook(Hook):
                           extra={"session": session.session_id})
                 raise CatalogUnavailable(e.message, hint="try again in a moment") from e
             volatility = await self._catalog.ready(db, dbname)
-        self._sessions[session.session_id] = _SessionState(session, session.reason, views,
-                                                           volatility=volatility)
+        state = _SessionState(session, session.reason, views, volatility=volatility)
+        if db is not None:
+            try:
+                state.widths = await self._widths.widths(db, db.dbname or session.database)
+            except Exception as e:  # every table then counts the default row width
+                log.error("could not read row widths: %s", e)
+        self._sessions[session.session_id] = state
 
     def session_ended(self, session: SessionInfo, summary: SessionSummary) -> None:
         state = self._sessions.pop(session.session_id, None)
@@ -189,6 +201,8 @@ class PolicyHook(Hook):
             identity=info.identity, database=info.database, now=now, groups=info.groups,
             client_ip=info.client_ip, reason=state.reason,
             phi_rows_last_hour=self._budget.used(info.identity, now),
+            phi_bytes_last_hour=self._byte_budget.used(info.identity, now),
+            row_widths=state.widths,
             view_dependencies=state.views,
             prepared=prepared,  # type: ignore[arg-type]  # the hook stores only Classified
             cursors=cursors, grants=grants)  # type: ignore[arg-type]
@@ -340,12 +354,36 @@ class PolicyHook(Hook):
             remaining = (decision.max_phi_rows_per_hour
                          - self._budget.used(state.info.identity, now))
             limit = remaining if limit is None else min(limit, remaining)
-        if limit is None:
+        max_bytes = self._byte_limit(state, decision, cursors, now)
+        if limit is None and max_bytes is None:
             return None
-        return RowLimit(max(limit, 0), RowLimitExceeded(
-            f"phigate: rule {rule}: result exceeds max_rows ({decision.max_rows}) "
-            "or the hourly PHI row budget; no more rows sent",
-            hint="add a WHERE clause or a LIMIT, or ask for a rule that allows more"))
+        return RowLimit(
+            max(limit, 0) if limit is not None else NO_ROW_LIMIT,
+            RowLimitExceeded(
+                f"phigate: rule {rule}: result exceeds max_rows ({decision.max_rows}) "
+                "or the hourly PHI row budget; no more rows sent",
+                hint="add a WHERE clause or a LIMIT, or ask for a rule that allows more"),
+            max_bytes=max(max_bytes, 0) if max_bytes is not None else None,
+            byte_error=RowLimitExceeded(
+                f"phigate: rule {rule}: result exceeds max_bytes ({_bytes_text(decision)}) "
+                "or the hourly PHI byte budget; no more rows sent",
+                hint="select fewer rows or columns (one row that folds many rows counts "
+                     "all their bytes), or ask for a rule that allows more"))
+
+    def _byte_limit(self, state: _SessionState, decision: Decision, cursors: tuple[str, ...],
+                    now: dt.datetime) -> int | None:
+        """Like the row limit: the statement's max_bytes, what its cursors have left, and what
+        is left of the identity's hourly PHI byte budget."""
+        limit = decision.max_bytes
+        for cursor in cursors:
+            if cursor in state.cursor_byte_limits:
+                remaining = state.cursor_byte_limits[cursor] - state.cursor_bytes.get(cursor, 0)
+                limit = remaining if limit is None else min(limit, remaining)
+        if decision.phi_tables and decision.max_phi_bytes_per_hour is not None:
+            remaining = (decision.max_phi_bytes_per_hour
+                         - self._byte_budget.used(state.info.identity, now))
+            limit = remaining if limit is None else min(limit, remaining)
+        return limit
 
     # ---------------------------------------------------------------- afterwards
 
@@ -358,11 +396,14 @@ class PolicyHook(Hook):
             return
         # A fast-path call's one result value is a row read only when the call reads data.
         reads = statement.phase is not Phase.FUNCTION or "select" in decision.classes
+        payload = max(outcome.bytes_to_client - 5 * outcome.rows, 0)  # less frame headers
         if decision.phi_tables and outcome.rows and reads:
             self._budget.record(state.info.identity, outcome.rows, self._clock.now())
+            self._byte_budget.record(state.info.identity, payload, self._clock.now())
         cursors = statement.tags.get(CURSORS_TAG, ())
         for cursor in cursors if isinstance(cursors, tuple) else ():
             state.cursor_rows[cursor] = state.cursor_rows.get(cursor, 0) + outcome.rows
+            state.cursor_bytes[cursor] = state.cursor_bytes.get(cursor, 0) + payload
         if outcome.sqlstate is None:
             self._apply_effects(state, decision)
             if "ddl" in decision.classes:
@@ -384,8 +425,11 @@ class PolicyHook(Hook):
             elif effect.kind == "declare" and effect.name and effect.statement:
                 names.declared(effect.name, classified.text, effect.statement)
                 state.cursor_rows[effect.name] = 0
+                state.cursor_bytes[effect.name] = 0
                 if part.max_rows is not None:
                     state.cursor_limits[effect.name] = part.max_rows
+                if part.max_bytes is not None:
+                    state.cursor_byte_limits[effect.name] = part.max_bytes
             elif effect.kind == "close":
                 names.closed(effect.name)
             elif effect.kind == "discard_all":
@@ -402,6 +446,7 @@ class PolicyHook(Hook):
             return
         dbname = db.dbname or state.info.database
         self._catalog.invalidate(db, dbname)
+        self._widths.invalidate(db, dbname)
         if not state.holds_catalog:
             state.holds_catalog = True
             self._catalog.hold(db, dbname)
@@ -495,4 +540,17 @@ def _journal_fields(decision: Decision, grants: Mapping[str, str]) -> dict[str, 
         fields["alert"] = True
     if decision.max_rows is not None:
         fields["max_rows"] = decision.max_rows
+    if decision.max_bytes is not None:
+        fields["max_bytes"] = decision.max_bytes
+        if decision.max_bytes_derived:
+            fields["max_bytes_derived"] = True
+    if decision.export_via:
+        fields["export_via"] = list(decision.export_via)
     return fields
+
+
+def _bytes_text(decision: Decision) -> str:
+    if decision.max_bytes is None:
+        return "none"
+    derived = ", derived from max_rows" if decision.max_bytes_derived else ""
+    return f"{decision.max_bytes} bytes{derived}"

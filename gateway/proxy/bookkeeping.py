@@ -36,6 +36,7 @@ class Pending:
     replacement: bytes | None = None  # our ErrorResponse, sent instead of the upstream's
     row_limit: RowLimit | None = None
     rows_before: int = 0  # rows a suspended portal already returned
+    bytes_before: int = 0  # and their payload bytes
     portal: Portal | None = None
     cancelled: bool = False
     capture: int = 0  # result rows to keep for the hooks (statement.capture_rows)

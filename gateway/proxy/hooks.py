@@ -139,10 +139,13 @@ class AuthEvent:
 
 @dataclass(frozen=True, slots=True)
 class RowLimit:
-    """Stop a result after ``max_rows`` rows and send ``error`` instead of the rest."""
+    """Stop a result after ``max_rows`` rows, or once its DataRow/CopyData payloads pass
+    ``max_bytes``, and send ``error`` (``byte_error`` for a byte cut) instead of the rest."""
 
     max_rows: int
     error: StatementRefused
+    max_bytes: int | None = None
+    byte_error: StatementRefused | None = None
 
 
 class RowTransformer(Protocol):
@@ -252,6 +255,7 @@ class Outcome:
     refused: bool = False
     suspended: bool = False  # PortalSuspended: more rows may follow on a later Execute
     row_limit_hit: bool = False
+    byte_limit_hit: bool = False  # the cut was max_bytes; bytes_to_client is what was sent
     gateway_latency_s: float = 0.0  # from reading the statement to forwarding it
     # Filled only when a hook asked for ``statement.capture_rows``; raw wire frames.
     row_description: bytes | None = None
@@ -313,15 +317,25 @@ def _merge(verdict: Verdict, new: Verdict) -> Verdict:
         return verdict
     if new.refusal is not None:
         return new
-    row_limit = verdict.row_limit
-    if new.row_limit is not None and (row_limit is None
-                                      or new.row_limit.max_rows < row_limit.max_rows):
-        row_limit = new.row_limit
+    row_limit = _tighter(verdict.row_limit, new.row_limit)
     rewrite = new.rewrite_sql if new.rewrite_sql is not None else verdict.rewrite_sql
     tag = new.local_tag if new.rewrite_sql is not None else verdict.local_tag
     result_filter = new.result_filter or verdict.result_filter
     return Verdict(row_limit=row_limit, rewrite_sql=rewrite, local_tag=tag,
                    result_filter=result_filter)
+
+
+def _tighter(old: RowLimit | None, new: RowLimit | None) -> RowLimit | None:
+    """Both limits hold: the smaller row count and the smaller byte count, each with its own
+    message."""
+    if old is None or new is None:
+        return new if old is None else old
+    rows = new if new.max_rows < old.max_rows else old
+    sizes = [limit for limit in (old, new) if limit.max_bytes is not None]
+    size = min(sizes, key=lambda limit: limit.max_bytes or 0, default=None)
+    if size is None or size is rows:
+        return rows
+    return RowLimit(rows.max_rows, rows.error, size.max_bytes, size.byte_error)
 
 
 class HookChain:

@@ -49,6 +49,7 @@ class Portal:
     statement_name: str
     bind_frame: bytes
     rows_sent: int = 0
+    bytes_sent: int = 0  # DataRow payload bytes, for max_bytes across Executes
     row_limit: RowLimit | None = None
     standard_strings: bool = True
     decided: object | None = None

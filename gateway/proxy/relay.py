@@ -373,7 +373,8 @@ class Relay:
                                   bind_frame=portal.bind_frame,
                                   standard_strings=portal.standard_strings)
             pending = Pending(Kind.EXECUTE, statement, portal=portal,
-                               rows_before=portal.rows_sent, row_limit=portal.row_limit)
+                               rows_before=portal.rows_sent, bytes_before=portal.bytes_sent,
+                               row_limit=portal.row_limit)
             pending.outcome.row_description = self._names.descriptions.get(portal.statement_name)
             return statement, pending
         call = decode_frontend(frame)
@@ -531,7 +532,7 @@ class Relay:
                         continue
                     head.outcome.rows += 1
                     head.outcome.bytes_to_client += end - start
-                    if head.row_limit is not None and self._over_limit(head):
+                    if head.row_limit is not None and self._over_limit(head, end - start):
                         out += buf[copied:start]
                         copied = end
                     elif head.capture:
@@ -586,16 +587,23 @@ class Relay:
         self._reading.follow(status.name, status.value, read_since=boundary)
         self._names.encoding = self._reading.encoding
 
-    def _over_limit(self, head: Pending) -> bool:
-        """True when this DataRow must be dropped; cancels the query at the first one."""
-        assert head.row_limit is not None
-        if head.rows_before + head.outcome.rows <= head.row_limit.max_rows:
+    def _over_limit(self, head: Pending, size: int) -> bool:
+        """True when this DataRow (or CopyData) of ``size`` bytes must be dropped; cancels the
+        query at the first one. Bytes are payloads: frames less their 5-byte headers."""
+        limit, outcome = head.row_limit, head.outcome
+        assert limit is not None
+        rows_ok = head.rows_before + outcome.rows <= limit.max_rows
+        if rows_ok and (limit.max_bytes is None or head.bytes_before + outcome.bytes_to_client
+                        - 5 * outcome.rows <= limit.max_bytes):
             return False
-        head.outcome.rows -= 1
+        outcome.rows -= 1
+        outcome.bytes_to_client -= size  # never sent
         if not head.cancelled:
             head.cancelled = True
-            head.outcome.row_limit_hit = True
-            head.replacement = error_frame(head.row_limit.error)
+            error = limit.error if not rows_ok or limit.byte_error is None else limit.byte_error
+            outcome.row_limit_hit = True
+            outcome.byte_limit_hit = error is limit.byte_error
+            head.replacement = error_frame(error)
             task = asyncio.create_task(send_cancel(self._cancel_target),
                                        name=f"cancel-{self.session.session_id}")
             self._tasks.append(task)
@@ -634,9 +642,9 @@ class Relay:
             self._cut(head, refusal)
             return b""
         head.outcome.rows += 1
-        if head.row_limit is not None and self._over_limit(head):
-            return b""
         head.outcome.bytes_to_client += len(frame)
+        if head.row_limit is not None and self._over_limit(head, len(frame)):
+            return b""
         if head.capture:
             keep_row(head, bytearray(frame), 0, len(frame))
         return frame
@@ -757,11 +765,14 @@ class Relay:
         outcome.duration_s = time.monotonic() - pending.started if pending.started else 0.0
         if pending.portal is not None:
             pending.portal.rows_sent += outcome.rows
+            pending.portal.bytes_sent += outcome.bytes_to_client - 5 * outcome.rows
         if pending.cut is not None:
             outcome.sqlstate = pending.cut.sqlstate
             outcome.error_message = pending.cut.message
         elif pending.cancelled and pending.row_limit is not None:
-            outcome.sqlstate = pending.row_limit.error.sqlstate
-            outcome.error_message = pending.row_limit.error.message
+            limit = pending.row_limit
+            error = limit.byte_error if outcome.byte_limit_hit and limit.byte_error else limit.error
+            outcome.sqlstate = error.sqlstate
+            outcome.error_message = error.message
         self.summary.rows += outcome.rows
         self._hooks.after_statement(statement, outcome)

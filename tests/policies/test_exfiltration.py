@@ -52,7 +52,8 @@ def test_export_message_names_the_construct_and_what_to_write(engine: Engine,
 
 def test_statistics_of_a_phi_table_count_as_that_table(engine: Engine, ctx: MakeCtx) -> None:
     d = engine.decide(ctx("alice"), "SELECT * FROM pg_stats WHERE tablename = 'patients'")
-    assert d.allowed and d.phi_tables == ("patients",)
+    assert not d.allowed and d.phi_tables == ("patients",) and d.bulk_export
+    assert d.hint is not None and "tablename" in d.hint
     d = engine.decide(ctx("alice"), "SELECT query FROM pg_stat_activity")
     assert d.allowed and "clinic.public.patients" in d.phi_tables
 

@@ -18,13 +18,16 @@ def test_example_loads(clinic_policy: Policy) -> None:
         "clinic.public.patients", "clinic.public.encounters", "clinic.public.lab_*")
     names = [r.name for r in clinic_policy.rules]
     assert names == ["clinicians-read-phi", "engineers-no-phi", "support-engineers-read-masked",
-                     "no-bulk-export", "no-schema-changes-in-business-hours", "break-glass"]
-    clinicians, engineers, support, bulk, ddl, glass = clinic_policy.rules
+                     "no-bulk-export", "no-schema-changes-in-business-hours",
+                     "dba-reads-activity", "break-glass"]
+    clinicians, engineers, support, bulk, ddl, dba, glass = clinic_policy.rules
     assert support.phi == "masked"
     assert [m.name for m in clinic_policy.masking] == ["engineers-see-masked"]
     assert clinicians.groups == {"clinicians"} and clinicians.databases == {"clinic"}
     assert clinicians.allow == {"select", "transaction", "session"}
     assert (clinicians.max_rows, clinicians.max_phi_rows_per_hour) == (500, 5000)
+    assert clinicians.max_bytes is None and clinicians.max_phi_bytes_per_hour == 20 * 1024**2
+    assert dba.users == {"dba"} and dba.max_bytes == 2 * 1024**2
     assert engineers.phi == "deny"
     assert bulk.deny == {"bulk_export"} and bulk.users is None and bulk.groups is None
     assert ddl.hours is not None and (ddl.hours.start, ddl.hours.end) == (420, 1140)
