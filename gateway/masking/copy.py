@@ -30,7 +30,7 @@ from policies.taint import CLEAN, output_taint
 from ..errors import PolicyDenied
 from .columns import DERIVED, ColumnMap, Plan
 from .rows import derived_refusal
-from .values import REDACTED, _mask_text
+from .values import REDACTED, mask_text
 
 BINARY_REFUSED = PolicyDenied(
     "phigate: binary COPY of masked columns is refused (masking cannot rewrite it)",
@@ -170,7 +170,7 @@ class CopyMasker:
         plans = self._plan.plans
         plan = plans[index] if index < len(plans) else (DERIVED if plans else None)
         if isinstance(plan, Strategy):
-            return _mask_text(value, plan, self._key) or REDACTED
+            return mask_text(value, plan, self._key) or REDACTED
         if plan is DERIVED:
             return REDACTED
         if self._detector is not None:

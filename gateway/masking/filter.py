@@ -22,8 +22,8 @@ from ..errors import PolicyDenied
 from ..proxy.hooks import RowTransformer
 from .columns import DERIVED, ColumnMap, Plan
 from .copy import CopyMasker, CopyPlan
-from .rows import DETECT, DETECTABLE, WHOLE, Column, ColumnPlan, RowMasker, derived_refusal
-from .rows import result_columns as _result_columns
+from .rows import DETECT, WHOLE, Column, ColumnPlan, RowMasker, derived_refusal, result_columns
+from .values import STRINGS
 
 NO_DESCRIPTION = PolicyDenied(
     "phigate: this session's results are masked, and the gateway did not see this "
@@ -49,7 +49,7 @@ class MaskingFilter:
         decoded = decode_backend(description)
         assert isinstance(decoded, m.RowDescription)
         columns = [Column(i, f.name, f.type_oid, binary, self._plan(i, f))
-                   for i, f, binary in _result_columns(decoded, formats)]
+                   for i, f, binary in result_columns(decoded, formats)]
         if not any(c.plan is not None for c in columns):
             return None
         return RowMasker(columns, self._detector, self._key, self._map.profile.rules)
@@ -74,7 +74,7 @@ class MaskingFilter:
             return WHOLE
         if plan is not None:
             return plan  # type: ignore[return-value]  # a Strategy
-        if self._detector is not None and field.type_oid in DETECTABLE:
+        if self._detector is not None and field.type_oid in STRINGS:
             return DETECT
         return None
 

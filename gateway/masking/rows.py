@@ -19,7 +19,7 @@ from policies.masking import Strategy
 from protocols.postgres import messages as m
 
 from ..errors import PolicyDenied
-from .values import STRINGS, mask_value, redact_value
+from .values import mask_value, redact_value
 
 _I16, _I32 = struct.Struct("!h"), struct.Struct("!i")
 
@@ -123,10 +123,3 @@ def derived_refusal(name: str) -> PolicyDenied:
         f"phigate: result column {name!r} is computed from masked columns and cannot be "
         "shown masked; refused (masking rule on_derived: deny)",
         hint="select the masked columns themselves, or compute without them")
-
-
-def any_work(columns: list[Column]) -> bool:
-    return any(c.plan is not None for c in columns)
-
-
-DETECTABLE = STRINGS

@@ -42,7 +42,7 @@ def mask_value(value: bytes, type_oid: int, binary: bool, strategy: Strategy,
     """The masked form of a non-NULL wire value (None: send NULL)."""
     if type_oid in TEXT_TYPES or type_oid in (JSON, JSONB):
         text = _text(value, type_oid, binary)
-        masked = _mask_text(text, strategy, key)
+        masked = mask_text(text, strategy, key)
         return None if masked is None else _encode_text(masked, type_oid, binary)
     if strategy.kind == "redact" or strategy.kind == "partial":
         return None
@@ -75,7 +75,8 @@ def partial(text: str, first: int, last: int) -> str:
     return "".join(c if i in keep or not c.isalnum() else "*" for i, c in enumerate(text))
 
 
-def _mask_text(text: str, strategy: Strategy, key: bytes) -> str | None:
+def mask_text(text: str, strategy: Strategy, key: bytes) -> str | None:
+    """A value already read as text (COPY rows, text columns) masked by ``strategy``."""
     if strategy.kind == "redact":
         return REDACTED
     if strategy.kind == "hash":
