@@ -19,6 +19,8 @@ from protocols.postgres.scram import make_verifier
 
 from .access.cli import register as register_access_commands
 from .alerts.cli import register as register_alert_commands
+from .archive.cli import extend_journal_commands as extend_archive_commands
+from .drill.cli import register as register_drill_commands
 from .errors import ConfigError
 from .journal.cli import register as register_journal_commands
 from .ops.logs import configure_logging
@@ -55,13 +57,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=6432, help="gateway port (default 6432)")
     demo.set_defaults(func=_cmd_demo)
 
-    register_journal_commands(commands, extend=extend_journal_commands)
+    register_journal_commands(commands, extend=_extend_journal_commands)
     register_recording_commands(commands)
     register_alert_commands(commands)
     register_sso_commands(commands)
     register_access_commands(commands)
     register_policy_commands(commands)
+    register_drill_commands(commands)
     return parser
+
+
+def _extend_journal_commands(name: str, parser: argparse.ArgumentParser) -> None:
+    extend_journal_commands(name, parser)  # recordings first, the archive wraps them
+    extend_archive_commands(name, parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,7 +14,10 @@ import logging
 from .access.settings import DEFAULT_POLL_S, store_path
 from .access.watcher import AccessWatcher, access_alert
 from .alerts.hook import AlertHook
+from .archive.errors import ArchiveError
+from .archive.service import start_archiver
 from .clock import TEST_NOW_ENV, Clock
+from .drill.service import start_drills
 from .errors import ConfigError, GatewayError
 from .journal import Journal, JournalError
 from .journal.hook import JournalHook, config_fields
@@ -32,6 +35,7 @@ from .sso.authenticator import SsoLogin
 log = logging.getLogger("phigate.service")
 
 EXIT_JOURNAL = 3  # the journal could not be opened: tampered, locked or unwritable
+EXIT_ARCHIVE = 4  # the archive cannot honour the configured lock mode, or is unreachable
 
 
 def password_login(settings: Settings) -> PasswordLogin | None:
@@ -104,23 +108,35 @@ async def _run(settings: Settings, signals: Signals) -> int:
         log.critical("journal cannot be opened: %s", e)
         await monitoring.journal_unusable(f"journal cannot be opened: {e}")
         return EXIT_JOURNAL
+    archiver = None
     try:
         await journal.append("config_loaded", config_fields(settings))
+        try:
+            archiver = await start_archiver(settings, journal)
+        except ArchiveError as e:
+            log.critical("archive cannot be used, refusing to start: %s", e.message)
+            await journal.append("archive_refused", {"reason": e.message})
+            return EXIT_ARCHIVE
         hooks = build_hooks(settings, journal, monitoring)
         access = await start_access(settings, journal, hooks)
         try:
             async with RecordingServices(journal, hooks):
                 gateway = Gateway(settings, hooks, password_login=password_login(settings))
                 await gateway.start()
-                await monitoring.start(gateway, journal)
+                await monitoring.start(gateway, journal, archiver)
+                drills = await start_drills(settings, journal, monitoring)
                 signals.gateway = gateway
                 await signals.stop.wait()
                 monitoring.draining()
+                if drills is not None:
+                    await drills.stop()
                 await gateway.drain()
         finally:
             if access is not None:
                 await access.stop()
     finally:
         await monitoring.stop()
+        if archiver is not None:
+            await archiver.close()
         await journal.close()
     return 0

@@ -28,7 +28,8 @@ ASSEMBLY = {"gateway.cli", "gateway.service"}
 WING_MAY_IMPORT = {
     "gateway.proxy": SHARED | {"gateway.settings"},
     "gateway.settings": SHARED | {"gateway.journal.settings", "gateway.alerts.settings",
-                                  "gateway.sso.settings", "gateway.access.settings"},
+                                  "gateway.sso.settings", "gateway.access.settings",
+                                  "gateway.archive.settings", "gateway.drill.settings"},
 }
 
 

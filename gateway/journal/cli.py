@@ -22,7 +22,7 @@ from .canonical import encode_compact
 from .errors import JournalCorrupt, JournalError, KeyFileError
 from .journal import Journal
 from .keys import generate, load_public
-from .prune import PruneResult, prune
+from .prune import PruneGuard, PruneResult, prune
 from .reader import Entry, EntryFilter, decision_of, iter_entries, iter_lines, parse_time_bound
 from .settings import DEFAULT_RETENTION_DAYS, JournalSettings
 from .verify import verify_journal
@@ -173,7 +173,7 @@ def prune_command(args: argparse.Namespace) -> int:
     settings = JournalSettings(dir=args.dir, signing_key=args.key,
                                retention_days=args.retention_days)
     try:
-        result = asyncio.run(_prune(settings))
+        result = asyncio.run(_prune(settings, getattr(args, "prune_guard", None)))
     except JournalCorrupt as e:
         print(f"phigate: {e}", file=sys.stderr)
         return EXIT_TAMPERED
@@ -186,13 +186,16 @@ def prune_command(args: argparse.Namespace) -> int:
               f"last entry {item['last_time']})")
     if result.entry_seq is not None:
         print(f"recorded as prune entry seq {result.entry_seq}")
+    if result.kept is not None:
+        print(f"phigate: {result.kept}", file=sys.stderr)
+        return EXIT_TAMPERED
     return EXIT_OK
 
 
-async def _prune(settings: JournalSettings) -> PruneResult:
+async def _prune(settings: JournalSettings, guard: PruneGuard | None) -> PruneResult:
     journal = await Journal.open(settings, program="phigate journal prune")
     try:
-        return await prune(journal)
+        return await prune(journal, guard=guard)
     finally:
         await journal.close()
 

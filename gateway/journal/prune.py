@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -35,31 +36,51 @@ class PruneRefused(ValueError):
     """A retention shorter than the journal's own was asked for."""
 
 
+# Asked about each expired segment before it goes; a reason keeps it (and all after it).
+PruneGuard = Callable[[SegmentFile], str | None]
+
+
 @dataclass(frozen=True, slots=True)
 class PruneResult:
     cutoff: str
     removed: list[dict[str, object]] = field(default_factory=list)
     entry_seq: int | None = None
+    kept: str | None = None  # why pruning stopped early (the guard's reason)
 
 
 async def prune(journal: Journal, retention_days: int | None = None, *,
-                now_ns: int | None = None) -> PruneResult:
-    """Remove segments whose newest entry is older than ``retention_days``."""
+                now_ns: int | None = None, guard: PruneGuard | None = None) -> PruneResult:
+    """Remove segments whose newest entry is older than ``retention_days``.
+
+    ``guard`` (the archive's) may keep a segment, e.g. one whose archived copy
+    is not confirmed; pruning then stops there so what remains stays contiguous.
+    """
     days = journal.settings.retention_days if retention_days is None else retention_days
     if days < journal.settings.retention_days:
         raise PruneRefused(f"refusing to prune below the journal's retention of "
                            f"{journal.settings.retention_days} days")
     cutoff = format_time((now_ns if now_ns is not None else time.time_ns()) - days * _DAY_NS)
     chosen = await asyncio.to_thread(_expired, journal, cutoff)
+    kept = None
+    if guard is not None:
+        chosen, kept = await asyncio.to_thread(_guarded, chosen, guard)
     if not chosen:
-        return PruneResult(cutoff)
+        return PruneResult(cutoff, kept=kept)
     removed = await asyncio.to_thread(lambda: [_describe(s) for s in chosen])
     seq = await journal.append("prune", {"retention_days": days, "cutoff": cutoff,
                                          "removed": removed})
     # Signed before deleting, so the shortened chain is vouched for from the start.
     await journal.checkpoint()
     await asyncio.to_thread(_remove, journal, chosen)
-    return PruneResult(cutoff, removed, seq)
+    return PruneResult(cutoff, removed, seq, kept)
+
+
+def _guarded(chosen: list[SegmentFile], guard: PruneGuard) -> tuple[list[SegmentFile], str | None]:
+    for index, segment in enumerate(chosen):
+        reason = guard(segment)
+        if reason is not None:
+            return chosen[:index], f"kept {segment.name} and later segments: {reason}"
+    return chosen, None
 
 
 def _expired(journal: Journal, cutoff: str) -> list[SegmentFile]:

@@ -49,8 +49,9 @@ class Readiness:
     """Answers "should this gateway get traffic?"; upstream results are cached briefly."""
 
     def __init__(self, journal: Journal, databases: Callable[[], Iterable[DatabaseSettings]],
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, *, archive: Callable[[], str | None] | None = None) -> None:
         self.journal = journal
+        self._archive = archive  # why the archive is behind, or None
         self.listening = False  # set by monitoring once the gateway listens, cleared at drain
         self._databases = databases
         self._metrics = metrics
@@ -61,7 +62,10 @@ class Readiness:
         journal, upstream = await asyncio.gather(self._journal(), self._upstreams())
         checks = {"listening": "ok" if self.listening else "not listening",
                   "journal": journal or "ok", "upstream": upstream or "ok"}
-        ready = self.listening and journal is None and upstream is None
+        archive = self._archive() if self._archive is not None else None
+        if self._archive is not None:
+            checks["archive"] = archive or "ok"
+        ready = self.listening and journal is None and upstream is None and archive is None
         self._metrics.ready.set(1.0 if ready else 0.0)
         return ReadyReport(ready, checks)
 

@@ -21,7 +21,7 @@ import os
 import time
 from collections.abc import Iterator
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 from prometheus_client.core import (
@@ -34,6 +34,7 @@ from prometheus_client.exposition import generate_latest
 
 from policies.model import CLASSES
 
+from ..archive.metrics import ArchiveCollector
 from ..journal import Journal
 from ..journal.hook import JOURNAL_APPEND_TAG, POLICY_TAG
 from ..journal.segments import list_segments
@@ -50,6 +51,9 @@ from ..proxy.hooks import (
 )
 from ..recording.events import JOURNAL_FIELD as RECORDING_ANNOTATION
 from ..settings.config import FALLBACK_DATABASE, Settings
+
+if TYPE_CHECKING:
+    from ..archive.uploader import Archiver
 from .fastmetrics import FastCollector, FastCounter, FastHistogram
 
 log = logging.getLogger("phigate.metrics")
@@ -160,6 +164,9 @@ class Metrics:
 
     def watch_journal(self, journal: Journal) -> None:
         self.registry.register(JournalCollector(journal))
+
+    def watch_archive(self, archiver: Archiver) -> None:
+        self.registry.register(ArchiveCollector(archiver))
 
     def upstream_connect_failed(self, database: str) -> None:
         self.upstream_errors.labels(self.database_label(database)).inc()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ..alerts.dispatcher import Dispatcher
@@ -28,6 +28,7 @@ from .health import HealthServer, Readiness
 from .metrics import Metrics, MetricsHook
 
 if TYPE_CHECKING:
+    from ..archive.uploader import Archiver
     from ..proxy.server import Gateway
 
 log = logging.getLogger("phigate.monitoring")
@@ -63,17 +64,22 @@ class Monitoring:
             hooks.append(self.alert_hook)
         return hooks
 
-    async def start(self, gateway: Gateway, journal: Journal) -> None:
+    async def start(self, gateway: Gateway, journal: Journal,
+                    archiver: Archiver | None = None) -> None:
         """The gateway listens: start alert delivery, the journal watch and the metrics port."""
         self.dispatcher.start()
+        lagging = archiver.lagging if archiver is not None else None
         if self.alert_hook is not None:
-            self._watch = asyncio.create_task(self._watch_journal(journal, self.alert_hook),
-                                              name="phigate-alerts-journal-watch")
+            self._watch = asyncio.create_task(
+                self._watch_journal(journal, self.alert_hook, lagging),
+                name="phigate-alerts-journal-watch")
         metrics = self.settings.metrics
         if metrics is None:
             return
+        if archiver is not None:
+            self.metrics.watch_archive(archiver)
         self._readiness = Readiness(journal, lambda: gateway.settings.databases.values(),
-                                    self.metrics)
+                                    self.metrics, archive=lagging)
         self._readiness.listening = True
         self.health = HealthServer(metrics, self.metrics, self._readiness)
         try:
@@ -109,9 +115,11 @@ class Monitoring:
         await self.dispatcher.stop(STARTUP_ALERT_GRACE_S)
 
     @staticmethod
-    async def _watch_journal(journal: Journal, hook: AlertHook) -> None:
-        """Outcome entries fail silently when the gateway is idle; notice it here too."""
-        was_writable = True
+    async def _watch_journal(journal: Journal, hook: AlertHook,
+                             lagging: Callable[[], str | None] | None = None) -> None:
+        """Outcome entries fail silently when the gateway is idle; notice it here too,
+        and an archive that fell behind (its segments are the journal's only safe copy)."""
+        was_writable, was_lagging = True, False
         while True:
             await asyncio.sleep(JOURNAL_WATCH_S)
             writable = journal.writable
@@ -119,3 +127,7 @@ class Monitoring:
                 hook.observe(Event(EventKind.JOURNAL_FAILED, message="the journal cannot be "
                                    "written; statements are refused until it can"))
             was_writable = writable
+            behind = lagging() if lagging is not None else None
+            if behind is not None and not was_lagging:
+                hook.observe(Event(EventKind.JOURNAL_FAILED, message=behind))
+            was_lagging = behind is not None

@@ -23,6 +23,8 @@ from protocols.postgres.scram import InvalidVerifier, ScramVerifier, parse_verif
 
 from ..access.settings import AccessSettings, parse_access
 from ..alerts.settings import AlertSettings, parse_alerts
+from ..archive.settings import ArchiveSettings, parse_archive
+from ..drill.settings import DrillSettings, parse_drill
 from ..errors import ConfigError
 from ..journal.settings import JournalSettings
 from ..sso.settings import SsoSettings, parse_sso
@@ -123,6 +125,8 @@ class Settings:
     sso: SsoSettings | None = None
     access: AccessSettings | None = None
     upstream_application_name: str = DEFAULT_UPSTREAM_APPLICATION_NAME
+    archive: ArchiveSettings | None = None
+    drill: DrillSettings | None = None
 
     def database_for(self, name: str) -> DatabaseSettings | None:
         """The upstream for a client-requested database name (``*`` is the fallback)."""
@@ -130,7 +134,8 @@ class Settings:
 
 
 TOP_LEVEL_KEYS = ("listen", "tls", "databases", "users", "policies", "journal", "limits", "log",
-                  "recordings", "metrics", "alerts", "sso", "access", "upstream_application_name")
+                  "recordings", "metrics", "alerts", "sso", "access", "upstream_application_name",
+                  "archive", "drill")
 
 
 def load_config(path: str | os.PathLike[str], *,
@@ -174,6 +179,8 @@ def load_config(path: str | os.PathLike[str], *,
         sso=parse_sso(root.child("sso")) if "sso" in root.data else None,
         access=parse_access(root.child("access")) if "access" in root.data else None,
         upstream_application_name=_application_name(root),
+        archive=parse_archive(root.child("archive")) if "archive" in root.data else None,
+        drill=parse_drill(root.child("drill"), env) if "drill" in root.data else None,
     )
 
 

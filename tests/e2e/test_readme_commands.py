@@ -55,6 +55,15 @@ COMMANDS: dict[str, tuple[str, int, str]] = {
     "phigate journal verify var/journal --key keys/journal.pub --checkpoints "
     "/mnt/audit-witness/phigate": (
         "journal verify var/journal --key keys/journal.pub --checkpoints witness", 0, ""),
+    # This workspace has no drill: section: a config error (tests/drill/ runs real drills).
+    "phigate drill -c phigate.yaml": ("drill -c phigate.yaml", 2, ""),
+    # No archive in this workspace (and no AWS credentials): exit 2, the reason on stderr.
+    # tests/archive/ runs both against real S3 servers.
+    "phigate journal verify s3://evidence/phigate --key keys/journal.pub": (
+        "journal verify s3://evidence/phigate --key keys/journal.pub", 2, ""),
+    "phigate journal verify var/journal --key keys/journal.pub --against s3://evidence/phigate": (
+        "journal verify var/journal --key keys/journal.pub --against s3://evidence/phigate", 2,
+        "OK: journal"),
     "phigate journal show var/journal --user alice --since 2026-11-01 --decision deny": (
         "journal show var/journal --user alice --since 2026-11-01 --decision deny", 0,
         "SELECT * FROM patients"),
@@ -71,7 +80,7 @@ COMMANDS: dict[str, tuple[str, int, str]] = {
     "phigate alerts test -c phigate.yaml": ("alerts test -c phigate.yaml", 0, ""),
 }
 MENTIONS = {"phigate policy", "phigate demo", "phigate journal verify", "phigate serve",
-            "phigate login", "phigate access"}
+            "phigate login", "phigate access", "phigate drill"}
 # README commands that need the OpenID provider (tests/sso/idp): run through the console script,
 # the README's provider and gateway replaced by the test ones, by these tests.
 ELSEWHERE = {

@@ -1,0 +1,96 @@
+"""The archive going away and the gateway dying mid-upload.
+
+Statements keep running while the store is unreachable (a TCP relay the test
+switches off in front of the moto server); the backlog shows in /metrics, the
+``journal`` alert fires and /readyz turns 503 after ``max_delay``; everything
+drains once the store is back. A gateway killed with SIGKILL during uploads
+resumes after restart without a duplicate object version.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.archive.conftest import archive_overrides
+from tests.archive.s3servers import NetFault, S3Server
+from tests.archive.test_upload import busy, entries, sealed, wait_for
+from tests.e2e.harness import GatewayProcess, free_port, psql
+
+
+@pytest.fixture
+def fault(moto: S3Server) -> Iterator[NetFault]:
+    relay = NetFault(int(moto.endpoint.rsplit(":", 1)[1]))
+    yield relay
+    relay.close()
+
+
+def readyz(port: int) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        for line in answer.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"{name} not exported")
+
+
+def test_unreachable_archive_never_blocks_statements_then_drains(
+        moto: S3Server, fault: NetFault, archived_gateway: Callable[..., GatewayProcess]) -> None:
+    bucket = moto.bucket()
+    port = free_port()
+    overrides = archive_overrides(fault.endpoint, bucket, max_delay="1s")
+    overrides["metrics"] = f"127.0.0.1:{port}"
+    overrides["alerts"] = {"sinks": {"ops-log": {"type": "log"}},
+                           "rules": [{"name": "journal-trouble", "when": "journal",
+                                      "sinks": ["ops-log"]}]}
+    gateway = archived_gateway(moto, overrides)
+    fault.down()
+    busy(gateway, 60)  # statements run while nothing reaches the archive
+    assert psql(gateway, "SELECT 'still running'").stdout.strip() == "still running"
+    assert wait_for(lambda: readyz(port)[0] == 503), readyz(port)
+    assert "not archived" in readyz(port)[1]["checks"]["archive"]
+    assert metric(port, "phigate_archive_backlog_segments") >= 3
+    assert wait_for(lambda: any("not archived" in str(a.get("message", a))
+                                for a in entries(gateway, "alert")))
+
+    fault.up()
+    assert wait_for(lambda: readyz(port)[0] == 200), readyz(port)
+    # Archiving journals entries too, which may seal one more segment: it drains as well.
+    assert wait_for(lambda: metric(port, "phigate_archive_backlog_segments") == 0)
+    assert gateway.stop() == 0
+    keys = {e["key"] for e in entries(gateway, "archived")}
+    assert {f"gw/segments/{p.name}" for p in sealed(gateway)} <= keys
+
+
+def test_kill_during_uploads_resumes_without_duplicates(
+        moto: S3Server, archived_gateway: Callable[..., GatewayProcess]) -> None:
+    bucket = moto.bucket()
+    gateway = archived_gateway(moto, archive_overrides(moto.endpoint, bucket,
+                                                       upload={"interval": "50ms"}))
+    busy(gateway, 80)
+    assert wait_for(lambda: bool(entries(gateway, "archived")), 10)
+    gateway.signal(signal.SIGKILL)  # somewhere in the middle of shipping
+    assert gateway.process is not None
+    gateway.process.wait(10)
+    gateway.start()
+    busy(gateway, 10)
+    assert wait_for(lambda: {f"gw/segments/{p.name}" for p in sealed(gateway)}
+                    <= {e["key"] for e in entries(gateway, "archived")}), gateway.log()
+    assert gateway.stop() == 0
+    versions = moto.client().list_object_versions(Bucket=bucket, Prefix="gw/")
+    keys = [v["Key"] for v in versions.get("Versions", [])]
+    assert len(keys) == len(set(keys)), "an object was uploaded twice"
+    assert not versions.get("DeleteMarkers")
