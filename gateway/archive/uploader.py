@@ -62,7 +62,6 @@ class Archiver:
         self._pool = ThreadPoolExecutor(max_workers=settings.parallel,
                                         thread_name_prefix="phigate-archive")
         self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
         self._pass = asyncio.Lock()  # one pass at a time (the task, and callers like the drill)
         self._unfinished: dict[Path, float] = {}  # recording → mtime when found unfinished
         self._checkpoint_at = 0.0
@@ -87,9 +86,6 @@ class Archiver:
             await asyncio.gather(self._task, return_exceptions=True)
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def wake(self) -> None:
-        self._wake.set()
-
     def lagging(self) -> str | None:
         """Why the archive is behind, once a sealed segment waited longer than max_delay."""
         if self.oldest_waiting is None:
@@ -107,11 +103,7 @@ class Archiver:
                 await self.run_once()
             except Exception as e:  # a bug must not stop shipping for good: log, retry
                 log.exception("archive pass failed: %s", e)
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.settings.interval_s)
-            except TimeoutError:
-                pass
-            self._wake.clear()
+            await asyncio.sleep(self.settings.interval_s)
 
     async def run_once(self) -> int:
         """One pass: upload what waits, journal it; returns the number of objects archived."""
@@ -228,9 +220,6 @@ class Archiver:
             leftover.unlink(missing_ok=True)
         self.backlog = len(waiting)
         self.oldest_waiting = min((os.stat(s.path).st_mtime for s in waiting), default=None)
-
-    def archived(self, key: str) -> ArchivedObject | None:
-        return self._state.objects.get(key)
 
 
 def _finished(path: Path, key: MasterKey) -> bool:
