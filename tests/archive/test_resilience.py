@@ -70,9 +70,9 @@ def test_unreachable_archive_never_blocks_statements_then_drains(
     assert wait_for(lambda: readyz(port)[0] == 200), readyz(port)
     # Archiving journals entries too, which may seal one more segment: it drains as well.
     assert wait_for(lambda: metric(port, "phigate_archive_backlog_segments") == 0)
+    shipped = {f"gw/segments/{p.name}" for p in sealed(gateway)}
+    assert wait_for(lambda: shipped <= {e["key"] for e in entries(gateway, "archived")})
     assert gateway.stop() == 0
-    keys = {e["key"] for e in entries(gateway, "archived")}
-    assert {f"gw/segments/{p.name}" for p in sealed(gateway)} <= keys
 
 
 def test_kill_during_uploads_resumes_without_duplicates(
