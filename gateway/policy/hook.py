@@ -172,7 +172,10 @@ class PolicyHook(Hook):
             except CatalogUnavailable as e:  # fail closed: a view of PHI would read as no PHI
                 log.error("could not read view dependencies; session refused: %s", e.message,
                           extra={"session": session.session_id})
-                raise CatalogUnavailable(e.message, hint="try again in a moment") from e
+                raise CatalogUnavailable(
+                    "phigate: the session cannot start: the upstream catalog (view "
+                    f"dependencies) could not be read: {e.message.removeprefix('phigate: ')}",
+                    hint="try again in a moment") from e
             volatility = await self._catalog.ready(db, dbname)
         state = _SessionState(session, session.reason, views, volatility=volatility)
         if db is not None:
