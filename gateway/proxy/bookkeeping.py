@@ -21,7 +21,7 @@ class Kind(enum.Enum):
     EXECUTE = 2  # one Execute: ends at its completion message
     SYNC = 3  # a Sync: ends at ReadyForQuery
     REFUSAL = 4  # gateway refusal: swallow ParseComplete/BindComplete, replace the error
-    LOCAL = 5  # answered by the gateway itself (a consumed setting), after what precedes it
+    LOCAL = 5  # answered by the gateway itself (a consumed setting) with nothing in flight
     FUNCTION = 6  # fast-path FunctionCall: FunctionCallResponse or ErrorResponse, then its own Z
 
 

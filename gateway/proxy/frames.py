@@ -18,6 +18,10 @@ REFUSAL_SQL = (
     "USING ERRCODE = '42501'; END$phigate$"
 )
 REFUSAL_QUERY = encode(m.Query(sql=REFUSAL_SQL))
+# Sent in place of a string the gateway consumed entirely (``SET phigate.reason``) when
+# something is still in flight: the upstream then answers SET and ReadyForQuery in order (and
+# fails it in an aborted transaction, as it would the client's own SET).
+NOOP_SET_SQL = "SET phigate_gateway.noop = ''"
 # Extended-protocol variant: ParseComplete and BindComplete that answer it are swallowed.
 REFUSAL_EXTENDED = b"".join((
     encode(m.Parse(name="", sql=REFUSAL_SQL, param_types=())),

@@ -62,6 +62,7 @@ from .frames import (
     F_SYNC,
     F_TERMINATE,
     FRONTEND_TYPES,
+    NOOP_SET_SQL,
     REFUSAL_EXTENDED,
     REFUSAL_QUERY,
     error_frame,
@@ -328,10 +329,12 @@ class Relay:
             return self._refuse(statement, pending, verdict.refusal)
         if verdict.rewrite_sql is not None and pending is not None and \
                 statement.phase is Phase.SIMPLE:
-            if not verdict.rewrite_sql.strip():
+            if not verdict.rewrite_sql.strip() and not self._pending:
                 self._answer_locally(pending, verdict.local_tag or "SET")
                 return b""
-            frame = encode(m.Query(sql=verdict.rewrite_sql))
+            # Behind something in flight, the upstream answers in our place, in order: the
+            # Query may end an extended batch that has no Sync yet, as the client's would.
+            frame = encode(m.Query(sql=verdict.rewrite_sql.strip() or NOOP_SET_SQL))
         if pending is not None:
             pending.capture = statement.capture_rows
             pending.result_filter = verdict.result_filter
@@ -399,16 +402,12 @@ class Relay:
         return statement, None if phase is Phase.PARSE else pending
 
     def _answer_locally(self, pending: Pending, tag: str) -> None:
-        """Complete a simple query without the upstream, in order with what is in flight."""
+        """Complete a simple query without the upstream (nothing else is in flight)."""
         pending.kind = Kind.LOCAL
         pending.outcome.command_tags.append(tag)
-        pending.replacement = (encode(m.CommandComplete(tag=tag))
-                               + encode(m.ReadyForQuery(status=self._status)))
         self.summary.statements += 1
-        if self._pending:
-            self._pending.append(pending)
-            return
-        self._client.write(pending.replacement)
+        self._client.write(encode(m.CommandComplete(tag=tag))
+                           + encode(m.ReadyForQuery(status=self._status)))
         self._complete(pending)
 
     def _refuse(self, statement: Statement, pending: Pending | None,
@@ -683,7 +682,8 @@ class Relay:
         if head.kind is Kind.REFUSAL:
             return self._refusal_response(head, type_byte, bytes(buf[start:end]))
         if type_byte == B_READY:
-            return self._ready(bytes(buf[start:end]))
+            self._ready(bytes(buf[start:end]))
+            return None
         if type_byte in (B_PARSE_COMPLETE, B_BIND_COMPLETE):
             return None
         if head.kind is Kind.SYNC:
@@ -725,7 +725,7 @@ class Relay:
         if type_byte == B_READY:  # simple-protocol refusal finished
             self._pending.popleft()
             self._complete(head)
-            return self._after_ready(frame)
+            self._after_ready(frame)
         return None
 
     def _skip_until_sync(self) -> None:
@@ -737,26 +737,19 @@ class Relay:
                 skipped.outcome.error_message = "skipped after an earlier error in the batch"
                 self._complete(skipped)
 
-    def _ready(self, frame: bytes) -> bytes | None:
-        """ReadyForQuery ends a simple query or a Sync'd batch; local answers may follow it."""
+    def _ready(self, frame: bytes) -> None:
+        """ReadyForQuery ends a simple query, a fast-path call or a Sync'd batch."""
         while self._pending:
             head = self._pending.popleft()
             if head.statement is not None:
                 self._complete(head)
             if head.kind in (Kind.QUERY, Kind.SYNC, Kind.FUNCTION):
                 break
-        return self._after_ready(frame)
+        self._after_ready(frame)
 
-    def _after_ready(self, frame: bytes) -> bytes | None:
-        """Local answers queued behind the batch that just ended go out right after it."""
+    def _after_ready(self, frame: bytes) -> None:
         self._status = chr(frame[5])
         self._names.described.clear()  # Describes an error skipped get no answer
-        local = b""
-        while self._pending and self._pending[0].kind is Kind.LOCAL:
-            answered = self._pending.popleft()
-            local += answered.replacement or b""
-            self._complete(answered)
-        return frame + local if local else None
 
     def _complete(self, pending: Pending) -> None:
         statement = pending.statement

@@ -115,3 +115,4 @@ async def test_a_session_stuck_in_the_gateway_is_ended_and_journaled(
     [ended] = [e for e in ends if e["end"] == "watchdog"]
     assert ended["identity"] == "alice" and ended["watchdog"]["in_hooks_statement"] == 1
     assert [e["end"] for e in ends if e["identity"] == "bob"] != ["watchdog"]
+

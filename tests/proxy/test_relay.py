@@ -14,7 +14,7 @@ from typing import Any
 
 from gateway.errors import PolicyDenied, RowLimitExceeded
 from gateway.proxy.cancel import UpstreamKey
-from gateway.proxy.frames import REFUSAL_SQL
+from gateway.proxy.frames import NOOP_SET_SQL, REFUSAL_SQL
 from gateway.proxy.hooks import (
     Hook,
     HookChain,
@@ -288,3 +288,36 @@ async def test_stall_is_reported_only_when_nothing_is_owed_by_the_client() -> No
     await play.upstream(m.CopyInResponse(0, (0,)))
     assert relay.stall(later, 5) is None  # the COPY waits for the client's data
     await play.finish()
+
+
+class ConsumesSettings(Recorder):
+    """Consumes 'SET phigate.reason' strings entirely, as the policy hook does."""
+
+    async def before_statement(self, statement: Statement) -> Verdict | None:
+        self.seen.append((statement.phase, statement.sql))
+        if statement.sql.startswith("SET phigate.reason"):
+            return Verdict(rewrite_sql="", local_tag="SET")
+        return None
+
+
+async def test_a_consumed_setting_is_answered_locally_when_nothing_is_in_flight() -> None:
+    play = Playbook(ConsumesSettings())
+    await play.client(m.Query("SET phigate.reason = 'x'"))
+    assert play.to_upstream.frames(decode_frontend) == []
+    assert play.to_client.frames(decode_backend) == [m.CommandComplete("SET"), READY]
+    await play.finish()
+
+
+async def test_a_consumed_setting_behind_an_unsynced_batch_is_answered_by_the_upstream() -> None:
+    hook = ConsumesSettings()
+    play = Playbook(hook)
+    await play.client(m.Parse("", "SELECT 1", ()), m.Bind("", "", (), (), ()), m.Execute("", 0),
+                      m.Query("SET phigate.reason = 'x'"))
+    sent = play.to_upstream.frames(decode_frontend)
+    assert sent[-1] == m.Query(NOOP_SET_SQL)  # the upstream answers in order, flushing the batch
+    answer = [m.ParseComplete(), m.BindComplete(), *rows(1), m.CommandComplete("SELECT 1"),
+              m.CommandComplete("SET"), READY]
+    await play.upstream(*answer)
+    assert play.to_client.frames(decode_backend) == answer
+    await play.finish()
+    assert [o.command_tags for _, o in hook.outcomes] == [["SELECT 1"], ["SET"]]
