@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jwt import PyJWK, PyJWKClient
+from jwt import PyJWK
 from jwt.exceptions import InvalidKeyError, PyJWKClientError, PyJWKError, PyJWKSetError
 
 from .discovery import ProviderError
@@ -46,11 +46,6 @@ class JwksCache:
         self._keys: dict[str, SigningKey] = {}
         self._fetched_at: float | None = None  # monotonic time of the last attempt
         self._lock = asyncio.Lock()
-        self.fetches = 0
-
-    @classmethod
-    def for_client(cls, client: PyJWKClient, floor_s: float) -> JwksCache:
-        return cls(client.fetch_data, floor_s)
 
     async def key(self, kid: str) -> SigningKey | None:
         """The key named ``kid``; None if the provider does not (or may not yet) know it."""
@@ -70,7 +65,6 @@ class JwksCache:
 
     async def _refresh(self) -> None:
         self._fetched_at = time.monotonic()
-        self.fetches += 1
         try:
             document = await asyncio.to_thread(self._fetch)
         except (PyJWKClientError, PyJWKSetError, ProviderError, OSError) as e:
