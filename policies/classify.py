@@ -140,6 +140,8 @@ def _build(
         classes=frozenset(str(c) for c in classes),
         tables=tuple(walker.tables),
         functions=walker.functions(),
+        operators=tuple(walker.operators),
+        casts=tuple(walker.casts),
         dangerous=tuple(dict.fromkeys(dangers)),
         system_reads=system_reads(node),
         **fields,  # type: ignore[arg-type]

@@ -36,6 +36,7 @@ from policies.statement import Collapse, CollapseInput, TableRef
 
 _EXPRESSION_FIELDS = ("targetList", "havingClause", "sortClause")  # where aggregates may stand
 _CATALOG_SCHEMAS = (None, "pg_catalog")
+_UNKNOWN = "function "  # the construct of a call of a name that is not a built-in
 _Ctes = dict[str, list[Json]]  # CTE name → the queries of every CTE of that name
 
 
@@ -136,11 +137,20 @@ def _level(body: dict[str, Json], ctes: _Ctes, runs: int | None) -> list[Collaps
     out = []
     for construct, args, reads_from in found:
         per_row = _sublink_inputs(args, ctes, _times(product, runs))
+        function = _unknown_function(construct)
         if reads_from:
-            out.append(Collapse(construct, tuple(inputs) + per_row))
+            out.append(Collapse(construct, tuple(inputs) + per_row, function))
         elif per_row:
-            out.append(Collapse(construct, per_row))
+            out.append(Collapse(construct, per_row, function))
     return out
+
+
+def _unknown_function(construct: str) -> str | None:
+    """The name of a call that is a collapse only because it is not a built-in (the engine
+    drops it when the catalog says the function is no aggregate)."""
+    if not construct.startswith(_UNKNOWN):
+        return None
+    return construct.removeprefix(_UNKNOWN).split(" ", 1)[0]
 
 
 def _constructs(node: Json, found: list[tuple[str, Json, bool]]) -> None:
@@ -192,7 +202,7 @@ def _call(call: dict[str, Json]) -> str | None:
         return f"aggregate {'.'.join(names)}"
     if builtin and name in SCALAR_FUNCTIONS and not _aggregate_syntax(call):
         return None
-    return f"function {'.'.join(names)} (not a built-in scalar function; it may be an aggregate)"
+    return f"{_UNKNOWN}{'.'.join(names)} (not a built-in scalar function; it may be an aggregate)"
 
 
 def _aggregate_syntax(call: dict[str, Json]) -> bool:

@@ -12,9 +12,12 @@ import ipaddress
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from policies.statement import Statement
+
+if TYPE_CHECKING:
+    from policies.functions import FunctionCatalog
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _EMPTY: Any = MappingProxyType({})  # shared, read-only default for the mappings below
@@ -32,7 +35,9 @@ class RequestContext:
     bare "name" — to the relations it reads (``policies.views.build_view_dependencies``).
     ``prepared`` maps SQL-level prepared statement names to their classification (the
     ``SessionEffect.statement`` of the PREPARE); ``cursors`` does the same for DECLAREd cursors.
-    ``reason`` is the session's ``phigate.reason`` (None when not set). ``grants`` names the
+    ``functions`` is the database's :class:`~policies.functions.FunctionCatalog` (what user
+    functions' bodies read). ``reason`` is the session's ``phigate.reason`` (None when not
+    set). ``grants`` names the
     ``requires_approval`` rules the person holds an active, approved access grant for.
     """
 
@@ -46,6 +51,9 @@ class RequestContext:
     phi_bytes_last_hour: int = 0
     row_widths: Mapping[str, int] = field(default_factory=_empty)  # policies.sizes
     view_dependencies: Mapping[str, Collection[str]] = field(default_factory=_empty)
+    # User functions (policies.functions); None: not known at all (an offline preview), so
+    # function bodies are not followed.
+    functions: FunctionCatalog | None = None
     prepared: Mapping[str, Statement] = field(default_factory=_empty)
     cursors: Mapping[str, Statement] = field(default_factory=_empty)
     grants: frozenset[str] = frozenset()  # rules the person holds an approved grant for

@@ -15,6 +15,7 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from policies.calls import Reach, reach, scalar_user_function
 from policies.context import RequestContext
 from policies.model import (
     BULK_EXPORT,
@@ -92,15 +93,25 @@ def evaluate(book: RuleBook, ctx: RequestContext, stmt: Statement,
         return _Facts(stmt, [], [], None).deny(
             (DEFAULT_DENY,), "phigate: rule default-deny: no policy is loaded, so every "
             "statement is denied", "ask an administrator to configure policies")
+    # Its own budget of the same size, so the PHI walk's budget keeps meaning what it says.
+    reached = reach(ctx.functions, stmt, ctx.view_dependencies, Steps(steps.limit)) \
+        if ctx.functions is not None else Reach()
+    if reached.dangerous:
+        stmt = dataclasses.replace(stmt, dangerous=stmt.dangerous + tuple(reached.dangerous))
     phi = book.phi.touched(ctx.database, stmt.tables, ctx.view_dependencies, steps)
-    for name in system_phi(book.phi, ctx.database, stmt, ctx.view_dependencies, steps):
+    by_functions = _function_phi(book.phi, ctx, reached, steps)
+    for name in system_phi(book.phi, ctx.database, stmt, ctx.view_dependencies, steps) + \
+            by_functions:
         if name not in phi:
             phi.append(name)
     matching = [rule for rule in book.rules if applies(rule, ctx)]
     allowing, missing, blocked = _allowers(matching, ctx, stmt, phi)
     max_rows = min((r.max_rows for r in allowing if r.max_rows is not None), default=None)
     exported, via = _exported(book.phi, ctx, stmt, max_rows, phi, steps)
-    denials = [(r, what) for r in matching if (what := _denial(r, stmt, phi, exported, via))]
+    _function_exports(book.phi, ctx, reached, steps, exported, via)
+    through = _through(reached, by_functions)
+    denials = [(r, what) for r in matching
+               if (what := _denial(r, stmt, phi, exported, via, through))]
     facts = _Facts(stmt, phi, exported, max_rows, via)
     facts.widths = ctx.row_widths
     if denials:
@@ -184,6 +195,39 @@ def _exported(
     return list(out), list(via)
 
 
+def _function_phi(matcher: PhiMatcher, ctx: RequestContext, reached: Reach,
+                  steps: Steps) -> list[str]:
+    """PHI the user functions a statement runs read; every PHI table for an opaque one."""
+    if reached.opaque:
+        return matcher.every(ctx.database)
+    if not reached.relations:
+        return []
+    return matcher.touched(ctx.database, reached.relations, ctx.view_dependencies, steps)
+
+
+def _function_exports(matcher: PhiMatcher, ctx: RequestContext, reached: Reach, steps: Steps,
+                      exported: list[str], via: list[str]) -> None:
+    """A function whose body reads PHI unfiltered or folds it makes its call a bulk export."""
+    for relation, function in reached.exports.items():
+        names = matcher.touched(ctx.database, (relation,), ctx.view_dependencies, steps)
+        if names:
+            exported += [n for n in names if n not in exported]
+            what = f"function {function} (its body reads {relation} in bulk)"
+            if what not in via:
+                via.append(what)
+
+
+def _through(reached: Reach, by_functions: list[str]) -> str:
+    """Why a statement that names no PHI table touches PHI: the functions it runs."""
+    if reached.opaque:
+        return f" through {', '.join(reached.opaque)}"
+    if not by_functions:
+        return ""
+    if not reached.readers:
+        return " through a rule of the table written"
+    return f" through function {', '.join(reached.readers)}"
+
+
 def _collapsed(
     matcher: PhiMatcher, ctx: RequestContext, collapses: tuple[Collapse, ...],
     max_rows: int | None, steps: Steps,
@@ -194,6 +238,8 @@ def _collapsed(
     tables: dict[str, None] = {}
     constructs: dict[str, None] = {}
     for collapse in collapses:
+        if scalar_user_function(ctx.functions, collapse):
+            continue  # the catalog says it returns one value per row
         for source in collapse.inputs:
             names = matcher.touched(ctx.database, source.tables, ctx.view_dependencies, steps)
             if not names:
@@ -210,7 +256,7 @@ def _collapsed(
 
 
 def _denial(rule: Rule, stmt: Statement, phi: list[str], exported: list[str],
-            via: list[str]) -> str | None:
+            via: list[str], through: str = "") -> str | None:
     if rule.deny:
         for item in sorted(stmt.classes):
             if rule.denies_class(item):
@@ -220,7 +266,7 @@ def _denial(rule: Rule, stmt: Statement, phi: list[str], exported: list[str],
         if exported and BULK_EXPORT in rule.deny:
             return f"bulk export of PHI ({', '.join(exported)}) by {'; '.join(via)}"
     if phi and rule.phi == "deny":
-        return f"access to PHI tables ({', '.join(phi)})"
+        return f"access to PHI tables ({', '.join(phi)}){through}"
     return None
 
 

@@ -29,6 +29,11 @@ COLLECTING_AGGREGATES = frozenset(
 RANKING_WINDOWS = frozenset(
     "row_number rank dense_rank percent_rank cume_dist ntile count".split()
 )
+# Every built-in window function (prokind 'w').
+WINDOW_FUNCTIONS = frozenset(
+    """row_number rank dense_rank percent_rank cume_dist ntile lag lead first_value last_value
+    nth_value""".split()
+)
 # Plain functions (prokind 'f'): one result per call, so they never merge rows.
 SCALAR_FUNCTIONS = frozenset(
     """

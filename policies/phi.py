@@ -86,6 +86,10 @@ class PhiMatcher:
             found = self._memo[key] = self._match(database, ref)
         return found
 
+    def every(self, database: str) -> list[str]:
+        """Every PHI pattern of ``database``: what a read of unknown reach touches."""
+        return [p.text for p in self.patterns if p.database.match(database.lower())]
+
     def touched(
         self,
         database: str,

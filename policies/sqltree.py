@@ -118,6 +118,8 @@ class TreeWalker:
         self.tables: dict[TableRef, None] = {}  # ordered set
         self.calls: list[dict[str, Json]] = []
         self.dml: set[str] = set()
+        self.operators: dict[str, None] = {}  # operator names (bare), in order
+        self.casts: dict[str, None] = {}  # type names cast to, as written (lower case)
 
     def walk(self, node: Json, scope: frozenset[str] = frozenset()) -> TreeWalker:
         self._visit(node, scope)
@@ -148,6 +150,14 @@ class TreeWalker:
             return
         if key in ("FuncCall", "funccall"):  # "funccall": CallStmt's bare FuncCall
             self.calls.append(value)
+        elif key == "A_Expr":
+            names = string_list(value.get("name"))
+            if names:
+                self.operators[names[-1]] = None
+        elif key == "TypeCast":
+            names = string_list((value.get("typeName") or {}).get("names"))
+            if names:
+                self.casts[".".join(names).lower()] = None
         elif key in _DML_NODES and not (key == "SelectStmt" and "valuesLists" in value):
             self.dml.add(_DML_NODES[key])
         elif key in ("DropStmt", "CommentStmt", "GrantStmt", "SecLabelStmt"):

@@ -73,6 +73,7 @@ class Collapse:
 
     construct: str
     inputs: tuple[CollapseInput, ...]
+    function: str | None = None  # a call that is one only because its name is no built-in
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +128,8 @@ class Statement:
     classes: frozenset[str]
     tables: tuple[TableRef, ...] = ()
     functions: tuple[str, ...] = ()
+    operators: tuple[str, ...] = ()  # operator names used (A_Expr), for user operators
+    casts: tuple[str, ...] = ()  # type names cast to, bare and qualified, for user casts
     dangerous: tuple[str, ...] = ()
     exports: tuple[ExportFlow, ...] = ()
     collapses: tuple[Collapse, ...] = ()

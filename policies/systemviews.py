@@ -84,7 +84,7 @@ def system_phi(matcher: PhiMatcher, database: str, stmt: Statement,
         reads.append(SystemRead("a view of a statistics or activity catalog"))
     if not reads:
         return []
-    everything = [p.text for p in matcher.patterns if p.database.match(database.lower())]
+    everything = matcher.every(database)
     out: dict[str, None] = {}
     for read in reads:
         if read.only is None:

@@ -12,12 +12,13 @@ A cases file lists statements with who runs them and the expected decision and r
         rule: clinicians-read-phi
 
 Case keys: name, user, groups, database, ip, reason, now, phi_rows_last_hour,
-phi_bytes_last_hour, views (view →
-tables it reads), sql, expect (allow | deny), rule (must be among the decision's rules),
-verdict (allow | deny, for dry-run files), masked (output column → its strategy, ``refused``,
-``redacted`` or ``clear``, as ``policies.masking_preview`` sees it). The caller reads the file
-and supplies the engine, the gateway's identity → groups mapping and the default time; nothing
-here does I/O.
+phi_bytes_last_hour, views (view → tables it reads), functions (user function → its
+``language``, ``body`` and ``kind``: the catalog the gateway reads from ``pg_proc``; without
+it function bodies are not followed), sql, expect (allow | deny), rule (must be among the
+decision's rules), verdict (allow | deny, for dry-run files), masked (output column → its
+strategy, ``refused``, ``redacted`` or ``clear``, as ``policies.masking_preview`` sees it). The
+caller reads the file and supplies the engine, the gateway's identity → groups mapping and the
+default time; nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any, NoReturn
 
 from policies.context import RequestContext
 from policies.engine import Engine
+from policies.functions import Row, build_functions
 from policies.loader import PolicyError, parse_yaml
 from policies.masking_preview import preview
 from policies.model import Action, Decision
@@ -38,7 +40,8 @@ TOP_KEYS = frozenset({"defaults", "users", "cases"})
 DEFAULT_KEYS = frozenset({"database", "now", "ip", "reason"})
 CASE_KEYS = frozenset(
     {"name", "user", "groups", "database", "ip", "reason", "now", "phi_rows_last_hour",
-     "phi_bytes_last_hour", "views", "sql", "expect", "rule", "verdict", "masked"}
+     "phi_bytes_last_hour", "views", "functions", "sql", "expect", "rule", "verdict",
+     "masked"}
 )
 
 
@@ -60,6 +63,7 @@ class Case:
     phi_bytes_last_hour: int = 0
     views: Mapping[str, frozenset[str]] = field(default_factory=dict)
     masked: Mapping[str, str] | None = None  # output column → strategy/refused/redacted/clear
+    functions: tuple[Row, ...] | None = None  # rows of policies.functions.FUNCTIONS_SQL
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +123,7 @@ def _run(engine: Engine, case: Case, now: dt.datetime, users: Mapping[str, froze
         client_ip=case.ip, reason=case.reason, phi_rows_last_hour=case.phi_rows_last_hour,
         phi_bytes_last_hour=case.phi_bytes_last_hour,
         view_dependencies=case.views,
+        functions=None if case.functions is None else build_functions(case.functions),
     )
     decision = engine.decide(ctx, case.sql)
     problems = []
@@ -214,7 +219,31 @@ class _Reader:
             phi_bytes_last_hour=int(merged.get("phi_bytes_last_hour") or 0),
             views={str(k): frozenset(v) for k, v in (merged.get("views") or {}).items()},
             masked=self.masked(item, path, line),
+            functions=self.functions(item, path, line),
         )
+
+    def functions(self, item: Any, path: str, line: int) -> tuple[Row, ...] | None:
+        value = item.get("functions")
+        if value is None:
+            return None
+        where = key_line(item, "functions", line)
+        if not isinstance(value, dict):
+            self.fail(where, f"{path}.functions", "expected a mapping of function name to "
+                      "{language, body, kind}")
+        rows: list[Row] = []
+        for name, facts in value.items():
+            key = f"{path}.functions.{name}"
+            if not isinstance(facts, dict) or not isinstance(facts.get("language"), str) or \
+                    not set(facts) <= {"language", "body", "kind"}:
+                self.fail(key_line(value, name, where), key,
+                          "expected {language: sql|plpgsql|..., body: text, kind: f|a|w|p}")
+            kind = str(facts.get("kind", "f"))
+            if kind not in ("f", "a", "w", "p"):
+                self.fail(key_line(value, name, where), f"{key}.kind", "expected f, a, w or p")
+            schema, _, bare = str(name).rpartition(".")
+            rows.append(("f", schema or "public", bare, kind, facts["language"],
+                         str(facts.get("body", ""))))
+        return tuple(rows)
 
     def masked(self, item: Any, path: str, line: int) -> dict[str, str] | None:
         value = item.get("masked")

@@ -1,14 +1,17 @@
 """Reading the upstream's catalog with the service credential: views, volatility, functions.
 
 Driven by the policy hook: at a database's first session and after DDL it runs
-``policies.views.CATALOG_SQL`` and ``policies.readonly.VOLATILITY_SQL`` on
-short-lived upstream connections and caches the results per database, so
-reading a view of ``patients`` counts as reading ``patients``, and a statement
-calling only IMMUTABLE or STABLE functions can be proved read-only. The
-volatility is shared by every session of a database and forgotten the moment
-any of them completes DDL: until it is read again, no statement is proved
-read-only there. A fast-path call's function OID is looked up in ``pg_proc``
-the first time it is seen (cached per database until the next DDL).
+``policies.views.CATALOG_SQL``, ``policies.readonly.VOLATILITY_SQL`` and
+``policies.functions.FUNCTIONS_SQL`` on short-lived upstream connections and
+caches the results per database, so reading a view of ``patients`` counts as
+reading ``patients``, a statement calling only IMMUTABLE or STABLE functions
+can be proved read-only, and calling a function whose body reads ``patients``
+reads ``patients``. The volatility and the functions are shared by every
+session of a database and forgotten the moment any of them completes DDL:
+until they are read again, no statement is proved read-only there and every
+user function counts as opaque (it touches every PHI table). A fast-path
+call's function OID is looked up in ``pg_proc`` the first time it is seen
+(cached per database until the next DDL).
 
 Catalog reads never wait on a session: they run on their own connection with
 ``lock_timeout`` and ``statement_timeout`` (``proxy.sidequery``: a session that
@@ -26,6 +29,8 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from policies.functions import FUNCTIONS_SQL, FunctionCatalog, build_functions
+from policies.functions import NOTHING_KNOWN as NO_FUNCTIONS
 from policies.readonly import NOTHING_KNOWN, VOLATILITY_SQL, Volatility, build_volatility
 from policies.views import CATALOG_SQL, build_view_dependencies
 
@@ -58,16 +63,18 @@ async def query_rows(db: DatabaseSettings, dbname: str, sql: str, max_message_si
 
 
 class VolatilityRef:
-    """One database's :class:`Volatility`, shared by its sessions (replaced, never edited).
+    """One database's :class:`Volatility` and :class:`FunctionCatalog`, shared by its sessions
+    (replaced, never edited).
 
     ``holds`` counts sessions whose DDL may not be committed yet: while any is, the
     catalog is not read again (another connection would not see the change yet).
     """
 
-    __slots__ = ("current", "holds")
+    __slots__ = ("current", "functions", "holds")
 
     def __init__(self) -> None:
         self.current: Volatility = NOTHING_KNOWN
+        self.functions: FunctionCatalog = NO_FUNCTIONS
         self.holds = 0
 
 
@@ -88,7 +95,8 @@ class ViewCatalog:
         ref = self._volatility.get(key)
         if ref is None:
             ref = self._volatility[key] = VolatilityRef()
-        if ref.current is NOTHING_KNOWN and not ref.holds and key not in self._loading:
+        unknown = ref.current is NOTHING_KNOWN or ref.functions is NO_FUNCTIONS
+        if unknown and not ref.holds and key not in self._loading:
             task = asyncio.create_task(self._load_volatility(ref, db, dbname),
                                        name=f"catalog-volatility-{key}")
             self._loading[key] = task
@@ -114,6 +122,7 @@ class ViewCatalog:
         ref = self.volatility(db, dbname)
         ref.holds += 1
         ref.current = NOTHING_KNOWN
+        ref.functions = NO_FUNCTIONS
         loading = self._loading.pop(f"{db.name}/{dbname}", None)
         if loading is not None:
             loading.cancel()  # it may have read the catalog before the DDL
@@ -131,6 +140,13 @@ class ViewCatalog:
                                            for a, b, c, d in rows)
         except Exception as e:  # conservative: nothing is proved read-only
             log.error("could not read function volatility: %s", e)
+        try:
+            found = await query_rows(db, dbname, FUNCTIONS_SQL, self._max)
+            ref.functions = build_functions(
+                (a or "", b or "", c or "", d or "", e or "", f or "")
+                for a, b, c, d, e, f in found)
+        except Exception as e:  # conservative: every user function stays opaque
+            log.error("could not read user functions: %s", e)
 
     async def dependencies(self, db: DatabaseSettings, dbname: str) -> Dependencies:
         key = f"{db.name}/{dbname}"

@@ -207,6 +207,7 @@ class PolicyHook(Hook):
             phi_bytes_last_hour=self._byte_budget.used(info.identity, now),
             row_widths=state.widths,
             view_dependencies=state.views,
+            functions=state.volatility.functions,
             prepared=prepared,  # type: ignore[arg-type]  # the hook stores only Classified
             cursors=cursors, grants=grants)  # type: ignore[arg-type]
 
@@ -316,7 +317,8 @@ class PolicyHook(Hook):
         grants = frozenset(held)
         names = _names_something(classification)
         key = (int(now.timestamp() // 60), state.reason,
-               state.info.names.version if names else 0, self._generation, grants)
+               state.info.names.version if names else 0, self._generation, grants,
+               state.views, state.volatility.functions)  # catalogs compared by identity
         cached = state.decisions.get(id(classification))
         if cached is not None and cached[0] is classification and cached[1] == key:
             return cached[2]
@@ -409,8 +411,8 @@ class PolicyHook(Hook):
             state.cursor_bytes[cursor] = state.cursor_bytes.get(cursor, 0) + payload
         if outcome.sqlstate is None:
             self._apply_effects(state, decision)
-            if "ddl" in decision.classes:
-                self._refresh_views(state)
+            if "ddl" in decision.classes or any(s.command == "DO" for s in decision.statements):
+                self._refresh_views(state)  # DO can create or replace functions unseen
 
     def _apply_effects(self, state: _SessionState, decision: Decision) -> None:
         """What a successful statement did to the session: reason, and the names it made or

@@ -9,7 +9,9 @@ from policies.model import Decision
 
 from .conftest import MakeCtx
 from .exfiltration import ATTEMPTS, Attempt
+from .functions_catalog import catalog
 
+FUNCTIONS = catalog()  # the user functions of the corpus's function attempts
 VIEWS = {"patient_directory": frozenset({"public.patients"}),
          "public.patient_directory": frozenset({"public.patients"})}
 
@@ -33,13 +35,15 @@ def test_corpus_is_large_enough() -> None:
 
 @pytest.mark.parametrize("attempt", ATTEMPTS, ids=lambda a: a.sql[:60])
 def test_clinician(engine: Engine, ctx: MakeCtx, attempt: Attempt) -> None:
-    decision = engine.decide(ctx("alice", view_dependencies=VIEWS), attempt.sql)
+    decision = engine.decide(ctx("alice", view_dependencies=VIEWS, functions=FUNCTIONS),
+                             attempt.sql)
     _check(decision, attempt.alice, attempt)
 
 
 @pytest.mark.parametrize("attempt", ATTEMPTS, ids=lambda a: a.sql[:60])
 def test_engineer(engine: Engine, ctx: MakeCtx, attempt: Attempt) -> None:
-    decision = engine.decide(ctx("bob", view_dependencies=VIEWS), attempt.sql)
+    decision = engine.decide(ctx("bob", view_dependencies=VIEWS, functions=FUNCTIONS),
+                             attempt.sql)
     _check(decision, attempt.bob, attempt)
 
 

@@ -72,6 +72,12 @@ cases:
     ("cases:\n  - user: a\n    sql: x\n    expect: allow\n    now: '2024-01-01T10:00:00'\n",
      "t.yaml:5: cases[0].now:"),
     ("defaults: {color: red}\ncases: []\n", "t.yaml:1: defaults.color:"),
+    ("cases:\n  - user: a\n    sql: x\n    expect: allow\n    functions: [f]\n",
+     "t.yaml:5: cases[0].functions:"),
+    ("cases:\n  - user: a\n    sql: x\n    expect: allow\n    functions:\n"
+     "      f: {body: x}\n", "t.yaml:6: cases[0].functions.f:"),
+    ("cases:\n  - user: a\n    sql: x\n    expect: allow\n    functions:\n"
+     "      f: {language: sql, kind: z}\n", "t.yaml:6: cases[0].functions.f.kind:"),
 ])
 def test_bad_cases_files(text: str, where: str) -> None:
     with pytest.raises(PolicyError) as raised:
