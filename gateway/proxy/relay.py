@@ -78,6 +78,7 @@ from .hooks import (
     Verdict,
 )
 from .textreading import TextReading
+from .wire import close_gracefully
 
 log = logging.getLogger("phigate.relay")
 
@@ -151,9 +152,9 @@ class Relay:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             self._finish_pending()
-            for writer in (self._client, self._upstream):
-                if not writer.is_closing():
-                    writer.close()
+            close_gracefully(self._client)
+            if not self._upstream.is_closing():
+                self._upstream.close()
         self.summary.end = self._end or EndReason.CLIENT_DISCONNECT
         return self.summary
 
@@ -163,7 +164,7 @@ class Relay:
         self._end = self._end or reason
         if not self._client.is_closing():
             self._client.write(encode(m.error_response(sqlstate, message, severity="FATAL")))
-            self._client.close()
+            close_gracefully(self._client)
         for task in self._tasks:
             task.cancel()
 
@@ -210,7 +211,7 @@ class Relay:
             pending.outcome.error_message = error.message
         if not self._client.is_closing():
             self._client.write(error_frame(error))
-            self._client.close()
+            close_gracefully(self._client)
         for task in self._tasks:
             task.cancel()
 
@@ -307,7 +308,13 @@ class Relay:
         del buf[:consumed]
         if out:
             self._upstream.write(out)
-        await self._upstream.drain()
+        try:
+            await self._upstream.drain()
+        except ConnectionError:
+            # The upstream went away while we wrote (a terminated backend): what it said last
+            # (its FATAL) is for the other direction to relay, so this one waits for that.
+            await asyncio.wait(self._tasks[1:])
+            return False
         return True
 
     async def _statement_frame(self, type_byte: int, frame: bytes) -> bytes:
@@ -465,7 +472,22 @@ class Relay:
             self._client.write(encode(m.error_response(e.sqlstate, e.message,
                                                        severity="FATAL")))
         except (ConnectionError, asyncio.IncompleteReadError):
+            await self._last_words(reader)
             self._upstream_lost()
+
+    async def _last_words(self, reader: asyncio.StreamReader) -> None:
+        """Relay what the upstream sent before its connection was reset. A backend that
+        ends with our input unread (terminated while the client sent) writes its FATAL and
+        then resets; asyncio's StreamReader raises the reset ahead of the bytes it holds."""
+        held = getattr(reader, "_buffer", None)
+        if not held:
+            return
+        self._upstream_buf += held
+        held.clear()
+        if self._holds and not await self._durable():
+            return
+        with contextlib.suppress(ProtocolError):  # a frame cut off by the reset
+            self._process_upstream()
 
     async def _durable(self) -> bool:
         """Wait until every held statement's entry is durable; False if one failed.
@@ -503,7 +525,7 @@ class Relay:
         if not self._client.is_closing():
             self._client.write(encode(m.error_response(error.sqlstate, error.message,
                                                        severity="FATAL", hint=error.hint)))
-            self._client.close()
+            close_gracefully(self._client)
 
     def _upstream_lost(self) -> None:
         if self._end is not None:

@@ -62,5 +62,18 @@ class FrameStream:
         await self.writer.drain()
 
     def close(self) -> None:
-        if not self.writer.is_closing():
-            self.writer.close()
+        close_gracefully(self.writer)
+
+
+def close_gracefully(writer: asyncio.StreamWriter) -> None:
+    """Close after a FIN: a client whose next message we never read (it was sent while we
+    ended the session) then reads our last words and EOF, not a connection reset, which
+    closing with unread input makes the kernel send instead of the FIN."""
+    if writer.is_closing():
+        return
+    if writer.can_write_eof():  # not over TLS: there the close_notify alert does this
+        try:
+            writer.write_eof()
+        except OSError:
+            pass  # already reset by the peer; close() below still releases the socket
+    writer.close()

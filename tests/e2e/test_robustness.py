@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
 import time
@@ -199,4 +200,24 @@ def test_upstream_termination_is_relayed_verbatim(
     assert isinstance(error, m.ErrorResponse) and error.severity == "FATAL"
     assert (error.sqlstate, error.message) == (
         "57P01", "terminating connection due to administrator command")
+    still_serving(gateway)
+
+
+def test_a_session_ended_while_the_client_sends_reads_as_eof_not_a_reset(
+        gateway: GatewayProcess) -> None:
+    # The backend ends while its client is still sending (pg8000's test_broken_pipe_read):
+    # the client reads the server's FATAL, then EOF. Closing with the client's bytes unread
+    # made the kernel answer with a reset instead of the FIN; pg8000 raised a bare
+    # ConnectionResetError on it and leaked its socket.
+    with _authenticated_socket(gateway) as sock:
+        sock.sendall(encode(m.Query(sql="SELECT pg_terminate_backend(pg_backend_pid())")))
+        filler = encode(m.CopyData(data=b"x" * 65536))  # ignored outside COPY, by both
+        sock.setblocking(False)  # what the kernel takes now; a send never sees the reset
+        with contextlib.suppress(BlockingIOError):
+            for _ in range(64):
+                sock.send(filler)
+        sock.settimeout(10)
+        messages = read_messages(sock)  # a ConnectionResetError here fails the test
+    errors = [(e.severity, e.sqlstate) for e in messages if isinstance(e, m.ErrorResponse)]
+    assert errors == [("FATAL", "57P01")], messages
     still_serving(gateway)

@@ -41,12 +41,19 @@ class MemoryWriter:
     def __init__(self) -> None:
         self.data = bytearray()
         self.closed = False
+        self.eof = False  # a FIN was sent (write_eof) before the close
 
     def write(self, data: bytes) -> None:
         self.data += data
 
     async def drain(self) -> None:
         await asyncio.sleep(0)
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof = True
 
     def close(self) -> None:
         self.closed = True
