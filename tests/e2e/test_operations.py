@@ -10,9 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
+import pg8000.dbapi
 import pytest
 import yaml
 
+from tests.conftest import ClusterInfo
 from tests.e2e.harness import IDENTITIES, PHIGATE, REPO, GatewayProcess, psql
 
 
@@ -53,6 +55,30 @@ def test_passwd_prints_a_verifier_that_logs_in(start_gateway: Callable[..., Gate
     assert verifier.startswith("SCRAM-SHA-256$4096:") and "carol-secret" not in verifier
     gateway = start_gateway({"users": {"carol": {"password": verifier}}})
     assert psql(gateway, "SELECT 1", user="carol", password="carol-secret").stdout.strip() == "1"
+
+
+def test_non_ascii_password_logs_in_as_text_or_bytes(
+        start_gateway: Callable[..., GatewayProcess], pg_cluster: ClusterInfo) -> None:
+    # pg8000's test_password_bytes with its role defined as a gateway identity: "cha\uff6fs",
+    # sent as text or as UTF-8 bytes, logs in (SASLprep's NFKC on both ends), and a database
+    # the upstream lacks is the server's own 3D000 after the login, as directly.
+    password = "cha\uff6fs"
+    verifier = phigate("passwd", stdin=password + "\n").stdout.strip()
+    fallback = {"host": pg_cluster.host, "port": pg_cluster.port,
+                "user": pg_cluster.service_user, "password_env": "CLINIC_DB_PASSWORD"}
+    gateway = start_gateway({"users": {"boltzmann": {"password": verifier}},
+                             "databases": {"*": fallback}})
+    login = {"host": "127.0.0.1", "port": gateway.port, "user": "boltzmann"}
+    for secret in (password, password.encode()):
+        with pg8000.dbapi.connect(**login, password=secret, database="clinic") as conn:
+            cursor = conn.cursor()
+            cursor.execute("SELECT current_database()")
+            assert cursor.fetchone() == ["clinic"]
+    assert psql(gateway, "SELECT 1", user="boltzmann", password=password).stdout.strip() == "1"
+    with pytest.raises(pg8000.dbapi.DatabaseError, match="3D000"):
+        pg8000.dbapi.connect(**login, password=password.encode(), database="pg8000_md5")
+    with pytest.raises(pg8000.dbapi.DatabaseError, match="28P01"):
+        pg8000.dbapi.connect(**login, password="cha\u30c3z", database="clinic")
 
 
 def test_sighup_reloads_users_without_dropping_sessions(
