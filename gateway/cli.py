@@ -23,6 +23,7 @@ from .archive.cli import extend_journal_commands as extend_archive_commands
 from .drill.cli import register as register_drill_commands
 from .errors import ConfigError
 from .journal.cli import register as register_journal_commands
+from .masking.cli import extend_keygen as extend_masking_keygen
 from .ops.logs import configure_logging
 from .policy.cli import register as register_policy_commands
 from .recording.cli import extend_journal_commands
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _extend_journal_commands(name: str, parser: argparse.ArgumentParser) -> None:
     extend_journal_commands(name, parser)  # recordings first, the archive wraps them
     extend_archive_commands(name, parser)
+    extend_masking_keygen(name, parser)  # keygen --masking-key
 
 
 def main(argv: Sequence[str] | None = None) -> int:

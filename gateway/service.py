@@ -21,7 +21,7 @@ from .drill.service import start_drills
 from .errors import ConfigError, GatewayError
 from .journal import Journal, JournalError
 from .journal.hook import JournalHook, config_fields
-from .masking import MaskingHook
+from .masking.hook import MaskingHook
 from .ops.monitoring import Monitoring
 from .policy.hook import PolicyHook
 from .proxy.auth import PasswordLogin

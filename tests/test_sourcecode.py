@@ -29,7 +29,8 @@ WING_MAY_IMPORT = {
     "gateway.proxy": SHARED | {"gateway.settings"},
     "gateway.settings": SHARED | {"gateway.journal.settings", "gateway.alerts.settings",
                                   "gateway.sso.settings", "gateway.access.settings",
-                                  "gateway.archive.settings", "gateway.drill.settings"},
+                                  "gateway.archive.settings", "gateway.drill.settings",
+                                  "gateway.masking.settings"},
 }
 
 

@@ -1,5 +1,5 @@
-"""Live masking: results of masked sessions with identifiers masked (``hook.MaskingHook``)."""
+"""Live masking: results of masked sessions with identifiers masked (``hook.MaskingHook``).
 
-from .hook import MaskingHook
-
-__all__ = ["MaskingHook"]
+``settings`` and ``keys`` (the hash key) are read by the config loader, so this package
+imports nothing at import time (the hook imports the config).
+"""

@@ -12,8 +12,8 @@ each result's rows. Every other statement gets no filter and stays on the relay'
 
 from __future__ import annotations
 
+import hmac
 import logging
-import secrets
 from dataclasses import dataclass, field
 
 from policies.detectors import Detector
@@ -29,6 +29,7 @@ from .catalog import MaskingCatalog
 from .columns import ColumnMap
 from .copy import copy_plan
 from .filter import MaskingFilter
+from .keys import HashKey, random_key
 
 log = logging.getLogger("phigate.masking")
 
@@ -45,17 +46,39 @@ class _State:
 
 
 class MaskingHook(Hook):
-    def __init__(self, settings: Settings, policy: PolicyHook, *,
-                 hash_key: bytes | None = None) -> None:
+    def __init__(self, settings: Settings, policy: PolicyHook) -> None:
         self._settings = settings
         self._policy = policy
         # Keyed hashes are stable while the key is: equal values hash equally across
-        # sessions, so joins and GROUP BY on hashed columns still match.
-        self._key = hash_key or secrets.token_bytes(32)
+        # sessions (and, with masking.hash_key_file, restarts), so joins and GROUP BY on
+        # hashed columns still match. Without a key file: one random key per process.
+        self._process_key = random_key()
+        self._master = self._configured_key(settings)
+        self._keys: dict[str, bytes] = {}  # database → its derived key (gateway/masking/keys)
         self._catalog = MaskingCatalog(settings.limits.max_message_size)
         self._sessions: dict[str, _State] = {}
 
+    def _configured_key(self, settings: Settings) -> HashKey:
+        masking = settings.masking
+        if masking is not None and masking.hash_key is not None:
+            return masking.hash_key
+        return self._process_key
+
+    def _key_for(self, database: str) -> bytes:
+        """The hash key of a database's domain (its own unless hash_domains joins it)."""
+        key = self._keys.get(database)
+        if key is None:
+            masking = self._settings.masking
+            domain = masking.domain(database) if masking is not None else database
+            key = self._keys[database] = self._master.for_domain(domain)
+        return key
+
     def config_loaded(self, settings: Settings) -> None:
+        master = self._configured_key(settings)
+        if not hmac.compare_digest(master.secret, self._master.secret):
+            log.info("masking hash key changed: hashed values get new pseudonyms",
+                     extra={"key": master.source})
+        self._master, self._keys = master, {}  # rotation: the next statement uses it
         self._settings = settings
         for state in self._sessions.values():  # the policy hook already loaded the files
             state.profile = self._profile(state.info)
@@ -99,7 +122,8 @@ class MaskingHook(Hook):
         self._journal(statement, profile)
         return Verdict(result_filter=MaskingFilter(
             column_map, statement.sql, masked_names=names,
-            detector=self._detector(state, profile), key=self._key, copy=copy))
+            detector=self._detector(state, profile), key=self._key_for(state.info.database),
+            copy=copy))
 
     def after_statement(self, statement: Statement, outcome: Outcome) -> None:
         decision = statement.tags.get(DECISION_TAG)

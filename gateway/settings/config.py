@@ -27,6 +27,7 @@ from ..archive.settings import ArchiveSettings, parse_archive
 from ..drill.settings import DrillSettings, parse_drill
 from ..errors import ConfigError
 from ..journal.settings import JournalSettings
+from ..masking.settings import MaskingSettings, parse_masking
 from ..sso.settings import SsoSettings, parse_sso
 from .values import Secret, Section, parse_listen
 
@@ -124,6 +125,7 @@ class Settings:
     alerts: AlertSettings | None = None
     sso: SsoSettings | None = None
     access: AccessSettings | None = None
+    masking: MaskingSettings | None = None
     upstream_application_name: str = DEFAULT_UPSTREAM_APPLICATION_NAME
     archive: ArchiveSettings | None = None
     drill: DrillSettings | None = None
@@ -135,7 +137,7 @@ class Settings:
 
 TOP_LEVEL_KEYS = ("listen", "tls", "databases", "users", "policies", "journal", "limits", "log",
                   "recordings", "metrics", "alerts", "sso", "access", "upstream_application_name",
-                  "archive", "drill")
+                  "archive", "drill", "masking")
 
 
 def load_config(path: str | os.PathLike[str], *,
@@ -178,6 +180,7 @@ def load_config(path: str | os.PathLike[str], *,
         alerts=parse_alerts(root.child("alerts"), env) if "alerts" in root.data else None,
         sso=parse_sso(root.child("sso")) if "sso" in root.data else None,
         access=parse_access(root.child("access")) if "access" in root.data else None,
+        masking=parse_masking(root.child("masking")) if "masking" in root.data else None,
         upstream_application_name=_application_name(root),
         archive=parse_archive(root.child("archive")) if "archive" in root.data else None,
         drill=parse_drill(root.child("drill"), env) if "drill" in root.data else None,

@@ -43,6 +43,10 @@ COMMANDS: dict[str, tuple[str, int, str]] = {
                                             0, ""),
     "phigate keygen --recording-key keys/recordings.key":
         ("keygen --recording-key keys/recordings.key", 0, ""),
+    "phigate keygen --masking-key PATH": ("keygen --masking-key keys/other-masking.key", 0,
+                                          "masking hash key"),
+    "phigate keygen --masking-key keys/masking.key":
+        ("keygen --masking-key keys/masking.key", 0, "masking hash key"),
     "phigate passwd": ("passwd", 0, "SCRAM-SHA-256$"),
     "phigate check-config -c FILE": ("check-config -c phigate.yaml", 0, "OK"),
     "phigate serve -c /etc/phigate/phigate.yaml": ("serve -c phigate.yaml", 0, ""),
