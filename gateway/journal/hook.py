@@ -2,7 +2,8 @@
 
 Attached to the relay's hook chain after the policy hook (so it sees the
 decision) and before the recorder. Write-ahead and fail-closed: a
-``statement`` entry is durable before the statement is forwarded or refused,
+``statement`` entry is durable before the statement is forwarded or refused
+(for a pipelined one the relay waits for it, see ``proxy/hooks.py``),
 and when it cannot be written the statement is refused with 53100/58030
 (raised by ``Journal.append``). Outcomes, logins and session ends are
 appended without blocking the client.
@@ -32,6 +33,7 @@ from . import Journal
 POLICY_TAG = "policy"  # statement.tags key where the policy hook leaves its journal fields
 JOURNAL_SEQ_TAG = "journal_seq"  # the statement entry's seq, for alerts to point at
 JOURNAL_APPEND_TAG = "journal_append_s"  # how long the durable append took, for metrics
+_STARTED_TAG = "journal_started"  # perf_counter() when a deferred entry was handed over
 _PROTOCOL = {Phase.SIMPLE: "simple", Phase.PARSE: "extended", Phase.EXECUTE: "extended",
              Phase.FUNCTION: "function"}
 
@@ -92,16 +94,31 @@ class JournalHook(Hook):
             fields["refused"] = {"sqlstate": refused.sqlstate, "message": refused.message}
         started = time.perf_counter()
         if statement.read_only and refused is None and self._overlap:
+            statement.tags[_STARTED_TAG] = started
             # Runs while the entry is made durable; the relay holds its answer until then.
             durable = self.journal.append_deferred("statement", fields)
             durable.add_done_callback(functools.partial(_tag_durable, statement, started))
             statement.durable = durable
+            return None
+        if statement.pipelined and refused is None:
+            # The statements behind it are decided while this entry is written (one write
+            # for the pipeline); the relay forwards this one once the entry is durable.
+            statement.tags[_STARTED_TAG] = started
+            ahead = self.journal.append_deferred("statement", fields)
+            ahead.add_done_callback(functools.partial(_tag_durable, statement, started))
+            statement.write_ahead = ahead
             return None
         statement.tags[JOURNAL_SEQ_TAG] = await self.journal.append("statement", fields)
         statement.tags[JOURNAL_APPEND_TAG] = time.perf_counter() - started
         return None
 
     def after_statement(self, statement: Statement, outcome: Outcome) -> None:
+        durable = statement.durable or statement.write_ahead
+        if durable is not None and JOURNAL_SEQ_TAG not in statement.tags and durable.done():
+            # The relay may release the answer in the loop turn the entry became durable,
+            # before the done-callback ran: tag it now, for the hooks after this one.
+            started = statement.tags.get(_STARTED_TAG)
+            _tag_durable(statement, started if isinstance(started, float) else 0.0, durable)
         fields: dict[str, object] = {
             "session": statement.session.session_id, "n": statement.number,
             "rows": outcome.rows, "bytes": outcome.bytes_to_client,

@@ -253,8 +253,8 @@ class MetricsHook(Hook):
         if not outcome.refused:
             m.statement_duration.observe(outcome.duration_s)
             m.gateway_latency.observe(outcome.gateway_latency_s)
-        if statement.durable is not None:
-            append_s = statement.tags.get(JOURNAL_APPEND_TAG)
+        if statement.durable is not None or statement.write_ahead is not None:
+            append_s = statement.tags.get(JOURNAL_APPEND_TAG)  # deferred: tagged once durable
             if isinstance(append_s, float):
                 m.journal_append.observe(append_s)
 

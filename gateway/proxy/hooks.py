@@ -47,6 +47,13 @@ of the upstream's answer until that future resolves; if it fails, the answer is
 discarded and the session ends with the journal's error (53100/58030). Writes, and every
 statement nobody proved read-only, keep strict write-ahead.
 
+The relay sets ``statement.pipelined`` when more statements of the client's pipeline are
+already read behind this one. The journal hook may then return without waiting and leave
+the entry's future in ``statement.write_ahead``: the relay decides the statements behind
+it meanwhile (their entries share one write) but forwards this one only once the future
+resolves; if it raises (a StatementRefused), the statement is refused with that error
+instead. Strict write-ahead either way: nothing runs before its entry is durable.
+
 A verdict may also carry a ``row_limit``: the relay then forwards at most that
 many DataRows for the statement (counting every Execute of a suspended portal),
 cancels the upstream query and sends the limit's error instead of the rest.
@@ -216,6 +223,11 @@ class Statement:
     # this resolves; if it raises (a StatementRefused), the answer is discarded and the
     # session ends with that error. None: the entry is already durable (write-ahead).
     durable: asyncio.Future[int] | None = None
+    # Set by the relay: more statements of the client's pipeline are read behind this one.
+    pipelined: bool = False
+    # Set by the journal hook when it did not wait for a pipelined statement's entry: the
+    # relay forwards the statement only once this resolves, refuses it if this raises.
+    write_ahead: asyncio.Future[int] | None = None
     # False when the session has standard_conforming_strings off: backslashes escape in '…'.
     standard_strings: bool = True
     _bind: m.Bind | None = field(default=None, init=False, repr=False)

@@ -77,6 +77,7 @@ from .hooks import (
     Statement,
     Verdict,
 )
+from .outbox import Gate, Outbox
 from .textreading import TextReading
 from .wire import close_gracefully
 
@@ -89,6 +90,8 @@ _FATAL_SEVERITIES = frozenset((b"SFATAL", b"SPANIC"))
 # for the client's Sync.
 ANSWERED_WITH_READY = frozenset((Phase.SIMPLE, Phase.FUNCTION))
 # After these the server answers nothing until the client sends more (Sync, Flush, CopyDone).
+# The frames that go through the hooks; all but Parse run something upstream.
+STATEMENT_TYPES = frozenset((F_QUERY, F_PARSE, F_EXECUTE, F_FUNCTION))
 CLIENT_STILL_SENDING = frozenset((F_PARSE, F_BIND, F_EXECUTE, F_DESCRIBE, F_CLOSE, F_COPY_DATA))
 
 
@@ -272,8 +275,9 @@ class Relay:
         self._progress = time.monotonic()
         if spans:
             self._last_client_type = spans[-1][0]
-        out = bytearray()
-        for type_byte, start, end in spans:
+        outbox = Outbox(self._upstream.write, self._refuse_late)
+        last = _last_statement(spans)
+        for index, (type_byte, start, end) in enumerate(spans):
             if type_byte not in FRONTEND_TYPES:
                 raise ProtocolError(f"invalid frontend message type {chr(type_byte)!r}")
             if self._discarding:
@@ -281,33 +285,35 @@ class Relay:
                     continue
                 self._discarding = False
             frame = bytes(buf[start:end])
-            if type_byte in (F_QUERY, F_PARSE, F_EXECUTE, F_FUNCTION):
-                out += await self._statement_frame(type_byte, frame)
+            if type_byte in STATEMENT_TYPES:
+                if outbox.runs:
+                    outbox.send_ready()
+                await self._statement_frame(type_byte, frame, outbox, index < last)
             elif type_byte == F_COPY_DATA:
                 self._copy_in(frame)
-                out += frame
+                outbox.add(frame)
             elif type_byte == F_BIND:
                 self._names.bind(frame)
-                out += frame
+                outbox.add(frame)
             elif type_byte == F_SYNC:
                 self._pending.append(Pending(Kind.SYNC, texts_read=self._reading.count))
-                out += frame
+                outbox.add(frame)
             elif type_byte == F_DESCRIBE:
                 self._names.describe(frame)
-                out += frame
+                outbox.add(frame)
             elif type_byte == F_CLOSE:
                 self._names.close(frame)
-                out += frame
+                outbox.add(frame)
             elif type_byte == F_TERMINATE:
                 self._ended(EndReason.CLIENT_TERMINATE)
-                self._upstream.write(bytes(out) + frame)
+                outbox.add(frame)
                 del buf[:consumed]
+                await outbox.send_all(self._waiting)
                 return False
             else:
-                out += frame
+                outbox.add(frame)
         del buf[:consumed]
-        if out:
-            self._upstream.write(out)
+        await outbox.send_all(self._waiting)
         try:
             await self._upstream.drain()
         except ConnectionError:
@@ -317,14 +323,21 @@ class Relay:
             return False
         return True
 
-    async def _statement_frame(self, type_byte: int, frame: bytes) -> bytes:
-        """Run the hooks for a statement frame; return what to send upstream instead."""
+    def _waiting(self, waiting: bool) -> None:
+        """A pipelined statement waits for its journal entry: the watchdog counts it as
+        time in the hooks."""
+        self._deciding_since = time.monotonic() if waiting else 0.0
+
+    async def _statement_frame(self, type_byte: int, frame: bytes, outbox: Outbox,
+                               pipelined: bool) -> None:
+        """Run the hooks for a statement frame; add what to send upstream instead."""
         try:
             statement, pending = self._statement_for(type_byte, frame)
         except EncodingRefused as e:
             statement, pending = self._unreadable(type_byte, frame, e)
         statement.received_at = time.perf_counter()
         statement.idle_before = not self._pending and self._status == "I"
+        statement.pipelined = pipelined
         self._deciding_since, self._deciding = time.monotonic(), statement.number
         try:
             verdict = await self._hooks.before_statement(statement)
@@ -333,12 +346,13 @@ class Relay:
         if statement.durable is not None:
             self._holds.append(statement.durable)
         if verdict.refusal is not None:
-            return self._refuse(statement, pending, verdict.refusal)
+            outbox.add(self._refuse(statement, pending, verdict.refusal))
+            return
         if verdict.rewrite_sql is not None and pending is not None and \
                 statement.phase is Phase.SIMPLE:
             if not verdict.rewrite_sql.strip() and not self._pending:
                 self._answer_locally(pending, verdict.local_tag or "SET")
-                return b""
+                return
             # Behind something in flight, the upstream answers in our place, in order: the
             # Query may end an extended batch that has no Sync yet, as the client's would.
             frame = encode(m.Query(sql=verdict.rewrite_sql.strip() or NOOP_SET_SQL))
@@ -352,7 +366,11 @@ class Relay:
             pending.outcome.gateway_latency_s = time.perf_counter() - statement.received_at
             self._pending.append(pending)
             self.summary.statements += 1
-        return frame
+        if statement.write_ahead is not None:
+            outbox.add_gated(frame, Gate(statement.write_ahead, statement, pending))
+        else:
+            outbox.add(frame)
+        outbox.runs = statement.phase is not Phase.PARSE
 
     def _statement_for(self, type_byte: int, frame: bytes) -> tuple[Statement, Pending | None]:
         """Build the Statement a frame stands for, and what to track for its result."""
@@ -436,6 +454,23 @@ class Relay:
             return REFUSAL_QUERY  # the upstream's ErrorResponse and ReadyForQuery, as for a call
         self._discarding = True
         return REFUSAL_EXTENDED
+
+    def _refuse_late(self, gate: Gate, failure: BaseException) -> bytes:
+        """A pipelined statement whose journal entry failed: refused in its place in the
+        queue, as if the hooks had refused it (what follows it in the batch is skipped)."""
+        refusal = failure if isinstance(failure, StatementRefused) else JournalWriteFailed(
+            "the audit journal cannot be written")
+        record, statement = gate.pending, gate.statement
+        assert record is not None  # only statements that run are journaled (not Parse)
+        self.summary.statements -= 1
+        self.summary.refused += 1
+        statement.verdict = Verdict(refusal=refusal)
+        record.kind = Kind.REFUSAL
+        record.replacement = error_frame(refusal)
+        record.outcome.refused = True
+        record.outcome.sqlstate = refusal.sqlstate
+        record.outcome.error_message = refusal.message
+        return REFUSAL_QUERY if statement.phase in ANSWERED_WITH_READY else REFUSAL_EXTENDED
 
     def _copy_in(self, frame: bytes) -> None:
         """COPY FROM STDIN data belongs to the statement at the head of the queue."""
@@ -791,3 +826,15 @@ class Relay:
             outcome.error_message = error.message
         self.summary.rows += outcome.rows
         self._hooks.after_statement(statement, outcome)
+
+
+def _last_statement(spans: list[tuple[int, int, int]]) -> int:
+    """Index of the last frame that runs a statement (-1: none): those before it are
+    pipelined (see ``Statement.pipelined``)."""
+    for index in range(len(spans) - 1, -1, -1):
+        if spans[index][0] in _RUNS:
+            return index
+    return -1
+
+
+_RUNS = frozenset((F_QUERY, F_EXECUTE, F_FUNCTION))

@@ -219,5 +219,8 @@ def test_a_session_ended_while_the_client_sends_reads_as_eof_not_a_reset(
         sock.settimeout(10)
         messages = read_messages(sock)  # a ConnectionResetError here fails the test
     errors = [(e.severity, e.sqlstate) for e in messages if isinstance(e, m.ErrorResponse)]
-    assert errors == [("FATAL", "57P01")], messages
+    # The backend, ending with our filler unread, resets its connection right after its
+    # FATAL; the kernel sometimes drops the FATAL with it (a direct client then gets only
+    # the reset), and the gateway then says the upstream was lost.
+    assert errors in ([("FATAL", "57P01")], [("FATAL", "08006")]), messages
     still_serving(gateway)
