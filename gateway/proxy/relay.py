@@ -89,9 +89,9 @@ _FATAL_SEVERITIES = frozenset((b"SFATAL", b"SPANIC"))
 # A Query and a FunctionCall are each answered with their own ReadyForQuery; Parse/Execute wait
 # for the client's Sync.
 ANSWERED_WITH_READY = frozenset((Phase.SIMPLE, Phase.FUNCTION))
-# After these the server answers nothing until the client sends more (Sync, Flush, CopyDone).
 # The frames that go through the hooks; all but Parse run something upstream.
 STATEMENT_TYPES = frozenset((F_QUERY, F_PARSE, F_EXECUTE, F_FUNCTION))
+# After these the server answers nothing until the client sends more (Sync, Flush, CopyDone).
 CLIENT_STILL_SENDING = frozenset((F_PARSE, F_BIND, F_EXECUTE, F_DESCRIBE, F_CLOSE, F_COPY_DATA))
 
 
