@@ -22,7 +22,7 @@ from typing import Any
 
 import botocore.session
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from .errors import ArchiveConflict, ArchiveUnavailable, ArchiveUnusable
 from .settings import ArchiveSettings, S3Location
@@ -31,6 +31,14 @@ SHA256_META = "sha256"  # user metadata: our own digest, whatever checksums the 
 # Which botocore credential providers each ``archive.credentials`` value keeps.
 _PROVIDERS = {"env": ("env",), "file": ("shared-credentials-file", "config-file"),
               "instance": ("container-role", "iam-role")}
+# Where each source looks, for the refusal when it has nothing.
+_LOOKS_AT = {
+    "env": "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN",
+    "file": "static keys in the shared credentials file (AWS_SHARED_CREDENTIALS_FILE, default "
+            "~/.aws/credentials) or the config file (AWS_CONFIG_FILE), profile AWS_PROFILE",
+    "instance": "the container credentials endpoint (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or "
+                "_FULL_URI) or the EC2 instance metadata service",
+}
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 60.0
 
@@ -94,11 +102,14 @@ def retain_until(settings: ArchiveSettings, now: dt.datetime | None = None) -> d
     return (start + dt.timedelta(seconds=settings.retain_s)).replace(microsecond=0)
 
 
-def check_bucket(client: Any, location: S3Location) -> None:
+def check_bucket(client: Any, location: S3Location, credentials: str = "env") -> None:
     """Object Lock and versioning must be on; ArchiveUnusable says which is not."""
     try:
         versioning = client.get_bucket_versioning(Bucket=location.bucket)
         lock = client.get_object_lock_configuration(Bucket=location.bucket)
+    except NoCredentialsError as e:
+        raise ArchiveUnusable(f"no AWS credentials found (archive.credentials: {credentials} "
+                              f"reads only {_LOOKS_AT.get(credentials, credentials)})") from e
     except ClientError as e:
         code = _code(e)
         if code in ("ObjectLockConfigurationNotFoundError", "ObjectLockConfigurationNotFound"):

@@ -30,7 +30,7 @@ from ..recording.reader import RecordingReader
 from . import s3
 from .errors import ArchiveError
 from .settings import ArchiveSettings
-from .state import ArchivedObject, ArchiveState
+from .state import ArchivedObject, ArchiveState, checkpoint_seq_of
 
 log = logging.getLogger("phigate.archive")
 
@@ -74,10 +74,15 @@ class Archiver:
     async def start(self) -> None:
         """Check the bucket (ArchiveUnusable refuses the start) and begin shipping."""
         self._client = s3.make_client(self.settings, pool=self.settings.parallel + 2)
-        await asyncio.to_thread(s3.check_bucket, self._client, self.settings.location)
+        await asyncio.to_thread(s3.check_bucket, self._client, self.settings.location,
+                                self.settings.credentials)
         saved = await asyncio.to_thread(ArchiveState.load, self._dir)
         if saved is not None and saved.url == self._state.url:
             self._state.objects, self._state.checkpoint_seq = saved.objects, saved.checkpoint_seq
+            self._state.journal_seq = saved.journal_seq
+        # Entries journaled after the last save (a kill in between) must not be made twice.
+        if await asyncio.to_thread(self._state.catch_up, self._dir):
+            await asyncio.to_thread(self._state.save, self._dir)
         self._task = asyncio.create_task(self._run(), name="phigate-archive-uploader")
 
     async def close(self) -> None:
@@ -118,12 +123,11 @@ class Archiver:
         if checkpoint is not None:
             done += await self._ship([checkpoint])
         for candidate, obj in done:
-            await self.journal.append("archived", obj.fields())
+            seq = await self.journal.append("archived", obj.fields(self._state.url))
             if candidate.kind == CHECKPOINT:
                 self._checkpoint_at = time.monotonic()
-                self._state.checkpoint_seq = int(candidate.path.name.split("-")[-1][:-4])
-            else:
-                self._state.objects[obj.key] = obj
+            self._state.record(seq, obj, checkpoint_seq_of(obj.key)
+                               if candidate.kind == CHECKPOINT else None)
         if done:
             await asyncio.to_thread(self._state.save, self._dir)
         await asyncio.to_thread(self._measure)

@@ -52,10 +52,13 @@ def archived_gateway(pg_cluster: ClusterInfo, tmp_path: Path
     started: list[GatewayProcess] = []
 
     def start(server: S3Server, overrides: dict[str, Any], *, name: str = "gw",
-              start: bool = True) -> GatewayProcess:
+              start: bool = True, aws_env: dict[str, str] | None = None) -> GatewayProcess:
+        """``aws_env``: the gateway's AWS_* environment instead of the server's credentials."""
+        if aws_env is None:
+            aws_env = {k: v for k, v in server.env().items()
+                       if k.startswith("AWS_") and k != "AWS_ENDPOINT_URL"}
         process = GatewayProcess(tmp_path / f"{name}{len(started)}", pg_cluster, overrides,
-                                 env={k: v for k, v in server.env().items()
-                                      if k.startswith("AWS_") and k != "AWS_ENDPOINT_URL"})
+                                 env=aws_env)
         started.append(process)
         return process.start() if start else process
 

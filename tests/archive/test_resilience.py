@@ -4,7 +4,9 @@ Statements keep running while the store is unreachable (a TCP relay the test
 switches off in front of the moto server); the backlog shows in /metrics, the
 ``journal`` alert fires and /readyz turns 503 after ``max_delay``; everything
 drains once the store is back. A gateway killed with SIGKILL during uploads
-resumes after restart without a duplicate object version.
+resumes after restart without a duplicate object version or ``archived`` entry,
+also when it died between journaling ``archived`` entries and saving its index
+(archive-state.json put back as it was before them).
 """
 
 from __future__ import annotations
@@ -90,7 +92,39 @@ def test_kill_during_uploads_resumes_without_duplicates(
     assert wait_for(lambda: {f"gw/segments/{p.name}" for p in sealed(gateway)}
                     <= {e["key"] for e in entries(gateway, "archived")}), gateway.log()
     assert gateway.stop() == 0
+    assert_once(moto, bucket, gateway)
+
+
+def test_kill_before_the_index_is_saved_journals_nothing_twice(
+        moto: S3Server, archived_gateway: Callable[..., GatewayProcess]) -> None:
+    bucket = moto.bucket()
+    gateway = archived_gateway(moto, archive_overrides(moto.endpoint, bucket))
+    state = gateway.journal_dir / "archive-state.json"
+    busy(gateway, 40)
+    assert wait_for(lambda: state.exists() and bool(entries(gateway, "archived")))
+    stale = state.read_bytes()
+    known = len(entries(gateway, "archived"))
+    busy(gateway, 40)
+    assert wait_for(lambda: len(entries(gateway, "archived")) > known)
+    gateway.signal(signal.SIGKILL)
+    assert gateway.process is not None
+    gateway.process.wait(10)
+    # As if the kill came after journaling those entries but before saving the index.
+    state.write_bytes(stale)
+    gateway.start()
+    busy(gateway, 10)
+    assert wait_for(lambda: {f"gw/segments/{p.name}" for p in sealed(gateway)}
+                    <= {e["key"] for e in entries(gateway, "archived")}), gateway.log()
+    assert gateway.stop() == 0
+    assert_once(moto, bucket, gateway)
+
+
+def assert_once(moto: S3Server, bucket: str, gateway: GatewayProcess) -> None:
+    """One object version and one ``archived`` entry per key."""
     versions = moto.client().list_object_versions(Bucket=bucket, Prefix="gw/")
     keys = [v["Key"] for v in versions.get("Versions", [])]
     assert len(keys) == len(set(keys)), "an object was uploaded twice"
     assert not versions.get("DeleteMarkers")
+    journaled = [e["key"] for e in entries(gateway, "archived")]
+    assert len(journaled) == len(set(journaled)), "an object was journaled twice"
+    assert set(journaled) == set(keys)
