@@ -126,6 +126,8 @@ def start_seaweedfs(weed: Path, workdir: Path) -> S3Server:
             [str(weed), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={data}",
              f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
              "-master.volumeSizeLimitMB=64", "-volume.max=100", "-s3",
+             # Off: their default ports are fixed, so two suites running at once collide.
+             "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
              f"-s3.port={s3_port}", f"-s3.config={config}",
              f"-master.port.grpc={grpc[0]}", f"-volume.port.grpc={grpc[1]}",
              f"-filer.port.grpc={grpc[2]}", f"-s3.port.grpc={grpc[3]}"],
