@@ -5,8 +5,11 @@ reported: a key with more than one version (overwritten), a delete marker
 (deleted), an object without Object Lock or with a retention shorter than
 required. Then checks the chain of the archived segments exactly as the local
 verifier does (seq, ``prev``, signatures, genesis or prune anchor), reading
-the original version of each, ``parallel`` at a time, one segment per worker
-in memory (bounded: ``parallel`` × the segment size). Every ``archived``
+the original version of each, ``parallel`` at a time. Each download is
+streamed: its worker checks the lines of every block read as it arrives and
+keeps only their results (seqs, edge hashes, checkpoints, ``archived``
+entries), so memory is bounded by ``parallel`` × (one read block + the longest
+entry), not by the segment size; the results are stitched in order. Every ``archived``
 entry met in the chain must name a version that is still there with the
 recorded SHA-256; every archived checkpoint must verify and be in the chain.
 Reads only; driven by the archive CLI and the benchmark.
@@ -26,7 +29,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..journal.checkpoints import Checkpoint
-from ..journal.scan import scan_lines
+from ..journal.scan import ChunkResult, scan_lines
 from ..journal.stitch import ChainCheck, Failure, Tampered
 from . import s3
 from .settings import MIN_RETAIN_S, S3Location
@@ -34,6 +37,7 @@ from .settings import MIN_RETAIN_S, S3Location
 _SEGMENT = "segments/segment-"
 # A retention this much short of the requirement is not rounding: report it.
 RETAIN_SLACK_S = 86400.0
+READ_BLOCK = 1024 * 1024  # one GET body read; lines are checked block by block
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +101,8 @@ class _Object:
 
 
 def verify_archive(client: Any, location: S3Location, key: Ed25519PublicKey, *,
-                   parallel: int = 4, required_retain_s: float = MIN_RETAIN_S) -> ArchiveReport:
+                   parallel: int = 4, required_retain_s: float = MIN_RETAIN_S,
+                   read_block: int = READ_BLOCK) -> ArchiveReport:
     """Verify ``location``; ArchiveUnavailable if it cannot be listed or read."""
     started = time.perf_counter()
     report = ArchiveReport(location)
@@ -110,16 +115,18 @@ def verify_archive(client: Any, location: S3Location, key: Ed25519PublicKey, *,
     check = ChainCheck(key, watch=frozenset(cp.seq for cp in checkpoints))
     archived: list[dict[str, Any]] = []
     try:
-        for obj, data in _download(client, location, segments, parallel):
+        for scanned in _download(client, location, segments, key, parallel, read_block):
+            obj = scanned.obj
             report.segments += 1
-            digest = hashlib.sha256(data).hexdigest()
-            report.objects[obj.key] = (obj.version_id, digest)
+            report.objects[obj.key] = (obj.version_id, scanned.sha256)
             first_seq = int(obj.key.rsplit("-", 1)[1].split(".")[0])
-            chunk = scan_lines(data, key)
-            if chunk.tail:
-                raise Tampered(Failure(None, obj.key, None, "does not end with a newline"))
-            check.add(chunk, obj.key, 1, segment_seq=first_seq)
-            archived += _archived_entries(data)
+            line = 1
+            for n, piece in enumerate(scanned.pieces):
+                if piece.tail:
+                    raise Tampered(Failure(None, obj.key, None, "does not end with a newline"))
+                check.add(piece, obj.key, line, segment_seq=first_seq if n == 0 else None)
+                line += piece.lines
+            archived += scanned.archived
         if segments:
             check.finish_anchor()
             check.finish_checkpoints(whole=True)
@@ -202,26 +209,63 @@ def _checkpoints(client: Any, location: S3Location, originals: dict[str, _Object
     return sorted(found, key=lambda c: c.seq)
 
 
-def _download(client: Any, location: S3Location, objects: list[_Object], parallel: int
-              ) -> Iterator[tuple[_Object, bytes]]:
-    """Objects in order, at most ``parallel`` in flight or waiting (bounded memory)."""
-    def fetch(obj: _Object) -> bytes:
-        return b"".join(s3.get_chunks(client, location.bucket, obj.key, obj.version_id))
+@dataclass(slots=True)
+class _Scanned:
+    """One archived segment, checked as it streamed in: what the stitcher needs of it."""
 
+    obj: _Object
+    sha256: str = ""
+    pieces: list[ChunkResult] = field(default_factory=list)
+    archived: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _scan(client: Any, location: S3Location, obj: _Object, key: Ed25519PublicKey,
+          read_block: int) -> _Scanned:
+    """Worker thread: stream one object version, checking each run of whole lines."""
+    scanned = _Scanned(obj)
+    digest = hashlib.sha256()
+    carried: list[bytes] = []  # the start of a line that continues in the next block
+    faulted = False
+    for block in s3.get_chunks(client, location.bucket, obj.key, obj.version_id, read_block):
+        digest.update(block)
+        cut = block.rfind(b"\n") + 1
+        if not cut:
+            carried.append(block)
+            continue
+        lines = b"".join([*carried, block[:cut]])
+        carried = [block[cut:]] if cut < len(block) else []
+        if not faulted:  # after a fault only the digest matters: the stitcher stops there
+            faulted = _scan_piece(scanned, lines, key)
+    rest = b"".join(carried)
+    if rest and not faulted:
+        _scan_piece(scanned, rest, key)  # an unterminated end: the stitcher reports it
+    scanned.sha256 = digest.hexdigest()
+    return scanned
+
+
+def _scan_piece(scanned: _Scanned, data: bytes, key: Ed25519PublicKey) -> bool:
+    piece = scan_lines(data, key)
+    scanned.pieces.append(piece)
+    scanned.archived += _archived_entries(data)
+    return piece.fault is not None or bool(piece.tail)
+
+
+def _download(client: Any, location: S3Location, objects: list[_Object],
+              key: Ed25519PublicKey, parallel: int, read_block: int) -> Iterator[_Scanned]:
+    """Objects scanned in order, at most ``parallel`` in flight or waiting (bounded memory)."""
     with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="phigate-verify") as pool:
-        pending: list[tuple[_Object, Future[bytes]]] = []
+        pending: list[Future[_Scanned]] = []
         queue = iter(objects)
         for obj in queue:
-            pending.append((obj, pool.submit(fetch, obj)))
+            pending.append(pool.submit(_scan, client, location, obj, key, read_block))
             if len(pending) >= parallel:
                 break
         while pending:
-            obj, future = pending.pop(0)
-            data = future.result()
+            scanned = pending.pop(0).result()
             nxt = next(queue, None)
             if nxt is not None:
-                pending.append((nxt, pool.submit(fetch, nxt)))
-            yield obj, data
+                pending.append(pool.submit(_scan, client, location, nxt, key, read_block))
+            yield scanned
 
 
 def _archived_entries(data: bytes) -> list[dict[str, Any]]:
