@@ -124,7 +124,7 @@ async def _run(settings: Settings, signals: Signals) -> int:
                 gateway = Gateway(settings, hooks, password_login=password_login(settings))
                 await gateway.start()
                 await monitoring.start(gateway, journal, archiver)
-                drills = await start_drills(settings, journal, monitoring)
+                drills = await start_drills(settings, journal, monitoring, archiver)
                 signals.gateway = gateway
                 await signals.stop.wait()
                 monitoring.draining()

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 from ..journal.prune import PruneGuard
 from ..journal.segments import SegmentFile
 from . import s3
 from .errors import ArchiveError
-from .settings import parse_s3_url
-from .state import ArchiveState, file_sha256
+from .settings import S3Location, parse_s3_url
+from .state import ArchivedObject, ArchiveState, file_sha256
 
 
 def guard_for(directory: Path) -> PruneGuard | None:
@@ -29,22 +30,29 @@ def guard_for(directory: Path) -> PruneGuard | None:
     client = s3.make_client(None, endpoint=state.endpoint, region=state.region)
 
     def confirm(segment: SegmentFile) -> str | None:
-        key = location.key(f"segments/{segment.name}")
-        recorded = state.objects.get(key)
+        recorded = state.objects.get(location.key(f"segments/{segment.name}"))
         if recorded is None:
             return f"not archived to {location} yet"
-        try:
-            info = s3.head(client, location.bucket, key, recorded.version_id)
-        except ArchiveError as e:
-            return f"its archive copy cannot be confirmed: {e.message}"
-        if info is None:
-            return f"its archive copy {key} (version {recorded.version_id}) is gone"
-        if info.sha256 != file_sha256(segment.path) or info.sha256 != recorded.sha256:
-            return f"its archive copy {key} differs from the local segment"
-        until = info.retain_until.astimezone(dt.UTC).isoformat() if info.retain_until else ""
-        if info.mode is None or until[:19] < recorded.retain_until[:19]:
-            return f"its archive copy {key} is no longer locked until {recorded.retain_until}"
-        return None
+        return confirm_copy(client, location, recorded, segment.path)
 
     return confirm
+
+
+def confirm_copy(client: Any, location: S3Location, recorded: ArchivedObject, local: Path
+                 ) -> str | None:
+    """None if the recorded version is there, equal to ``local``, locked as recorded;
+    else what is wrong. Blocking (a HEAD); also used by the audit drill."""
+    key = recorded.key
+    try:
+        info = s3.head(client, location.bucket, key, recorded.version_id)
+    except ArchiveError as e:
+        return f"its archive copy cannot be confirmed: {e.message}"
+    if info is None:
+        return f"its archive copy {key} (version {recorded.version_id}) is gone"
+    if info.sha256 != file_sha256(local) or info.sha256 != recorded.sha256:
+        return f"its archive copy {key} differs from the local segment"
+    until = info.retain_until.astimezone(dt.UTC).isoformat() if info.retain_until else ""
+    if info.mode is None or until[:19] < recorded.retain_until[:19]:
+        return f"its archive copy {key} is no longer locked until {recorded.retain_until}"
+    return None
 

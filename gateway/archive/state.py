@@ -82,12 +82,11 @@ class ArchiveState:
         """Add the ``archived`` entries journaled after ``journal_seq`` (a save the gateway
         did not live to make); returns how many. Reads only segments that can hold them."""
         found = 0
-        for entry in _archived_after(directory, self.journal_seq):
+        for entry in archived_after(directory, self.journal_seq):
             if entry.get("archive") != self.url:
                 continue  # shipped to another archive (the config changed since)
-            try:
-                obj = ArchivedObject(**{k: entry[k] for k in _OBJECT_FIELDS})
-            except KeyError:
+            obj = object_of(entry)
+            if obj is None:
                 continue  # not an entry this uploader wrote
             self.record(int(entry["seq"]), obj, _checkpoint_seq(obj))
             found += 1
@@ -113,7 +112,16 @@ def _checkpoint_seq(obj: ArchivedObject) -> int | None:
     return checkpoint_seq_of(obj.key) if obj.kind == "checkpoint" else None
 
 
-def _archived_after(directory: Path, after: int) -> Iterator[dict[str, Any]]:
+def object_of(entry: dict[str, Any]) -> ArchivedObject | None:
+    """The object an ``archived`` entry records (None: the entry lacks a field)."""
+    try:
+        return ArchivedObject(**{k: entry[k] for k in _OBJECT_FIELDS})
+    except KeyError:
+        return None
+
+
+def archived_after(directory: Path, after: int) -> Iterator[dict[str, Any]]:
+    """``archived`` entries with a seq above ``after``, reading only segments that hold any."""
     listed = segments.list_segments(directory)
     # Segment i holds seqs [first_seq_i, first_seq_{i+1}): skip those ending at or before ``after``.
     for i, segment in enumerate(listed):

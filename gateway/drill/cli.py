@@ -19,8 +19,9 @@ from ..errors import ConfigError
 from ..journal.keys import load_private
 from ..settings.config import load_config
 from . import report as reports
+from .report import report_dir
 from .run import run_drill
-from .service import MARKER, report_dir
+from .service import MARKER
 
 JOURNALED_TIMEOUT_S = 10.0  # the gateway looks for reports every 0.2 s
 

@@ -13,6 +13,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -20,7 +21,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from ..journal import segments
 from ..journal.canonical import encode_compact
 
+if TYPE_CHECKING:
+    from ..settings.config import Settings
+    from .settings import DrillSettings
+
 REPORT_DOMAIN = b"phigate-drill-report-v1\n"
+
+
+def report_dir(settings: Settings, drill: DrillSettings) -> Path:
+    """Where signed reports (and the drill's seal requests) go."""
+    assert settings.journal is not None
+    return drill.report_dir or settings.journal.dir / "drills"
 
 
 @dataclass(slots=True)

@@ -6,8 +6,11 @@ of ``failed_logins`` logins with a wrong password. Checks: every step is in the
 journal with who (identity), what (sql, decision), where (client, database), when
 (time) and why (reason); the failed logins are journaled; the session ended;
 ``journal verify`` passes and a signed checkpoint covers the drill's last entry;
-the alerts configured for denials and failed logins fired. Driven by ``phigate
-drill`` and the gateway's schedule; returns a :class:`~.report.DrillReport`.
+the alerts configured for denials and failed logins fired; with recordings, the
+session's recording replays exactly the script, and with an archive, the
+drill's segment is archived and confirmed within ``drill.archive_within`` (both
+in :mod:`.evidence`). Driven by ``phigate drill`` and the gateway's schedule;
+returns a :class:`~.report.DrillReport`.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from ..journal.reader import iter_entries
 from ..settings.config import Settings
 from ..settings.values import Secret
 from . import client
-from .report import Check, DrillReport
+from .evidence import check_archive, check_replay
+from .report import Check, DrillReport, report_dir
 from .settings import DrillSettings
 
 SETTLE_S = 0.1  # how often to look again for entries the gateway is still writing
@@ -42,9 +46,15 @@ async def run_drill(settings: Settings, drill: DrillSettings) -> DrillReport:
     steps = await _session(settings, drill, database, report)
     await _failed_logins(settings, drill, database, report)
     deadline = time.monotonic() + drill.timeout_s
-    await _check_journal(directory, drill, database, first_seq, steps, report, deadline)
+    session = await _check_journal(directory, drill, database, first_seq, steps, report,
+                                   deadline)
+    if settings.recordings is not None and session is not None:
+        await check_replay(settings.recordings, directory, session, [s for s, _, _ in steps],
+                           report, deadline)
     await _check_verify(settings, report, deadline)
     await _check_alerts(settings, directory, first_seq, drill, report, deadline)
+    if settings.archive is not None:
+        await check_archive(settings, drill, report_dir(settings, drill), report)
     report.finished = time.time()
     return report
 
@@ -99,7 +109,8 @@ async def _failed_logins(settings: Settings, drill: DrillSettings, database: str
 
 async def _check_journal(directory: Path, drill: DrillSettings, database: str, after: int,
                          steps: list[tuple[str, str, str | None]], report: DrillReport,
-                         deadline: float) -> None:
+                         deadline: float) -> str | None:
+    """The journal checks; returns the drill session's id (None: not journaled)."""
     def complete(found: list[dict[str, Any]]) -> bool:
         ended = any(e["type"] == "session_end" for e in found)
         failed = [e for e in found if e["type"] == "auth" and e.get("user") == drill.identity
@@ -114,7 +125,7 @@ async def _check_journal(directory: Path, drill: DrillSettings, database: str, a
                 and e.get("identity") == drill.identity]
     if steps and not sessions:
         report.add(Check("journal: session", False, "no session_start for the drill identity"))
-        return
+        return None
     session = sessions[0]["session"] if sessions else None
     mine = [e for e in found if e.get("session") == session] if session else []
     if sessions:
@@ -139,6 +150,7 @@ async def _check_journal(directory: Path, drill: DrillSettings, database: str, a
     report.add(Check("journal: session end", bool(ended) or not steps,
                      "session_end journaled" if ended else "no session_end",
                      seqs=[e["seq"] for e in ended]))
+    return str(session) if session else None
 
 
 async def _wait_entries(directory: Path, after: int,

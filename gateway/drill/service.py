@@ -26,14 +26,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from ..alerts.model import Event, EventKind
+from ..errors import StatementRefused
 from ..journal import Journal, segments
 from ..journal.keys import load_private
 from ..settings.config import Settings
 from . import report as reports
+from .evidence import SEAL_REQUEST
+from .report import report_dir
 from .run import run_drill
 from .settings import DrillSettings
 
 if TYPE_CHECKING:
+    from ..archive.uploader import Archiver
     from ..ops.monitoring import Monitoring
 
 log = logging.getLogger("phigate.drill")
@@ -42,8 +46,8 @@ POLL_S = 0.2  # how soon a report left by `phigate drill` is journaled
 MARKER = ".journaled"
 
 
-async def start_drills(settings: Settings, journal: Journal,
-                       monitoring: Monitoring) -> DrillService | None:
+async def start_drills(settings: Settings, journal: Journal, monitoring: Monitoring,
+                       archiver: Archiver | None = None) -> DrillService | None:
     """With a ``drill:`` section: journal reports, run the schedule, export, alert."""
     if settings.drill is None:
         return None
@@ -53,24 +57,23 @@ async def start_drills(settings: Settings, journal: Journal,
         if hook is not None:
             hook.observe(Event(EventKind.JOURNAL_FAILED, message=message))
 
-    service = DrillService(settings, settings.drill, journal, on_failure=alert)
+    service = DrillService(settings, settings.drill, journal, on_failure=alert,
+                           archiver=archiver)
     if settings.metrics is not None:
         monitoring.metrics.registry.register(DrillCollector(service.stats))
     await service.start()
     return service
 
 
-def report_dir(settings: Settings, drill: DrillSettings) -> Path:
-    assert settings.journal is not None
-    return drill.report_dir or settings.journal.dir / "drills"
-
-
 class DrillService:
     def __init__(self, settings: Settings, drill: DrillSettings, journal: Journal,
-                 on_failure: Callable[[str], None] | None = None) -> None:
+                 on_failure: Callable[[str], None] | None = None,
+                 archiver: Archiver | None = None) -> None:
         self.settings = settings
         self.drill = drill
         self.journal = journal
+        self.archiver = archiver
+        self._passes: set[asyncio.Task[None]] = set()  # archive passes the drills asked for
         self.directory = report_dir(settings, drill)
         self._on_failure = on_failure
         self._tasks: list[asyncio.Task[None]] = []
@@ -85,9 +88,10 @@ class DrillService:
                                                    name="phigate-drill-schedule"))
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._passes]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _schedule(self) -> None:
         assert self.drill.every_s is not None and self.settings.journal is not None
@@ -104,9 +108,37 @@ class DrillService:
 
     async def _inbox(self) -> None:
         while True:
+            if await asyncio.to_thread(self._seal_requested):
+                await self._seal()
             for path in await asyncio.to_thread(self._waiting):
                 await self._journal(path)
             await asyncio.sleep(POLL_S)
+
+    def _seal_requested(self) -> bool:
+        """Take the drills' seal requests (several waiting are answered by one seal)."""
+        requests = list(self.directory.glob(f"*{SEAL_REQUEST}"))
+        for request in requests:
+            request.unlink(missing_ok=True)
+        return bool(requests)
+
+    async def _seal(self) -> None:
+        """A drill wants its entries in the archive: seal the segment, ship it now."""
+        try:
+            await self.journal.seal_segment()
+        except StatementRefused as e:  # the drill reports the segment as not archived
+            log.error("drill: the journal segment could not be sealed: %s", e.message)
+            return
+        if self.archiver is not None:
+            task = asyncio.create_task(self._archive_pass(self.archiver),
+                                       name="phigate-drill-archive-pass")
+            self._passes.add(task)
+            task.add_done_callback(self._passes.discard)
+
+    async def _archive_pass(self, archiver: Archiver) -> None:
+        try:
+            await archiver.run_once()
+        except Exception:  # the uploader's own loop retries; the drill reports the delay
+            log.exception("drill: archive pass failed")
 
     def _waiting(self) -> list[Path]:
         return [p for p in sorted(self.directory.glob("drill-*.json"))

@@ -28,11 +28,13 @@ class DrillSettings:
     failed_logins: int = 3
     report_dir: Path | None = None  # default: <journal dir>/drills
     timeout_s: float = 30.0
+    archive_within_s: float = 120.0  # with archive: the drill's segment confirmed by then
 
 
 def parse_drill(section: Section, env: Mapping[str, str]) -> DrillSettings:
     section.only("every", "identity", "database", "password_env", "password_file",
-                 "statements", "denied", "max_rows", "failed_logins", "report_dir", "timeout")
+                 "statements", "denied", "max_rows", "failed_logins", "report_dir", "timeout",
+                 "archive_within")
     statements = section.data.get("statements", list(DEFAULT_STATEMENTS))
     if not isinstance(statements, list) or not statements or not all(
             isinstance(s, str) and s.strip() for s in statements):
@@ -40,6 +42,9 @@ def parse_drill(section: Section, env: Mapping[str, str]) -> DrillSettings:
     every = section.duration("every", 0.0) if "every" in section.data else None
     if every is not None and every <= 0:
         raise section.error("every", "must be positive")
+    archive_within = section.duration("archive_within", 120.0)
+    if archive_within <= 0:
+        raise section.error("archive_within", "must be positive")
     return DrillSettings(
         identity=section.text("identity", "drill-bot"),
         database=section.optional_text("database"),
@@ -51,6 +56,7 @@ def parse_drill(section: Section, env: Mapping[str, str]) -> DrillSettings:
         failed_logins=section.integer("failed_logins", 3),
         report_dir=section.optional_path("report_dir"),
         timeout_s=section.duration("timeout", 30.0),
+        archive_within_s=archive_within,
     )
 
 

@@ -121,6 +121,8 @@ class Writer:
         self.last_checkpoint_seq = 0
         self.last_checkpoint_at = time.monotonic()
         self._queued_checkpoint: asyncio.Future[int] | None = None
+        # Set on the loop by request_seal, cleared by the thread when it seals.
+        self._seal_requested = False
         # Appends made during the current event-loop tick, handed over together at its end:
         # one wake-up of the thread per tick, however many sessions appended in it.
         self._tick: list[Pending] = []
@@ -196,6 +198,13 @@ class Writer:
             return queued
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._queued_checkpoint = future
+        self.submit(Pending(CHECKPOINT, None, future))
+        return future
+
+    def request_seal(self) -> asyncio.Future[int]:
+        """Seal the active segment (if it holds anything) before a checkpoint written after."""
+        self._seal_requested = True
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.submit(Pending(CHECKPOINT, None, future))
         return future
 
@@ -374,7 +383,8 @@ class Writer:
     # -- rotation ------------------------------------------------------------------------
 
     def _rotation_due(self, now_ns: int) -> bool:
-        if self._size >= self._settings.segment_max_bytes:
+        if self._size >= self._settings.segment_max_bytes or (
+                self._seal_requested and self._size > 0):
             return True
         started = self._started_ns
         return (self._size > 0 and started is not None
@@ -382,6 +392,7 @@ class Writer:
 
     def _rotate(self, done: _Done) -> None:
         """End the segment with a checkpoint, seal it, and start the next one."""
+        self._seal_requested = False
         if not self._commit([Pending(CHECKPOINT, None, None)], done):
             return
         try:

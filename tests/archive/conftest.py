@@ -13,7 +13,13 @@ from typing import Any
 
 import pytest
 
-from tests.archive.s3servers import S3Server, start_moto, start_seaweedfs, weed_binary
+from tests.archive.s3servers import (
+    NetFault,
+    S3Server,
+    start_moto,
+    start_seaweedfs,
+    weed_binary,
+)
 from tests.conftest import ClusterInfo
 from tests.e2e.harness import GatewayProcess
 
@@ -43,6 +49,14 @@ def archive_overrides(endpoint: str, bucket: str, **extra: Any) -> dict[str, Any
             "archive": {"url": f"s3://{bucket}/gw", "endpoint": endpoint, "retain": "1d",
                         "allow_short_retention": True, "upload": {"interval": "200ms"},
                         **extra}}
+
+
+@pytest.fixture
+def fault(moto: S3Server) -> Iterator[NetFault]:
+    """A relay in front of the moto server that the test can switch off."""
+    relay = NetFault(int(moto.endpoint.rsplit(":", 1)[1]))
+    yield relay
+    relay.close()
 
 
 @pytest.fixture

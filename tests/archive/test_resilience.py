@@ -15,22 +15,13 @@ import json
 import signal
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from tests.archive.conftest import archive_overrides
 from tests.archive.s3servers import NetFault, S3Server
 from tests.archive.test_upload import busy, entries, sealed, wait_for
 from tests.e2e.harness import GatewayProcess, free_port, psql
-
-
-@pytest.fixture
-def fault(moto: S3Server) -> Iterator[NetFault]:
-    relay = NetFault(int(moto.endpoint.rsplit(":", 1)[1]))
-    yield relay
-    relay.close()
 
 
 def readyz(port: int) -> tuple[int, dict[str, Any]]:

@@ -153,6 +153,28 @@ async def test_rotation_seals_segments(tmp_path: Path, settings_for: Settings,
             segment_io.set_immutable(f, False)
 
 
+async def test_seal_on_request(tmp_path: Path, settings_for: Settings,
+                               public_key: Ed25519PublicKey) -> None:
+    """What the audit drill asks for: the active segment sealed now, a checkpoint last."""
+    settings = settings_for(tmp_path / "j")
+    journal = await Journal.open(settings)
+    try:
+        seq = await journal.append("statement", {"sql": "SELECT 1"})
+        await journal.seal_segment()
+        after = await journal.append("statement", {"sql": "SELECT 2"})
+        await journal.seal_segment()
+    finally:
+        await journal.close()
+    first, second, active = segment_files(settings.dir)
+    for sealed in (first, second):
+        assert sealed.stat().st_mode & 0o777 == 0o444
+        assert json.loads(read_lines(sealed)[-1])["type"] == "checkpoint"
+    assert any(json.loads(line)["seq"] == seq for line in read_lines(first))
+    assert any(json.loads(line)["seq"] == after for line in read_lines(second))
+    assert active.stat().st_mode & 0o222
+    assert verify_journal(settings.dir, public_key).ok
+
+
 async def test_rotation_by_age(tmp_path: Path, settings_for: Settings) -> None:
     settings = settings_for(tmp_path / "j", segment_max_age_s=0.2)
     journal = await Journal.open(settings)
