@@ -40,7 +40,7 @@ SEAL_REQUEST = ".seal-request"  # suffix of the files the gateway's drill servic
 
 
 async def check_replay(recordings: RecordingSettings, journal_dir: Path, session: str,
-                          script: list[str], report: DrillReport, deadline: float) -> None:
+                       script: list[str], report: DrillReport, deadline: float) -> None:
     started = time.monotonic()
     while True:
         replayed, problem = await asyncio.to_thread(_replayed, recordings, journal_dir, session)

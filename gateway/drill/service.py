@@ -6,7 +6,10 @@ the journal key and journaled as a ``drill`` entry (file, SHA-256, pass/fail,
 failed checks, the drill's seq range); a ``.journaled`` marker beside the file
 holds the entry's seq so the CLI can show it. A failed drill raises the
 ``journal`` alert; ``phigate_drill_last_success_timestamp_seconds`` and
-``phigate_drill_failures_total`` come from here. Started by ``gateway/service.py``.
+``phigate_drill_failures_total`` come from here. It also answers a drill's seal
+request (a ``*.seal-request`` file there): it seals the active journal segment
+and starts an archive pass, so the drill can see its entries archived. Started
+by ``gateway/service.py``.
 """
 
 from __future__ import annotations

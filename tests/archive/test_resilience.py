@@ -75,14 +75,8 @@ def test_kill_during_uploads_resumes_without_duplicates(
                                                        upload={"interval": "50ms"}))
     busy(gateway, 80)
     assert wait_for(lambda: bool(entries(gateway, "archived")), 10)
-    gateway.signal(signal.SIGKILL)  # somewhere in the middle of shipping
-    assert gateway.process is not None
-    gateway.process.wait(10)
-    gateway.start()
-    busy(gateway, 10)
-    assert wait_for(lambda: {f"gw/segments/{p.name}" for p in sealed(gateway)}
-                    <= {e["key"] for e in entries(gateway, "archived")}), gateway.log()
-    assert gateway.stop() == 0
+    kill(gateway)  # somewhere in the middle of shipping
+    restart_and_drain(gateway)
     assert_once(moto, bucket, gateway)
 
 
@@ -97,17 +91,26 @@ def test_kill_before_the_index_is_saved_journals_nothing_twice(
     known = len(entries(gateway, "archived"))
     busy(gateway, 40)
     assert wait_for(lambda: len(entries(gateway, "archived")) > known)
+    kill(gateway)
+    # As if the kill came after journaling those entries but before saving the index.
+    state.write_bytes(stale)
+    restart_and_drain(gateway)
+    assert_once(moto, bucket, gateway)
+
+
+def kill(gateway: GatewayProcess) -> None:
     gateway.signal(signal.SIGKILL)
     assert gateway.process is not None
     gateway.process.wait(10)
-    # As if the kill came after journaling those entries but before saving the index.
-    state.write_bytes(stale)
+
+
+def restart_and_drain(gateway: GatewayProcess) -> None:
+    """Start again, seal a little more, stop once every sealed segment is archived."""
     gateway.start()
     busy(gateway, 10)
     assert wait_for(lambda: {f"gw/segments/{p.name}" for p in sealed(gateway)}
                     <= {e["key"] for e in entries(gateway, "archived")}), gateway.log()
     assert gateway.stop() == 0
-    assert_once(moto, bucket, gateway)
 
 
 def assert_once(moto: S3Server, bucket: str, gateway: GatewayProcess) -> None:
