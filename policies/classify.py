@@ -26,6 +26,7 @@ from policies.model import StatementClass as C
 from policies.sqltree import NOT_CONSTANT, Json, TreeWalker, constant, unwrap
 from policies.statement import Classification, ExportFlow, RowShape, SessionEffect, Statement
 from policies.systemviews import system_reads
+from policies.weights import row_sources
 
 REASON_SETTING = "phigate.reason"  # consumed by the gateway; never forwarded upstream
 
@@ -165,6 +166,7 @@ def _select(kind: str, body: dict[str, Json], node: Json, text: str) -> Statemen
         kind, body, node, text, {C.SELECT, C.DDL} if into else {C.SELECT}, dml=True,
         exports=_exports(kind, body, via), shape=_shape(body, via),
         locks_rows=_has_key(node, "lockingClause"),
+        row_sources=() if into else row_sources(body),
     )  # fmt: skip
 
 
@@ -223,7 +225,7 @@ def _explain(kind: str, body: dict[str, Json], node: Json, text: str) -> Stateme
         return dataclasses.replace(inner, command=f"EXPLAIN ANALYZE {inner.command}", effect=None)
     return dataclasses.replace(
         inner, command="EXPLAIN", classes=frozenset({C.UTILITY}), exports=(), collapses=(),
-        system_reads=(), shape=None,
+        system_reads=(), shape=None, row_sources=(),
         copy_to=False, explain_only=True, effect=None,
     )  # fmt: skip
 
@@ -262,6 +264,7 @@ def _declare(kind: str, body: dict[str, Json], node: Json, text: str) -> Stateme
     stmt = _build(
         kind, body, node, text, {C.SELECT}, dml=True,
         exports=_exports(query_kind, query, "cursor"), shape=_shape(query, "cursor"),
+        row_sources=row_sources(query) if query_kind == "SelectStmt" else (),
     )  # fmt: skip
     effect = SessionEffect("declare", name=body.get("portalname"), statement=stmt)
     return dataclasses.replace(stmt, effect=effect)

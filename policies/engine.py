@@ -179,6 +179,7 @@ def _resolve(stmt: Statement, prepared: Mapping[str, Statement],
         dangerous=tuple(dict.fromkeys(stmt.dangerous + target.dangerous)),
         exports=() if explain else target.exports,
         collapses=() if explain else target.collapses,
+        row_sources=() if explain else target.row_sources,
         system_reads=() if explain else tuple(dict.fromkeys(stmt.system_reads
                                                             + target.system_reads)),
         shape=None if explain else target.shape,
@@ -248,6 +249,7 @@ def _combine(parts: list[Decision], statements: tuple[Statement, ...]) -> Decisi
         rules = tuple(dict.fromkeys(r for p in parts for r in p.rules))
         reason, hint = f"phigate: all {n} statements allowed", None
     caps = [p.max_rows for p in parts if p.max_rows is not None]
+    weight = max((p.row_weight for p in parts), default=1)
     budgets = [p.max_phi_rows_per_hour for p in parts if p.max_phi_rows_per_hour is not None]
     sizes = [p for p in parts if p.max_bytes is not None]
     smallest = min(sizes, key=lambda p: p.max_bytes or 0, default=None)
@@ -261,6 +263,7 @@ def _combine(parts: list[Decision], statements: tuple[Statement, ...]) -> Decisi
         tables=tuple(dict.fromkeys(t for p in parts for t in p.tables)),
         phi_tables=tuple(dict.fromkeys(t for p in parts for t in p.phi_tables)),
         max_rows=min(caps, default=None),
+        row_weight=weight,
         max_phi_rows_per_hour=min(budgets, default=None),
         max_bytes=smallest.max_bytes if smallest is not None else None,
         max_bytes_derived=smallest.max_bytes_derived if smallest is not None else False,

@@ -114,6 +114,7 @@ def evaluate(book: RuleBook, ctx: RequestContext, stmt: Statement,
                if (what := _denial(r, stmt, phi, exported, via, through))]
     facts = _Facts(stmt, phi, exported, max_rows, via)
     facts.widths = ctx.row_widths
+    facts.weight = _row_weight(book.phi, ctx, stmt, steps) if phi else 1
     if denials:
         return facts.denied_by_rules(denials)
     if DANGEROUS in missing:
@@ -193,6 +194,18 @@ def _exported(
     out.update(dict.fromkeys(tables))
     via.update(dict.fromkeys(constructs))
     return list(out), list(via)
+
+
+def _row_weight(matcher: PhiMatcher, ctx: RequestContext, stmt: Statement,
+                steps: Steps) -> int:
+    """How many PHI sources one result row carries at most (``policies.weights``)."""
+    best = 1
+    for branch in stmt.row_sources:
+        if len(branch) > best:
+            phi = sum(1 for source in branch
+                      if matcher.touched(ctx.database, source, ctx.view_dependencies, steps))
+            best = max(best, phi)
+    return best
 
 
 def _function_phi(matcher: PhiMatcher, ctx: RequestContext, reached: Reach,
@@ -278,6 +291,7 @@ class _Facts:
         self.stmt, self.phi, self.exported, self.max_rows = stmt, phi, exported, max_rows
         self.via = via or []
         self.widths: Mapping[str, int] = {}
+        self.weight = 1
 
     def _make(self, action: str, rules: tuple[str, ...], reason: str, hint: str | None,
               *, alert: bool, max_rows: int | None = None,
@@ -291,8 +305,10 @@ class _Facts:
             classes=tuple(sorted(stmt.classes)),
             tables=tuple(dict.fromkeys(str(t) for t in stmt.tables)),
             phi_tables=tuple(self.phi),
-            max_rows=max_rows,
+            max_rows=max_rows if max_rows is None or self.weight == 1
+            else max_rows // self.weight,  # a row of N PHI rows counts N
             max_phi_rows_per_hour=budget,
+            row_weight=self.weight,
             alert=alert,
             bulk_export=bool(self.exported),
             export_via=tuple(self.via) if self.exported else (),

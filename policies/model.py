@@ -167,6 +167,8 @@ class Decision:
     phi_tables: tuple[str, ...] = ()
     max_rows: int | None = None
     max_phi_rows_per_hour: int | None = None
+    row_weight: int = 1  # PHI rows one result row carries (policies.weights); max_rows is
+    # then already divided by it, and each row counts that many toward the hourly budget
     max_bytes: int | None = None
     max_bytes_derived: bool = False  # max_bytes comes from max_rows (policies.sizes)
     max_phi_bytes_per_hour: int | None = None

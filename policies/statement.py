@@ -141,6 +141,9 @@ class Statement:
     explain_only: bool = False
     effect: SessionEffect | None = None
     locks_rows: bool = False  # FOR UPDATE/SHARE somewhere in a SELECT: it takes row locks
+    # Per set-operation branch, the relations behind each source of a result row
+    # (policies.weights): a row carrying N PHI sources counts N toward max_rows.
+    row_sources: tuple[tuple[tuple[TableRef, ...], ...], ...] = ()
 
     @property
     def is_dangerous(self) -> bool:

@@ -103,7 +103,7 @@ def render(decision: Decision, masked: dict[str, str] | None = None) -> str:
         ("classes", ", ".join(decision.classes) or "-"),
         ("tables", ", ".join(decision.tables) or "-"),
         ("phi", ", ".join(decision.phi_tables) or "-"),
-        ("max_rows", "-" if decision.max_rows is None else str(decision.max_rows)),
+        ("max_rows", _max_rows(decision)),
         ("max_bytes", _max_bytes(decision)),
     ]
     if decision.export_via:  # what made the statement a bulk export
@@ -118,10 +118,19 @@ def render(decision: Decision, masked: dict[str, str] | None = None) -> str:
     return "\n".join(f"{key + ':':<10} {value}" for key, value in lines)
 
 
+def _max_rows(decision: Decision) -> str:
+    if decision.max_rows is None:
+        return "-"
+    if decision.row_weight > 1:
+        return (f"{decision.max_rows} (each row carries {decision.row_weight} rows of PHI "
+                "tables)")
+    return str(decision.max_rows)
+
+
 def _max_bytes(decision: Decision) -> str:
     if decision.max_bytes is None:
         return "-"
-    derived = f" (derived from max_rows {decision.max_rows})" if decision.max_bytes_derived else ""
+    derived = " (derived from max_rows)" if decision.max_bytes_derived else ""
     return f"{decision.max_bytes}{derived}"
 
 

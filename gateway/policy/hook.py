@@ -357,7 +357,7 @@ class PolicyHook(Hook):
                 limit = remaining if limit is None else min(limit, remaining)
         if decision.phi_tables and decision.max_phi_rows_per_hour is not None:
             remaining = (decision.max_phi_rows_per_hour
-                         - self._budget.used(state.info.identity, now))
+                         - self._budget.used(state.info.identity, now)) // decision.row_weight
             limit = remaining if limit is None else min(limit, remaining)
         max_bytes = self._byte_limit(state, decision, cursors, now)
         if limit is None and max_bytes is None:
@@ -365,7 +365,7 @@ class PolicyHook(Hook):
         return RowLimit(
             max(limit, 0) if limit is not None else NO_ROW_LIMIT,
             RowLimitExceeded(
-                f"phigate: rule {rule}: result exceeds max_rows ({decision.max_rows}) "
+                f"phigate: rule {rule}: result exceeds max_rows ({_rows_text(decision)}) "
                 "or the hourly PHI row budget; no more rows sent",
                 hint="add a WHERE clause or a LIMIT, or ask for a rule that allows more"),
             max_bytes=max(max_bytes, 0) if max_bytes is not None else None,
@@ -403,7 +403,8 @@ class PolicyHook(Hook):
         reads = statement.phase is not Phase.FUNCTION or "select" in decision.classes
         payload = max(outcome.bytes_to_client - 5 * outcome.rows, 0)  # less frame headers
         if decision.phi_tables and outcome.rows and reads:
-            self._budget.record(state.info.identity, outcome.rows, self._clock.now())
+            self._budget.record(state.info.identity, outcome.rows * decision.row_weight,
+                                self._clock.now())
             self._byte_budget.record(state.info.identity, payload, self._clock.now())
         cursors = statement.tags.get(CURSORS_TAG, ())
         for cursor in cursors if isinstance(cursors, tuple) else ():
@@ -545,6 +546,8 @@ def _journal_fields(decision: Decision, grants: Mapping[str, str]) -> dict[str, 
         fields["alert"] = True
     if decision.max_rows is not None:
         fields["max_rows"] = decision.max_rows
+    if decision.row_weight > 1:
+        fields["row_weight"] = decision.row_weight
     if decision.max_bytes is not None:
         fields["max_bytes"] = decision.max_bytes
         if decision.max_bytes_derived:
@@ -552,6 +555,13 @@ def _journal_fields(decision: Decision, grants: Mapping[str, str]) -> dict[str, 
     if decision.export_via:
         fields["export_via"] = list(decision.export_via)
     return fields
+
+
+def _rows_text(decision: Decision) -> str:
+    if decision.row_weight > 1:
+        return (f"{decision.max_rows} rows: each row carries {decision.row_weight} rows of "
+                "PHI tables")
+    return str(decision.max_rows)
 
 
 def _bytes_text(decision: Decision) -> str:

@@ -214,3 +214,18 @@ def test_policy_check_explains_the_export_and_the_byte_limit(tmp_path: Path) -> 
     allowed = subprocess.run([*check, "SELECT mrn FROM patients WHERE id = 1"],
                              capture_output=True, text=True, timeout=30)
     assert allowed.returncode == 0 and "max_bytes: 4096" in allowed.stdout
+
+
+def test_rows_carrying_two_patients_count_twice(bulk: GatewayProcess) -> None:
+    """max_rows (50) counts patients: a self-join's rows carry two, so 25 rows is the limit,
+    while a join whose second table only filters still gets 50."""
+    pairs = ("SELECT a.mrn, b.mrn FROM patients a JOIN patients b ON b.id = a.id + 100 "
+             "WHERE a.id <= {n}")
+    ok = psql(bulk, pairs.format(n=25), user="alice")
+    assert ok.returncode == 0 and len(set(MRN.findall(ok.stdout))) == 50, ok.stderr
+    cut = psql(bulk, pairs.format(n=26), user="alice")
+    assert cut.returncode != 0 and "each row carries 2 rows of PHI tables" in cut.stderr
+    assert not MRN.findall(cut.stdout)
+    filtered = psql(bulk, "SELECT a.mrn FROM patients a JOIN patients b ON b.id = a.id "
+                          "WHERE a.id <= 50", user="alice")
+    assert filtered.returncode == 0 and len(MRN.findall(filtered.stdout)) == 50

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from gateway.cli import main
+from tests.e2e.harness import PHIGATE
 from tests.policies.conftest import EXAMPLES
 
 POLICY = str(EXAMPLES / "clinic.yaml")
@@ -28,6 +30,17 @@ def test_check_allow_and_deny(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "decision:  deny" in out and "rules:     no-bulk-export" in out
     assert "reason:    phigate: rule no-bulk-export" in out
+
+
+def test_check_shows_rows_that_carry_several_patients() -> None:
+    """Through the installed console script: a self-join's rows count twice toward max_rows."""
+    done = subprocess.run(
+        [str(PHIGATE), "policy", "check", "--policy", POLICY, "--user", "alice", "--groups",
+         "clinicians", "--database", "clinic",
+         "SELECT a.ssn, b.ssn FROM patients a JOIN patients b ON b.id = a.id + 1 WHERE a.id > 0"],
+        capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "max_rows:  250 (each row carries 2 rows of PHI tables)" in done.stdout
 
 
 def test_check_with_reason_time_and_ip(capsys: pytest.CaptureFixture[str]) -> None:
