@@ -65,11 +65,14 @@ class CancelRegistry:
 
 
 async def send_cancel(upstream: UpstreamKey) -> None:
-    """Open a new connection to the upstream and send its CancelRequest (best effort)."""
+    """Open a new connection to the upstream and send its CancelRequest (best effort).
+
+    Returns once the server has closed the connection: it signals the backend before it
+    closes, so a statement sent after this returns cannot be the one the cancel hits."""
     request = encode(m.CancelRequest(process_id=upstream.process_id,
                                      secret_key=upstream.secret_key))
     try:
-        _, writer = await asyncio.wait_for(
+        reader, writer = await asyncio.wait_for(
             asyncio.open_connection(upstream.host, upstream.port), CANCEL_CONNECT_TIMEOUT_S)
     except (OSError, TimeoutError) as e:
         log.warning("cancel request could not reach upstream: %s", e)
@@ -77,7 +80,8 @@ async def send_cancel(upstream: UpstreamKey) -> None:
     try:
         writer.write(request)
         await writer.drain()
-    except OSError as e:
+        await asyncio.wait_for(reader.read(), CANCEL_CONNECT_TIMEOUT_S)  # the server's EOF
+    except (OSError, TimeoutError) as e:
         log.warning("cancel request failed: %s", e)
     finally:
         writer.close()

@@ -276,6 +276,8 @@ class Relay:
         if spans:
             self._last_client_type = spans[-1][0]
         outbox = Outbox(self._upstream.write, self._refuse_late)
+        if len(self._tasks) > 2:  # a limit cut's cancel in flight: let it land first, or it
+            await self._cancels_delivered()  # could cancel the statement sent next
         last = _last_statement(spans)
         for index, (type_byte, start, end) in enumerate(spans):
             if type_byte not in FRONTEND_TYPES:
@@ -322,6 +324,12 @@ class Relay:
             await asyncio.wait(self._tasks[1:])
             return False
         return True
+
+    async def _cancels_delivered(self) -> None:
+        cancels = [t for t in self._tasks[2:] if not t.done()]
+        if cancels:
+            await asyncio.wait(cancels)
+        self._tasks[2:] = [t for t in self._tasks[2:] if not t.done()]  # newer ones stay
 
     def _waiting(self, waiting: bool) -> None:
         """A pipelined statement waits for its journal entry: the watchdog counts it as
