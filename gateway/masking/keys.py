@@ -18,11 +18,12 @@ import base64
 import binascii
 import hashlib
 import hmac
-import os
 import secrets
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..secretfile import write_new_secret
 
 KEY_BYTES = 32  # HMAC-SHA256's block-sized key: 256 bits of secret
 MAX_KEY_FILE = 4096  # a key file is a few dozen bytes; anything larger is not one
@@ -87,15 +88,7 @@ def parse_key(data: bytes, source: str) -> bytes:
 
 def generate_key_file(path: Path) -> Path:
     """Write a new base64 key with mode 0600; never overwrites (O_EXCL)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    data = base64.b64encode(secrets.token_bytes(KEY_BYTES)) + b"\n"
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        return write_new_secret(path, base64.b64encode(secrets.token_bytes(KEY_BYTES)) + b"\n")
     except FileExistsError as e:
         raise MaskingKeyError(f"{path} already exists; refusing to overwrite a key") from e
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return path

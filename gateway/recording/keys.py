@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..secretfile import write_new_secret
 from ..settings.config import RecordingSettings
 from .errors import RecordingKeyError
 
@@ -84,15 +85,7 @@ def load_key_file(path: Path) -> MasterKey:
 
 def generate_key_file(path: Path) -> Path:
     """Write a new base64 key with mode 0600; never overwrites (O_EXCL)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    data = base64.b64encode(secrets.token_bytes(KEY_BYTES)) + b"\n"
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        return write_new_secret(path, base64.b64encode(secrets.token_bytes(KEY_BYTES)) + b"\n")
     except FileExistsError as e:
         raise RecordingKeyError(f"{path} already exists; refusing to overwrite a key") from e
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return path
