@@ -2,15 +2,19 @@
 
 Relations by OID with their columns by attribute number (RowDescription names a result
 column's source as table OID + attnum), view definitions (to map view columns to base
-columns), and the functions masked sessions may call: built-ins that are IMMUTABLE or STABLE
+columns), the functions masked sessions may call: built-ins that are IMMUTABLE or STABLE
 and whose name no function outside ``pg_catalog`` shares (so ``public.lower(int)`` cannot hide
-behind the built-in's name). Read with the service credential through
-``gateway/policy/catalog.query_rows``; driven by ``gateway/masking/hook.py``.
+behind the built-in's name), and the functions outside ``pg_catalog`` that operators (by name:
+the operand types are not resolved) and casts (by target type; implicit and assignment casts by
+function, they run unseen) run, so ``7 ### 0`` is checked like the call it is. Read with the
+service credential through ``gateway/policy/catalog.query_rows``; driven by
+``gateway/masking/hook.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..policy.catalog import query_rows
@@ -41,6 +45,18 @@ SELECT DISTINCT 'f', NULL, NULL, p.proname, NULL, NULL, NULL
  WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.provolatile IN ('i', 's')
    AND p.proname NOT IN (SELECT proname FROM pg_catalog.pg_proc
                           WHERE pronamespace <> 'pg_catalog'::regnamespace)
+UNION ALL
+SELECT DISTINCT 'o', NULL, n.nspname, o.oprname, NULL, NULL, p.proname
+  FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_proc p ON p.oid = o.oprcode
+  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+ WHERE n.nspname <> 'pg_catalog'
+UNION ALL
+SELECT DISTINCT 'k', NULL, n.nspname, t.typname, c.castcontext::text, tn.nspname, p.proname
+  FROM pg_catalog.pg_cast c JOIN pg_catalog.pg_proc p ON p.oid = c.castfunc
+  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+  JOIN pg_catalog.pg_type t ON t.oid = c.casttarget
+  JOIN pg_catalog.pg_namespace tn ON tn.oid = t.typnamespace
+ WHERE n.nspname <> 'pg_catalog'
 """
 
 
@@ -59,6 +75,11 @@ class Relation:
 class Catalog:
     relations: dict[int, Relation]
     functions: frozenset[str]
+    # user functions ("schema.name") behind operator names, cast targets ("type" and
+    # "schema.type") and implicit/assignment casts (function -> target type)
+    operators: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    casts: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    implicit: Mapping[str, str] = field(default_factory=dict)
 
     def by_name(self) -> dict[str, list[Relation]]:
         """"schema.name" and bare "name" → relations (unqualified SQL names any schema)."""
@@ -73,9 +94,22 @@ def build_catalog(rows: list[tuple[str | None, ...]]) -> Catalog:
     relations: dict[int, Relation] = {}
     functions: set[str] = set()
     parents: list[tuple[int, int]] = []
+    operators: dict[str, set[str]] = {}
+    casts: dict[str, set[str]] = {}
+    implicit: dict[str, str] = {}
     for kind, oid, schema, name, relkind, attnum, text in rows:
         if kind == "f":
             functions.add(str(name))
+            continue
+        if kind == "o":
+            operators.setdefault(str(name), set()).add(f"{schema}.{text}".lower())
+            continue
+        if kind == "k":
+            function, target = f"{schema}.{text}".lower(), f"{attnum}.{name}".lower()
+            for key in (target, str(name).lower()):
+                casts.setdefault(key, set()).add(function)
+            if relkind in ("i", "a"):
+                implicit[function] = target
             continue
         if kind == "i":
             parents.append((int(str(oid)), int(str(attnum))))
@@ -89,7 +123,9 @@ def build_catalog(rows: list[tuple[str | None, ...]]) -> Catalog:
     for child, parent in parents:
         if child in relations:
             relations[child].parents.append(parent)
-    return Catalog(relations, frozenset(functions))
+    return Catalog(relations, frozenset(functions),
+                   {k: frozenset(v) for k, v in operators.items()},
+                   {k: frozenset(v) for k, v in casts.items()}, implicit)
 
 
 class MaskingCatalog:

@@ -1,31 +1,34 @@
 """The masking hook: results of masked sessions reach the client with identifiers masked.
 
-Runs right after the policy hook (it reads the policy decision) and before the journal (so
-the statement entry says which masking rules apply). A session is masked when a masking rule
+Runs right after the policy hook (it reads the policy decision) and before the journal (so the
+statement entry says which masking rules apply). A session is masked when a masking rule
 applies to it, and a statement is masked too when a ``phi: masked`` rule allowed it. For those
 statements the hook: refuses calls of functions off the allow-list (built-in IMMUTABLE/STABLE
 functions and the rules' ``functions``; a function can read a masked table the gateway never
-sees), refuses writes in statements that read masked relations (the values would be copied
-in clear), and hands the relay a :class:`~gateway.masking.filter.MaskingFilter` that rewrites
-each result's rows. Every other statement gets no filter and stays on the relay's fast path.
+sees) and statements whose operators or casts run user functions off that list, refuses writes
+in statements that read masked relations (the values would be copied in clear), and hands the
+relay a :class:`~gateway.masking.filter.MaskingFilter` that rewrites each result's rows. Every
+other statement gets no filter and stays on the relay's fast path.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from policies.detectors import Detector
 from policies.masking import MaskProfile
 from policies.model import Decision
+from policies.statement import Statement as ParsedStatement
 
 from ..errors import PolicyDenied
 from ..journal.hook import POLICY_TAG
 from ..policy.hook import DECISION_TAG, PolicyHook
 from ..proxy.hooks import Hook, Outcome, Phase, SessionInfo, SessionSummary, Statement, Verdict
 from ..settings.config import Settings
-from .catalog import MaskingCatalog
+from .catalog import Catalog, MaskingCatalog
 from .columns import ColumnMap
 from .copy import copy_plan
 from .filter import MaskingFilter
@@ -162,17 +165,27 @@ class MaskingHook(Hook):
     @staticmethod
     def _check_functions(decision: Decision, column_map: ColumnMap,
                          profile: MaskProfile) -> None:
-        allowed = column_map.catalog.functions
+        catalog = column_map.catalog
         parts = decision.parts or (decision,)  # parts hold the resolved statements
-        names = dict.fromkeys(f for p in parts for s in p.statements for f in s.functions)
+        statements = [s for p in parts for s in p.statements]
+        names = dict.fromkeys(f for s in statements for f in s.functions)
         for name in names:
             schema, _, bare = name.rpartition(".")
-            if name in profile.functions or (schema in ("", "pg_catalog") and bare in allowed):
+            if name in profile.functions or (schema in ("", "pg_catalog")
+                                             and bare in catalog.functions):
                 continue
             raise PolicyDenied(
                 f"phigate: function {name}() is not on the masked sessions' allow-list; "
                 "refused (a function can read masked tables the gateway cannot see)",
                 hint="ask for it to be added to the masking rule's functions")
+        for what, function in _hidden_calls(catalog, statements):
+            if function not in profile.functions and (
+                    function.rpartition(".")[2] not in profile.functions):
+                raise PolicyDenied(
+                    f"phigate: {what} runs function {function}(), which is not on the masked "
+                    "sessions' allow-list; refused (a function can read masked tables the "
+                    "gateway cannot see)",
+                    hint="ask for it to be added to the masking rule's functions")
 
     @staticmethod
     def _journal(statement: Statement, profile: MaskProfile) -> None:
@@ -180,3 +193,20 @@ class MaskingHook(Hook):
         if isinstance(fields, dict):  # shared with cached decisions: never mutate it
             statement.tags[POLICY_TAG] = {**fields, "masking": list(profile.rules) or
                                           ["phi-masked"]}
+
+
+def _hidden_calls(catalog: Catalog, statements: list[ParsedStatement]
+                  ) -> Iterator[tuple[str, str]]:
+    """(what runs it, "schema.function") for every user function the statements' operators
+    and casts run: operators by name and casts by target type (the operand types are not
+    resolved, so every overload counts), implicit and assignment casts always."""
+    for stmt in statements:
+        for operator in stmt.operators:
+            for function in sorted(catalog.operators.get(operator, ())):
+                yield f"operator {operator}", function
+        for target in stmt.casts:
+            found = catalog.casts.get(target) or catalog.casts.get(target.rpartition(".")[2])
+            for function in sorted(found or ()):
+                yield f"a cast to {target}", function
+    for function, target in sorted(catalog.implicit.items()):
+        yield f"the implicit cast to {target}", function

@@ -108,6 +108,11 @@ CORPUS: list[tuple[str, str]] = [
     ("SELECT * FROM get_ssn(7)", REFUSED),
     ("SELECT query_to_xml('select ssn from patients', true, true, '')", REFUSED),
     ("SELECT current_setting('search_path') IS NOT NULL", "C"),
+    # operators and casts whose user functions read the masked table
+    ("SELECT 7 ### 0", REFUSED),
+    ("SELECT ssn FROM patients WHERE id = 7 AND 7 ### 0 IS NOT NULL", REFUSED),
+    ("SELECT 7::ssn_box", REFUSED),
+    ("SELECT 3 @+@ 4", "C"),
     # prepared statements and cursors at the SQL level
     ("PREPARE q AS SELECT ssn FROM patients WHERE id = 7; EXECUTE q; DEALLOCATE q", "P"),
     ("BEGIN; DECLARE c CURSOR FOR SELECT ssn FROM patients WHERE id = 7; FETCH c; COMMIT",

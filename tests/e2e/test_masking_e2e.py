@@ -40,6 +40,21 @@ def masked(pg_cluster: ClusterInfo, tmp_path_factory: pytest.TempPathFactory) ->
         "    SELECT id, ssn AS tax_id, email, lower(last_name) AS family FROM patients;\n"
         "CREATE OR REPLACE FUNCTION get_ssn(int) RETURNS text LANGUAGE sql STABLE\n"
         "    AS $$SELECT ssn FROM patients WHERE id = $1$$;\n"
+        # an operator and a cast whose functions read the masked table (reversed: no detector
+        # would recognise it), and an operator whose function is on the rule's allow-list
+        "CREATE OR REPLACE FUNCTION ssn_of(int, int) RETURNS text LANGUAGE sql STABLE\n"
+        "    AS $$SELECT reverse(ssn) FROM patients WHERE id = $1$$;\n"
+        "DROP OPERATOR IF EXISTS ### (int, int);\n"
+        "CREATE OPERATOR ### (LEFTARG = int, RIGHTARG = int, FUNCTION = ssn_of);\n"
+        "DROP TYPE IF EXISTS ssn_box CASCADE;\n"
+        "CREATE TYPE ssn_box AS (v text);\n"
+        "CREATE FUNCTION box_ssn(int) RETURNS ssn_box LANGUAGE sql STABLE\n"
+        "    AS $$SELECT ROW(reverse(ssn))::ssn_box FROM patients WHERE id = $1$$;\n"
+        "CREATE CAST (int AS ssn_box) WITH FUNCTION box_ssn(int);\n"
+        "CREATE OR REPLACE FUNCTION id_plus(int, int) RETURNS int LANGUAGE sql IMMUTABLE\n"
+        "    AS $$SELECT $1 + $2$$;\n"
+        "DROP OPERATOR IF EXISTS @+@ (int, int);\n"
+        "CREATE OPERATOR @+@ (LEFTARG = int, RIGHTARG = int, FUNCTION = id_plus);\n"
         f"GRANT SELECT ON support_notes, patient_contacts TO {pg_cluster.service_user};\n",
         dbname=pg_cluster.database)
     process = GatewayProcess(tmp_path_factory.mktemp("masked"), pg_cluster,
@@ -93,6 +108,30 @@ def test_function_off_the_allow_list_is_refused(masked: GatewayProcess) -> None:
     result = psql(masked, "SELECT get_ssn(7)", user="bob")
     assert result.returncode != 0 and "allow-list" in result.stderr
     assert SSN_7 not in result.stdout
+
+
+@pytest.mark.parametrize(("sql", "what"), [
+    ("SELECT 7 ### 0", "operator ### runs function public.ssn_of()"),
+    ("SELECT id, 7 OPERATOR(public.###) 0 FROM patients WHERE id = 7",
+     "operator ### runs function public.ssn_of()"),
+    ("SELECT (7::ssn_box).v", "a cast to ssn_box runs function public.box_ssn()"),
+    ("SELECT CAST(7 AS public.ssn_box)", "a cast to public.ssn_box runs function "
+     "public.box_ssn()"),
+])
+def test_operators_and_casts_off_the_allow_list_are_refused(masked: GatewayProcess, sql: str,
+                                                            what: str) -> None:
+    result = psql(masked, sql, user="bob")
+    assert result.returncode != 0
+    assert f"{what}, which is not on the masked sessions' allow-list" in result.stderr
+    assert SSN_7[::-1] not in result.stdout
+    clear = psql(masked, sql, user="alice")  # the clinician's rule has no masking
+    assert clear.returncode == 0 and SSN_7[::-1] in clear.stdout, clear.stderr
+
+
+def test_operator_whose_function_is_allowed_runs(masked: GatewayProcess) -> None:
+    result = psql(masked, "SELECT 3 @+@ 4, ssn FROM patients WHERE id = 7", user="bob")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "7|***-**-6789"
 
 
 def test_detectors_catch_identifiers_in_free_text(masked: GatewayProcess) -> None:
