@@ -12,6 +12,8 @@ Targets:
   pgbouncer   session pooling, SCRAM to clients, the service credential upstream (as PHIGate)
   pyrelay     ``bench/byterelay.py``: asyncio streams copying bytes, no protocol at all
   pyrelay-proto  the same with asyncio Protocols (not run unless asked for)
+  base-<variant>  a gateway variant run from another source tree (``--baseline DIR``, e.g. an
+              export of main), for A/B measurements of a change in the same run
 
 Modes: ``simple`` and ``extended`` run pgbench's select-only script (-S) in that protocol;
 ``tpcb`` runs its default TPC-B-like script (writes; simple protocol). Cells with one client
@@ -229,11 +231,13 @@ class Bench:
 
 
 class GatewayTarget(Target):
-    def __init__(self, bench: Bench, variant: GatewayVariant) -> None:
-        super().__init__(variant.name, free_port(), CLIENT_USER, bench.client_password)
+    def __init__(self, bench: Bench, variant: GatewayVariant, name: str = "",
+                 root: Path = REPO) -> None:
+        super().__init__(name or variant.name, free_port(), CLIENT_USER, bench.client_password)
         self.bench = bench
         self.variant = variant
-        self.dir = bench.workdir / variant.name
+        self.root = root  # the source tree it runs from (``-m`` puts it first on sys.path)
+        self.dir = bench.workdir / self.name
         self.metrics_port = free_port()
 
     def journal_counters(self) -> tuple[float, float] | None:
@@ -273,10 +277,11 @@ class GatewayTarget(Target):
         config_path = self.dir / "phigate.yaml"
         config_path.write_text(yaml.safe_dump(self.config()), encoding="utf-8")
         log = self.dir / "gateway.log"
+        program = [arg.replace(str(REPO), str(self.root)) for arg in self.variant.program]
         with log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, *self.variant.program, "-c", str(config_path)],
-                cwd=REPO, stdout=out, stderr=out, start_new_session=True,
+                [sys.executable, *program, "-c", str(config_path)],
+                cwd=self.root, stdout=out, stderr=out, start_new_session=True,
                 env=clean_env(BENCH_DB_PASSWORD=self.bench.upstream_password))
         wait_listening(self.port, self.process, f"phigate ({self.name})", log)
 
@@ -357,7 +362,10 @@ class RelayTarget(Target):
         wait_listening(self.port, self.process, self.name, log)
 
 
-def make_target(name: str, bench: Bench, max_clients: int) -> Target:
+def make_target(name: str, bench: Bench, max_clients: int, baseline: Path | None = None
+                ) -> Target:
+    if baseline is not None and name.startswith("base-") and name[5:] in GATEWAY_VARIANTS:
+        return GatewayTarget(bench, GATEWAY_VARIANTS[name[5:]], name, baseline.resolve())
     if name == "direct":
         return Target("direct", bench.cluster.port, ROLE, bench.upstream_password)
     if name == "pgbouncer":
@@ -597,7 +605,8 @@ def run(args: argparse.Namespace) -> list[Cell]:
         with TempCluster() as cluster:
             bench = Bench(cluster, workdir, secrets.token_urlsafe(18), secrets.token_urlsafe(18))
             prepare_cluster(cluster, bench.upstream_password)
-            targets = [make_target(name, bench, max(args.clients)) for name in args.targets]
+            targets = [make_target(name, bench, max(args.clients), args.baseline)
+                       for name in args.targets]
             with running(targets):
                 for mode in args.modes:
                     for clients in args.clients:
@@ -625,6 +634,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--targets", type=lambda s: s.split(","), default=list(DEFAULT_TARGETS),
                         help=f"comma-separated (default {','.join(DEFAULT_TARGETS)}); also "
                              f"pyrelay-proto and any of: {', '.join(GATEWAY_VARIANTS)}")
+    parser.add_argument("--baseline", type=Path,
+                        help="source tree for base-<variant> targets (A/B runs), e.g. "
+                             "`git archive main | tar -x -C DIR`")
     parser.add_argument("--json", type=Path, help="also write the cells as JSON to this file")
     args = parser.parse_args(argv)
     unknown = [mode for mode in args.modes if mode not in MODES]

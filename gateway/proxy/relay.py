@@ -1,7 +1,9 @@
 """The per-session relay: client ⇄ upstream after start-up, driven by frame scans.
 
-Two tasks per session, one per direction. Frames are forwarded verbatim in
-bulk; only the messages that mark a statement or its end are decoded (Query,
+Both sockets are asyncio Protocols (``gateway/proxy/pipes.py``): what the upstream
+sends is handled in its ``data_received``, what the client sends too unless a hook has to
+wait (then that direction continues in a task until its buffer is handled). Frames are
+forwarded verbatim in bulk; only the messages that mark a statement or its end are decoded (Query,
 Parse, Bind, Execute, FunctionCall, Close from the client; CommandComplete,
 ErrorResponse, EmptyQueryResponse, PortalSuspended and ReadyForQuery from
 the upstream). DataRows are counted, never decoded.
@@ -17,10 +19,11 @@ ReadyForQuery are exactly PostgreSQL's, whatever the client had in flight.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Coroutine
+from typing import Any
 
 from protocols.postgres import messages as m
 from protocols.postgres import peek
@@ -78,12 +81,18 @@ from .hooks import (
     Verdict,
 )
 from .outbox import Gate, Outbox
+from .pipes import Pipe, attach, resume
 from .textreading import TextReading
 from .wire import close_gracefully
 
 log = logging.getLogger("phigate.relay")
 
-READ_CHUNK = 256 * 1024
+# While a hook waits, the client's bytes are buffered up to this much before the gateway stops
+# reading them (a frame may be bigger: reading goes on until it is whole); and the upstream's
+# while its answer is held for a journal entry.
+BACKLOG_LIMIT = 256 * 1024
+# Why a side's reading is paused (any reason keeps it paused).
+_FULL, _BUSY, _HELD = "the other side's write buffer is full", "hooks busy", "answer held"
 # An ErrorResponse's first field is its severity ('S'); these end the backend.
 _FATAL_SEVERITIES = frozenset((b"SFATAL", b"SPANIC"))
 # A Query and a FunctionCall are each answered with their own ReadyForQuery; Parse/Execute wait
@@ -98,23 +107,31 @@ CLIENT_STILL_SENDING = frozenset((F_PARSE, F_BIND, F_EXECUTE, F_DESCRIBE, F_CLOS
 class Relay:
     """Relays one authenticated session until either side closes."""
 
-    def __init__(self, session: SessionInfo, client_reader: asyncio.StreamReader,
-                 client_writer: asyncio.StreamWriter, upstream_reader: asyncio.StreamReader,
-                 upstream_writer: asyncio.StreamWriter, hooks: HookChain,
+    def __init__(self, session: SessionInfo, client: Pipe, upstream: Pipe, hooks: HookChain,
                  cancel_target: UpstreamKey, *, max_message_size: int,
-                 idle_timeout_s: float = 0.0, client_leftover: bytes = b"",
-                 upstream_leftover: bytes = b"", reading: TextReading | None = None) -> None:
+                 idle_timeout_s: float = 0.0, reading: TextReading | None = None) -> None:
         self.session = session
-        self._client_reader = client_reader
-        self._client = client_writer
-        self._upstream_reader = upstream_reader
-        self._upstream = upstream_writer
+        self._client_pipe, self._upstream_pipe = client, upstream
+        self._client = client.transport
+        self._upstream = upstream.transport
         self._hooks = hooks
         self._cancel_target = cancel_target
         self._max = max_message_size
         self._idle_timeout_s = idle_timeout_s
-        self._client_buf = bytearray(client_leftover)
-        self._upstream_buf = bytearray(upstream_leftover)
+        self._client_buf = bytearray(client.leftover)
+        self._upstream_buf = bytearray(upstream.leftover)
+        self._done: asyncio.Future[None] | None = None  # set once the session is over
+        self._stopped = False
+        # The client direction while a hook waits (None: handled in data_received).
+        self._client_task: asyncio.Task[None] | None = None
+        self._client_fresh = False  # bytes arrived while that task ran
+        self._client_gone = False  # EOF while that task ran: end once it is done
+        self._upstream_gone = False  # EOF while an answer was held: end once it is sent
+        self._hold_waiting = False  # a callback waits on the first hold
+        self._paused: dict[asyncio.Transport, set[str]] = {self._client: set(),
+                                                           self._upstream: set()}
+        self._client_seen = time.monotonic()
+        self._idle_timer: asyncio.TimerHandle | None = None
         self._pending: deque[Pending] = deque()
         # Journal entries of read-only statements forwarded before they were durable: no
         # byte from the upstream reaches the client until every one of them is.
@@ -143,23 +160,64 @@ class Relay:
     # ---------------------------------------------------------------- lifetime
 
     async def run(self) -> SessionSummary:
-        name = self.session.session_id
-        self._tasks = [
-            asyncio.create_task(self._client_to_upstream(), name=f"relay-c2u-{name}"),
-            asyncio.create_task(self._upstream_to_client(), name=f"relay-u2c-{name}"),
-        ]
+        loop = asyncio.get_running_loop()
+        self._done = loop.create_future()
+        attach(self._client, self._client_received, self._client_closed, self._client_full)
+        attach(self._upstream, self._upstream_received, self._upstream_closed,
+               self._upstream_full)
+        if self._idle_timeout_s:
+            self._idle_timer = loop.call_later(self._idle_timeout_s, self._idle_check)
+        if self._upstream_buf:
+            self._upstream_ready()
+        if self._client_buf:
+            self._run_client()
+        if self._upstream_pipe.at_eof:
+            self._upstream_closed(None)
+        if self._client_pipe.at_eof:
+            self._client_closed(None)
         try:
-            await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+            await self._done
         finally:
-            for task in self._tasks:
+            self._stopped = True
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+            tasks = [*self._tasks, *([self._client_task] if self._client_task else [])]
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             self._finish_pending()
             close_gracefully(self._client)
             if not self._upstream.is_closing():
                 self._upstream.close()
         self.summary.end = self._end or EndReason.CLIENT_DISCONNECT
         return self.summary
+
+    def _finish(self) -> None:
+        """The session is over: ``run`` cleans up (next tick); nothing more is handled."""
+        self._stopped = True
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)
+
+    def _pause(self, transport: asyncio.Transport, reason: str, on: bool) -> None:
+        """Stop (or go on) reading ``transport`` for ``reason``; it reads while none holds."""
+        reasons = self._paused[transport]
+        before = bool(reasons)
+        if on:
+            reasons.add(reason)
+        else:
+            reasons.discard(reason)
+        if before != bool(reasons) and not transport.is_closing():
+            if reasons:
+                transport.pause_reading()
+            else:
+                transport.resume_reading()
+
+    def _client_full(self, full: bool) -> None:
+        """The client reads slower than the upstream answers: stop reading the upstream."""
+        self._pause(self._upstream, _FULL, full)
+
+    def _upstream_full(self, full: bool) -> None:
+        self._pause(self._client, _FULL, full)
 
     def shutdown(self, message: str = "terminating connection due to administrator command",
                  sqlstate: str = "57P01", reason: EndReason = EndReason.SHUTDOWN) -> None:
@@ -168,8 +226,7 @@ class Relay:
         if not self._client.is_closing():
             self._client.write(encode(m.error_response(sqlstate, message, severity="FATAL")))
             close_gracefully(self._client)
-        for task in self._tasks:
-            task.cancel()
+        self._finish()
 
     @property
     def upstream_pid(self) -> int:
@@ -215,8 +272,7 @@ class Relay:
         if not self._client.is_closing():
             self._client.write(error_frame(error))
             close_gracefully(self._client)
-        for task in self._tasks:
-            task.cancel()
+        self._finish()
 
     def _ended(self, reason: EndReason) -> None:
         if self._end is None:
@@ -234,39 +290,96 @@ class Relay:
 
     # ---------------------------------------------------------- client → upstream
 
-    async def _client_to_upstream(self) -> None:
-        reader = self._client_reader
-        try:
-            while True:
-                if self._client_buf:
-                    if await self._process_client() is False:
-                        return
-                data = await self._read_client(reader)
-                if not data:
-                    self._ended(EndReason.CLIENT_DISCONNECT)
-                    return
-                self._client_buf += data
-        except ProtocolError as e:
-            self._ended(EndReason.PROTOCOL_ERROR)
-            self._client.write(encode(m.error_response(e.sqlstate, e.message,
-                                                       severity="FATAL")))
-        except (ConnectionError, asyncio.IncompleteReadError):
-            self._ended(EndReason.CLIENT_DISCONNECT)
+    def _client_received(self, data: bytes) -> None:
+        if self._stopped:
+            return
+        self._client_seen = time.monotonic()
+        self._client_buf += data
+        if self._client_task is None:
+            self._run_client()
+            return
+        self._client_fresh = True
+        if len(self._client_buf) > BACKLOG_LIMIT:
+            self._pause(self._client, _BUSY, True)
 
-    async def _read_client(self, reader: asyncio.StreamReader) -> bytes:
-        if not self._idle_timeout_s:
-            return await reader.read(READ_CHUNK)
-        while True:
-            try:
-                return await asyncio.wait_for(reader.read(READ_CHUNK), self._idle_timeout_s)
-            except TimeoutError:
-                if self._pending:
-                    continue  # the client is waiting on us, not idle
-                self._ended(EndReason.IDLE_TIMEOUT)
-                self._client.write(encode(m.error_response(
-                    "57P05", "terminating connection due to idle-session timeout",
-                    severity="FATAL")))
-                return b""
+    def _run_client(self) -> None:
+        """Handle the client's buffered frames now; if a hook has to wait, in a task.
+
+        The coroutine is driven by hand: mostly every hook answers at once, and then no
+        task, future or wake-up is needed for the statement.
+        """
+        coroutine = self._process_client()
+        try:
+            waiting_on = coroutine.send(None)
+        except StopIteration as stop:
+            if stop.value is False:
+                self._finish()
+            return
+        except ProtocolError as e:
+            self._client_protocol_error(e)
+            return
+        except Exception:
+            self._failed()
+            return
+        self._client_task = asyncio.create_task(
+            self._client_later(resume(coroutine, waiting_on)),
+            name=f"relay-c2u-{self.session.session_id}")
+
+    async def _client_later(self, first: Coroutine[Any, Any, bool]) -> None:
+        try:
+            going = await first
+            while going and self._client_fresh and not self._stopped:
+                self._client_fresh = False
+                going = await self._process_client()
+        except ProtocolError as e:
+            self._client_protocol_error(e)
+            return
+        except Exception:
+            self._failed()
+            return
+        finally:
+            self._client_task = None
+        if not going or self._client_gone:
+            self._ended(EndReason.CLIENT_DISCONNECT)
+            self._finish()
+            return
+        self._pause(self._client, _BUSY, False)
+
+    def _client_closed(self, error: Exception | None) -> None:
+        if self._stopped:
+            return
+        if self._client_task is not None:
+            self._client_gone = True  # what it sent before its EOF is handled first
+            return
+        self._ended(EndReason.CLIENT_DISCONNECT)
+        self._finish()
+
+    def _failed(self) -> None:
+        """A bug in the gateway: end this session (clients see the connection close)."""
+        log.exception("relay failed; ending the session",
+                      extra={"session": self.session.session_id})
+        self._ended(EndReason.PROTOCOL_ERROR)
+        self._finish()
+
+    def _client_protocol_error(self, e: ProtocolError) -> None:
+        self._ended(EndReason.PROTOCOL_ERROR)
+        self._client.write(encode(m.error_response(e.sqlstate, e.message, severity="FATAL")))
+        self._finish()
+
+    def _idle_check(self) -> None:
+        """No bytes from the client for ``idle_timeout_s`` and nothing owed it: end."""
+        quiet = time.monotonic() - self._client_seen
+        if self._stopped:
+            return
+        loop = asyncio.get_running_loop()
+        if quiet < self._idle_timeout_s or self._pending:
+            wait = self._idle_timeout_s - quiet if not self._pending else self._idle_timeout_s
+            self._idle_timer = loop.call_later(max(wait, 0.001), self._idle_check)
+            return
+        self._ended(EndReason.IDLE_TIMEOUT)
+        self._client.write(encode(m.error_response(
+            "57P05", "terminating connection due to idle-session timeout", severity="FATAL")))
+        self._finish()
 
     async def _process_client(self) -> bool:
         """Handle every whole frame buffered from the client; False once it terminated."""
@@ -316,13 +429,6 @@ class Relay:
                 outbox.add(frame)
         del buf[:consumed]
         await outbox.send_all(self._waiting)
-        try:
-            await self._upstream.drain()
-        except ConnectionError:
-            # The upstream went away while we wrote (a terminated backend): what it said last
-            # (its FATAL) is for the other direction to relay, so this one waits for that.
-            await asyncio.wait(self._tasks[1:])
-            return False
         return True
 
     async def _cancels_delivered(self) -> None:
@@ -494,46 +600,45 @@ class Relay:
 
     # ---------------------------------------------------------- upstream → client
 
-    async def _upstream_to_client(self) -> None:
-        reader = self._upstream_reader
-        try:
-            while True:
-                if self._upstream_buf:
-                    if self._holds and not await self._durable():
-                        return
-                    self._process_upstream()
-                    await self._client.drain()
-                data = await reader.read(READ_CHUNK)
-                if not data:
-                    self._upstream_lost()
-                    return
-                self._progress = time.monotonic()
-                self._upstream_buf += data
-        except ProtocolError as e:
-            log.error("upstream protocol error: %s", e.message)
-            self._ended(EndReason.PROTOCOL_ERROR)
-            self._client.write(encode(m.error_response(e.sqlstate, e.message,
-                                                       severity="FATAL")))
-        except (ConnectionError, asyncio.IncompleteReadError):
-            await self._last_words(reader)
+    def _upstream_received(self, data: bytes) -> None:
+        if self._stopped:
+            return
+        self._progress = time.monotonic()
+        self._upstream_buf += data
+        self._upstream_ready()
+
+    def _upstream_ready(self) -> None:
+        """Send what the upstream answered, unless a held statement's entry is not durable."""
+        if self._holds and not self._released():
+            return
+        if self._upstream_buf:
+            try:
+                self._process_upstream()
+            except ProtocolError as e:
+                log.error("upstream protocol error: %s", e.message)
+                self._ended(EndReason.PROTOCOL_ERROR)
+                self._client.write(encode(m.error_response(e.sqlstate, e.message,
+                                                           severity="FATAL")))
+                self._finish()
+                return
+            except Exception:
+                self._failed()
+                return
+        if self._upstream_gone:
             self._upstream_lost()
+            self._finish()
 
-    async def _last_words(self, reader: asyncio.StreamReader) -> None:
-        """Relay what the upstream sent before its connection was reset. A backend that
-        ends with our input unread (terminated while the client sent) writes its FATAL and
-        then resets; asyncio's StreamReader raises the reset ahead of the bytes it holds."""
-        held = getattr(reader, "_buffer", None)
-        if not held:
+    def _upstream_closed(self, error: Exception | None) -> None:
+        if self._stopped:
             return
-        self._upstream_buf += held
-        held.clear()
-        if self._holds and not await self._durable():
+        if self._holds and self._upstream_buf:
+            self._upstream_gone = True  # what it sent before is released (or dropped) first
             return
-        with contextlib.suppress(ProtocolError):  # a frame cut off by the reset
-            self._process_upstream()
+        self._upstream_lost()
+        self._finish()
 
-    async def _durable(self) -> bool:
-        """Wait until every held statement's entry is durable; False if one failed.
+    def _released(self) -> bool:
+        """True once every held statement's entry is durable; else waits for the first.
 
         What the upstream sent so far answers statements already forwarded, and each of
         those registered its hold before it was forwarded; so once all are durable, all
@@ -544,18 +649,27 @@ class Relay:
         while holds:
             durable = holds[0]
             if not durable.done():
-                # Not shielded: if this session is cancelled, cancelling its own entry's
-                # future only means nobody waits; the writer still writes the entry.
-                with contextlib.suppress(Exception):
-                    await durable
+                if not self._hold_waiting:
+                    self._hold_waiting = True
+                    durable.add_done_callback(self._hold_done)
+                if len(self._upstream_buf) > BACKLOG_LIMIT:
+                    self._pause(self._upstream, _HELD, True)
+                return False
             failure = (JournalWriteFailed("the journal is closed") if durable.cancelled()
                        else durable.exception())
             if failure is not None:
                 self._journal_failed(failure if isinstance(failure, StatementRefused) else
                                      JournalWriteFailed("the audit journal cannot be written"))
+                self._finish()
                 return False
             holds.popleft()
+        self._pause(self._upstream, _HELD, False)
         return True
+
+    def _hold_done(self, durable: asyncio.Future[int]) -> None:
+        self._hold_waiting = False
+        if not self._stopped:
+            self._upstream_ready()
 
     def _journal_failed(self, error: StatementRefused) -> None:
         log.error("journal entry of a forwarded read-only statement failed; its answer is "

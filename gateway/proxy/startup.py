@@ -36,6 +36,7 @@ from .cancel import UpstreamKey, send_cancel
 from .frames import error_frame
 from .hooks import AuthEvent, EndReason, SessionInfo, SessionSummary
 from .options import consume_gateway_options
+from .pipes import take_over
 from .relay import Relay
 from .textreading import TextReading
 from .upstream import Upstream, UpstreamRejected, connect_upstream
@@ -254,12 +255,10 @@ async def _relay(gateway: SessionHost, client: _Client, upstream: Upstream, info
     try:
         await client.stream.send(*_startup_frames(upstream, info, cancel_key.secret_key))
         relay = Relay(
-            info, client.stream.reader, client.stream.writer, upstream.stream.reader,
-            upstream.stream.writer, gateway.hooks, target,
-            max_message_size=gateway.settings.limits.max_message_size,
-            idle_timeout_s=gateway.settings.limits.idle_timeout_s,
-            client_leftover=client.stream.leftover(),
-            upstream_leftover=upstream.stream.leftover(), reading=reading)
+            info, take_over(client.stream.reader, client.stream.writer, client.stream.leftover()),
+            take_over(upstream.stream.reader, upstream.stream.writer, upstream.stream.leftover()),
+            gateway.hooks, target, max_message_size=gateway.settings.limits.max_message_size,
+            idle_timeout_s=gateway.settings.limits.idle_timeout_s, reading=reading)
         relay.upstream_db = db
         log.info("session started", extra={"session": info.session_id, "identity": info.identity,
                                            "client": f"{info.client_ip}:{info.client_port}",

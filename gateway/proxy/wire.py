@@ -65,7 +65,7 @@ class FrameStream:
         close_gracefully(self.writer)
 
 
-def close_gracefully(writer: asyncio.StreamWriter) -> None:
+def close_gracefully(writer: asyncio.StreamWriter | asyncio.WriteTransport) -> None:
     """Close after a FIN: a client whose next message we never read (it was sent while we
     ended the session) then reads our last words and EOF, not a connection reset, which
     closing with unread input makes the kernel send instead of the FIN."""

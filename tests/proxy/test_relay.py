@@ -25,6 +25,7 @@ from gateway.proxy.hooks import (
     Statement,
     Verdict,
 )
+from gateway.proxy.pipes import Pipe
 from gateway.proxy.relay import Relay
 from protocols.postgres import messages as m
 from protocols.postgres.decoder import decode_backend, decode_frontend
@@ -35,19 +36,20 @@ SESSION = SessionInfo("s1", "alice", frozenset({"clinicians"}), "127.0.0.1", 500
                       "psql", None)
 
 
-class MemoryWriter:
-    """Stands in for an asyncio.StreamWriter; collects what the relay writes."""
+class MemoryTransport(asyncio.Transport):
+    """Stands in for a socket's transport; collects what the relay writes and hands what
+    the test sends to the relay's protocol."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.data = bytearray()
         self.closed = False
         self.eof = False  # a FIN was sent (write_eof) before the close
+        self.reading = True
+        self.protocol: asyncio.BaseProtocol | None = None
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         self.data += data
-
-    async def drain(self) -> None:
-        await asyncio.sleep(0)
 
     def can_write_eof(self) -> bool:
         return True
@@ -60,6 +62,26 @@ class MemoryWriter:
 
     def is_closing(self) -> bool:
         return self.closed
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.protocol = protocol
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self.protocol or asyncio.Protocol()  # start-up's, before the relay attached
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def feed(self, data: bytes) -> None:
+        assert isinstance(self.protocol, asyncio.Protocol), "the relay has not started"
+        self.protocol.data_received(data)
+
+    def feed_eof(self) -> None:
+        assert isinstance(self.protocol, asyncio.Protocol)
+        self.protocol.eof_received()
 
     def frames(self, decode: Any) -> list[object]:
         buffer = FrameBuffer()
@@ -92,26 +114,31 @@ class Recorder(Hook):
 
 class Playbook:
     def __init__(self, hook: Hook) -> None:
-        self.client_in = asyncio.StreamReader()
-        self.upstream_in = asyncio.StreamReader()
-        self.to_client = MemoryWriter()
-        self.to_upstream = MemoryWriter()
-        self.relay = Relay(SESSION, self.client_in, self.to_client,  # type: ignore[arg-type]
-                           self.upstream_in, self.to_upstream,  # type: ignore[arg-type]
+        # The client's side and the upstream's: what the relay writes to each, and where the
+        # test feeds what each sends.
+        self.to_client = MemoryTransport()
+        self.to_upstream = MemoryTransport()
+        self.relay = Relay(SESSION, Pipe(self.to_client), Pipe(self.to_upstream),
                            HookChain([hook]), UpstreamKey("127.0.0.1", 1, 1, b"\0\0\0\1"),
                            max_message_size=1 << 20)
         self.task = asyncio.create_task(self.relay.run(), name="playbook")
 
     async def client(self, *messages: object) -> None:
-        self.client_in.feed_data(b"".join(encode(msg) for msg in messages))  # type: ignore[arg-type]
+        await self.client_bytes(b"".join(encode(msg) for msg in messages))  # type: ignore[arg-type]
+
+    async def client_bytes(self, data: bytes) -> None:
+        await asyncio.sleep(0)  # the relay's task attaches to the transports first
+        self.to_client.feed(data)
         await settle()
 
     async def upstream(self, *messages: object) -> None:
-        self.upstream_in.feed_data(b"".join(encode(msg) for msg in messages))  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+        self.to_upstream.feed(b"".join(encode(msg) for msg in messages))  # type: ignore[arg-type]
         await settle()
 
     async def finish(self) -> None:
-        self.client_in.feed_eof()
+        await asyncio.sleep(0)
+        self.to_client.feed_eof()
         await asyncio.wait_for(self.task, 5)
 
 
@@ -214,7 +241,7 @@ async def test_error_in_batch_skips_later_executes_until_sync() -> None:
 
 async def test_client_garbage_ends_the_session_with_a_protocol_error() -> None:
     play = Playbook(Recorder())
-    play.client_in.feed_data(b"?\x00\x00\x00\x04")
+    await play.client_bytes(b"?\x00\x00\x00\x04")
     await asyncio.wait_for(play.task, 5)
     [error] = play.to_client.frames(decode_backend)
     assert isinstance(error, m.ErrorResponse) and error.sqlstate == "08P01"
