@@ -38,7 +38,7 @@ from policies.engine import Engine
 from policies.fastpath import call_sql, classify_call
 from policies.loader import PolicyError, load_policies
 from policies.model import SQLSTATE_TOO_COMPLEX, Decision
-from policies.readonly import changes_nothing
+from policies.readonly import Volatility, changes_nothing
 from policies.statement import Classification
 from policies.statement import Statement as Classified
 from policies.steps import DEFAULT_MAX_STEPS
@@ -118,6 +118,11 @@ class _SessionState:
     # or cursor: a decision that depends on the table of names is reused only while it holds).
     parsed: dict[str, tuple[str, _Decided, float, int | None]] = field(default_factory=dict)
     decisions: dict[int, tuple[Classification, tuple[object, ...], _Decided]] = field(
+        default_factory=dict)
+    # Decisions that leave nothing to work out per statement (no row or byte limit, no
+    # cursor, no reason setting): the decision → whether it was proved read-only, with the
+    # catalog facts the proof used (it is redone when either is replaced).
+    plain: dict[int, tuple[_Decided, Volatility, Dependencies, bool]] = field(
         default_factory=dict)
 
 
@@ -242,6 +247,12 @@ class PolicyHook(Hook):
         if statement.phase is Phase.PARSE:
             _remember_parse(statement, classification)
             return None
+        plain = state.plain.get(id(decided))
+        if (plain is not None and plain[0] is decided and plain[1] is state.volatility.current
+                and plain[2] is state.views):
+            self._proved(state, statement, plain[3])
+            statement.tags[CURSORS_TAG] = ()
+            return None
         self._prove_read_only(state, statement, classification)
         cursors = _fetched_cursors(classification.statements)
         statement.tags[CURSORS_TAG] = cursors
@@ -250,14 +261,23 @@ class PolicyHook(Hook):
             raise row_limit.error
         rewrite = _without_reason_settings(statement, decision)
         if rewrite is None:
+            if _plain(decision, row_limit, cursors):
+                _remember_plain(state, decided, statement.read_only or changes_nothing(
+                    classification.statements, state.volatility.current, state.views))
             return Verdict(row_limit=row_limit) if row_limit else None
         return Verdict(row_limit=row_limit, rewrite_sql=rewrite, local_tag="SET")
 
     @staticmethod
     def _prove_read_only(state: _SessionState, statement: Statement,
                          classification: Classification) -> None:
-        if state.unproven_in_flight == 0 and changes_nothing(
-                classification.statements, state.volatility.current, state.views):
+        PolicyHook._proved(state, statement, state.unproven_in_flight == 0 and changes_nothing(
+            classification.statements, state.volatility.current, state.views))
+
+    @staticmethod
+    def _proved(state: _SessionState, statement: Statement, changes_nothing: bool) -> None:
+        """Read-only if proved so and nothing unproven is in flight (it may change what the
+        statement's functions do); else counted until it completes."""
+        if changes_nothing and state.unproven_in_flight == 0:
             statement.read_only = True
         else:
             state.unproven_in_flight += 1
@@ -507,6 +527,23 @@ def _refusal(decision: Decision) -> PolicyDenied | StatementTooComplex:
     return refusal(decision.reason, hint=decision.hint)
 
 
+def _sets_reason(decision: Decision) -> bool:
+    return any(s.effect and s.effect.kind in REASON_EFFECTS for s in decision.statements)
+
+
+def _plain(decision: Decision, row_limit: RowLimit | None, cursors: tuple[str, ...]) -> bool:
+    """Nothing of the decision is worked out per statement: it can be reused as it is."""
+    return (row_limit is None and not cursors and not decision.phi_tables
+            and decision.max_rows is None and decision.max_bytes is None
+            and not _sets_reason(decision))
+
+
+def _remember_plain(state: _SessionState, decided: _Decided, read_only: bool) -> None:
+    if len(state.plain) >= MAX_SESSION_DECISIONS:
+        state.plain.clear()
+    state.plain[id(decided)] = (decided, state.volatility.current, state.views, read_only)
+
+
 def _fetched_cursors(statements: Iterable[Classified]) -> tuple[str, ...]:
     return tuple(s.fetches for s in statements if s.fetches is not None)
 
@@ -515,7 +552,7 @@ def _without_reason_settings(statement: Statement, decision: Decision) -> str | 
     """The query text with ``SET phigate.reason`` statements cut out; None if there are none."""
     if statement.phase is not Phase.SIMPLE:
         return None
-    if not any(s.effect and s.effect.kind in REASON_EFFECTS for s in decision.statements):
+    if not _sets_reason(decision):
         return None
     # Cached classifications may carry another query's text: cut from this query's own parse.
     exact = classify(statement.sql).statements
