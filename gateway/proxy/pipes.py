@@ -90,6 +90,49 @@ def attach(transport: asyncio.Transport, received: Callable[[bytes], None],
         transport.resume_reading()
 
 
+# After its last words the gateway reads (and drops) what the client still sends for at most
+# this long, until its EOF: closing with its bytes unread would make the kernel reset the
+# connection, and the client might never read those words.
+LINGER_S = 2.0
+
+
+class _Discard(asyncio.Protocol):
+    """A closed session's socket: what arrives is dropped; the client's EOF closes it."""
+
+    __slots__ = ("transport", "previous")
+
+    def __init__(self, transport: asyncio.Transport, previous: asyncio.BaseProtocol) -> None:
+        self.transport = transport
+        self.previous = previous
+
+    def data_received(self, data: bytes) -> None:
+        return None
+
+    def eof_received(self) -> bool | None:
+        return None  # closes the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.previous.connection_lost(exc)
+
+
+def linger_close(transport: asyncio.Transport) -> None:
+    """Send a FIN after what is written, keep reading until the peer's EOF (at most
+    :data:`LINGER_S`), then close: the peer reads our last words and EOF, never a reset."""
+    if transport.is_closing() or isinstance(transport.get_protocol(), _Discard):
+        return
+    if not transport.can_write_eof():  # TLS: the close_notify alert does this
+        transport.close()
+        return
+    try:
+        transport.write_eof()
+    except OSError:
+        transport.close()  # already reset by the peer
+        return
+    transport.set_protocol(_Discard(transport, transport.get_protocol()))
+    transport.resume_reading()
+    asyncio.get_running_loop().call_later(LINGER_S, transport.close)
+
+
 @types.coroutine
 def _finish(coroutine: Coroutine[Any, Any, T], waiting_on: Any) -> Generator[Any, Any, T]:
     # Delegates as ``yield from`` would, starting from the coroutine's first suspension:

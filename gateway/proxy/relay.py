@@ -81,9 +81,8 @@ from .hooks import (
     Verdict,
 )
 from .outbox import Gate, Outbox
-from .pipes import Pipe, attach, resume
+from .pipes import Pipe, attach, linger_close, resume
 from .textreading import TextReading
-from .wire import close_gracefully
 
 log = logging.getLogger("phigate.relay")
 
@@ -186,7 +185,7 @@ class Relay:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self._finish_pending()
-            close_gracefully(self._client)
+            linger_close(self._client)
             if not self._upstream.is_closing():
                 self._upstream.close()
         self.summary.end = self._end or EndReason.CLIENT_DISCONNECT
@@ -225,7 +224,7 @@ class Relay:
         self._end = self._end or reason
         if not self._client.is_closing():
             self._client.write(encode(m.error_response(sqlstate, message, severity="FATAL")))
-            close_gracefully(self._client)
+            linger_close(self._client)
         self._finish()
 
     @property
@@ -271,7 +270,7 @@ class Relay:
             pending.outcome.error_message = error.message
         if not self._client.is_closing():
             self._client.write(error_frame(error))
-            close_gracefully(self._client)
+            linger_close(self._client)
         self._finish()
 
     def _ended(self, reason: EndReason) -> None:
@@ -682,7 +681,7 @@ class Relay:
         if not self._client.is_closing():
             self._client.write(encode(m.error_response(error.sqlstate, error.message,
                                                        severity="FATAL", hint=error.hint)))
-            close_gracefully(self._client)
+            linger_close(self._client)
 
     def _upstream_lost(self) -> None:
         if self._end is not None:
