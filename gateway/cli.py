@@ -20,6 +20,7 @@ from protocols.postgres.scram import make_verifier
 from .access.cli import register as register_access_commands
 from .alerts.cli import register as register_alert_commands
 from .archive.cli import extend_journal_commands as extend_archive_commands
+from .console.cli import register as register_console_command
 from .drill.cli import register as register_drill_commands
 from .errors import ConfigError
 from .journal.cli import register as register_journal_commands
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_access_commands(commands)
     register_policy_commands(commands)
     register_drill_commands(commands)
+    register_console_command(commands)
     return parser
 
 

@@ -30,7 +30,7 @@ WING_MAY_IMPORT = {
     "gateway.settings": SHARED | {"gateway.journal.settings", "gateway.alerts.settings",
                                   "gateway.sso.settings", "gateway.access.settings",
                                   "gateway.archive.settings", "gateway.drill.settings",
-                                  "gateway.masking.settings"},
+                                  "gateway.masking.settings", "gateway.console.settings"},
 }
 
 

@@ -16,7 +16,7 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,13 +89,19 @@ class VerifyReport:
         return "\n".join(lines)
 
 
+Progress = Callable[[int, int], None]
+"""Called as ``progress(bytes checked, bytes in all segments)`` after each slice."""
+
+
 def verify_journal(directory: Path, key: Ed25519PublicKey, *, witness_dir: Path | None = None,
-                   workers: int | None = None) -> VerifyReport:
+                   workers: int | None = None, progress: Progress | None = None
+                   ) -> VerifyReport:
     """Verify ``directory``; raises OSError only if it cannot be read at all (a usage error)."""
     started = time.perf_counter()
     if not directory.is_dir():
         raise NotADirectoryError(f"{directory} is not a directory")
     run = _Run(directory, key, witness_dir)
+    run.progress = progress
     try:
         run.check(workers)
     except Tampered as e:
@@ -112,6 +118,7 @@ class _Run:
         self.check_: ChainCheck | None = None
         self.segments = 0
         self.witness: Checkpoint | None = None
+        self.progress: Progress | None = None
 
     def check(self, workers: int | None) -> None:
         # Read the recorded checkpoints first: written only after their line is
@@ -145,9 +152,12 @@ class _Run:
         sizes = [os.stat(segment.path).st_size for segment in found]
         count = _worker_count(sum(sizes), workers)
         slices = _plan(found, sizes, count)
-        line_base = 1
+        line_base, done, total = 1, 0, sum(sizes)
         current: SegmentFile | None = None
         for (segment, start, _, is_last_slice), chunk in _results(slices, self.key, count):
+            done += chunk.size
+            if self.progress is not None:
+                self.progress(done, total)
             if segment is not current:
                 current, line_base = segment, 1
                 self.segments += 1

@@ -84,7 +84,7 @@ def _add_as(parser: argparse.ArgumentParser) -> None:
 
 
 def sessions_list_command(args: argparse.Namespace) -> int:
-    settings = _load(args.config)
+    settings = load_for_auditors(args.config)
     journal = _journal(settings)
     try:
         where = SessionFilter.parse(args.user, args.database, args.since, args.until,
@@ -115,7 +115,7 @@ def sessions_list_command(args: argparse.Namespace) -> int:
 
 
 def replay_command(args: argparse.Namespace) -> int:
-    settings = _load(args.config)
+    settings = load_for_auditors(args.config)
     journal, recordings = _journal(settings), _recordings(settings)
     options = _options(args)
     try:
@@ -271,7 +271,8 @@ class _NoSecrets(Mapping[str, str]):
         return len(os.environ)
 
 
-def _load(path: str) -> Settings:
+def load_for_auditors(path: str) -> Settings:
+    """The config without the secrets only the gateway needs (also used by the console)."""
     return load_config(path, environ=_NoSecrets())
 
 

@@ -24,6 +24,7 @@ from protocols.postgres.scram import InvalidVerifier, ScramVerifier, parse_verif
 from ..access.settings import AccessSettings, parse_access
 from ..alerts.settings import AlertSettings, parse_alerts
 from ..archive.settings import ArchiveSettings, parse_archive
+from ..console.settings import ConsoleSettings, parse_console
 from ..drill.settings import DrillSettings, parse_drill
 from ..errors import ConfigError
 from ..journal.settings import JournalSettings
@@ -129,6 +130,7 @@ class Settings:
     upstream_application_name: str = DEFAULT_UPSTREAM_APPLICATION_NAME
     archive: ArchiveSettings | None = None
     drill: DrillSettings | None = None
+    console: ConsoleSettings | None = None
 
     def database_for(self, name: str) -> DatabaseSettings | None:
         """The upstream for a client-requested database name (``*`` is the fallback)."""
@@ -137,7 +139,7 @@ class Settings:
 
 TOP_LEVEL_KEYS = ("listen", "tls", "databases", "users", "policies", "journal", "limits", "log",
                   "recordings", "metrics", "alerts", "sso", "access", "upstream_application_name",
-                  "archive", "drill", "masking")
+                  "archive", "drill", "masking", "console")
 
 
 def load_config(path: str | os.PathLike[str], *,
@@ -184,6 +186,7 @@ def load_config(path: str | os.PathLike[str], *,
         upstream_application_name=_application_name(root),
         archive=parse_archive(root.child("archive")) if "archive" in root.data else None,
         drill=parse_drill(root.child("drill"), env) if "drill" in root.data else None,
+        console=parse_console(root.child("console")) if "console" in root.data else None,
     )
 
 

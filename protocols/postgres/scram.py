@@ -135,6 +135,17 @@ def parse_verifier(text: str) -> ScramVerifier:
     return ScramVerifier(int(count), salt, stored_key, server_key)
 
 
+def check_password(verifier: ScramVerifier, password: str) -> bool:
+    """Whether ``password`` derives ``verifier``'s StoredKey (compared in constant time).
+
+    For logins that type a password (the web console) rather than run a SCRAM exchange; the
+    PBKDF2 cost is the verifier's own iteration count, so it is as slow as a SCRAM login.
+    """
+    _, stored_key, _ = _derive_keys(prepare_password(password), verifier.salt,
+                                    verifier.iterations)
+    return hmac.compare_digest(stored_key, verifier.stored_key)
+
+
 def mock_verifier(secret: bytes, username: str, *,
                   iterations: int = DEFAULT_ITERATIONS) -> ScramVerifier:
     """A stable stand-in verifier for a user who does not exist (or has no SCRAM verifier).

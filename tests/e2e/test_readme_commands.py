@@ -84,7 +84,7 @@ COMMANDS: dict[str, tuple[str, int, str]] = {
     "phigate alerts test -c phigate.yaml": ("alerts test -c phigate.yaml", 0, ""),
 }
 MENTIONS = {"phigate policy", "phigate demo", "phigate journal verify", "phigate serve",
-            "phigate login", "phigate access", "phigate drill"}
+            "phigate login", "phigate access", "phigate drill", "phigate console"}
 # README commands that need the OpenID provider (tests/sso/idp): run through the console script,
 # the README's provider and gateway replaced by the test ones, by these tests.
 ELSEWHERE = {
@@ -104,6 +104,9 @@ ELSEWHERE = {
         "tests/access/test_access_e2e.py::test_cli_refusals_and_denial",
     "phigate access revoke -c phigate.yaml ID":
         "tests/access/test_access_e2e.py::test_request_approve_revoke_and_expiry",
+    # Served with a live gateway and real traffic (tests/console/conftest.py).
+    "phigate console -c phigate.yaml":
+        "tests/console/test_http.py::test_login_sets_a_hardened_session_cookie_and_is_journaled",
 }
 # `phigate demo` (and `make demo`) is run through the console script by tests/e2e/test_demo.py.
 
