@@ -57,12 +57,7 @@ class SearchIndex:
         self._db = self._open()
         if self._meta("schema") != SCHEMA_VERSION or self._meta("journal_dir") != str(
                 journal_dir):
-            # Another layout or another journal: a cache, so start it afresh.
-            self._db.close()
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{path}{suffix}").unlink(missing_ok=True)
-            self._db = self._open()
-            self._reset()
+            self._reset()  # another layout or another journal: a cache, so start afresh
 
     def _open(self) -> sqlite3.Connection:
         db = connect(self.path)
@@ -91,9 +86,11 @@ class SearchIndex:
                           self._position(), self._meta("broken"), False)
 
     def _reset(self) -> None:
-        for table in ("meta", "sessions", "statements", "statements_text", "alerts", "hourly",
-                      "table_use"):
-            self._db.execute(f"DELETE FROM {table}")
+        """Start from an empty index: a new file (readers still open keep the old one)."""
+        self._db.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+        self._db = self._open()
         self._set_meta(schema=SCHEMA_VERSION, journal_dir=self.journal_dir)
         self._db.commit()
         self._sessions.clear()

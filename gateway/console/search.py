@@ -126,7 +126,9 @@ class Reader:
         match = fts_query(where.q, where.table)
         source = "statements s"
         if match is not None:
-            source = "statements_text f JOIN statements s ON s.seq = f.rowid"
+            # FTS outermost (CROSS JOIN keeps that order), walked by rowid = seq: a page is
+            # the first rows it yields, never a sort of every match.
+            source = "statements_text f CROSS JOIN statements s ON s.seq = f.rowid"
             clauses.append("statements_text MATCH ?")
             args.append(match)
         for column, value in (("s.identity", where.identity), ("s.database", where.database),
@@ -151,9 +153,8 @@ class Reader:
                  ) -> tuple[list[sqlite3.Row], int, bool]:
         """(rows of this page, count up to COUNT_CAP, whether the count is capped)."""
         source, clause, args = self._where(where)
-        order = "ASC" if where.oldest_first else "DESC"
         rows = self._db.execute(
-            f"SELECT s.* FROM {source} WHERE {clause} ORDER BY s.seq {order} "
+            f"SELECT s.* FROM {source} WHERE {clause} ORDER BY {_order(source, where)} "
             f"LIMIT ? OFFSET ?", [*args, limit, (where.page - 1) * limit]).fetchall()
         count = self._db.execute(
             f"SELECT count(*) FROM (SELECT 1 FROM {source} WHERE {clause} LIMIT ?)",
@@ -162,9 +163,8 @@ class Reader:
 
     def export(self, where: ActivityFilter) -> Iterator[sqlite3.Row]:
         source, clause, args = self._where(where)
-        order = "ASC" if where.oldest_first else "DESC"
         yield from self._db.execute(f"SELECT s.* FROM {source} WHERE {clause} "
-                                    f"ORDER BY s.seq {order}", args)
+                                    f"ORDER BY {_order(source, where)}", args)
 
     # ------------------------------------------------------------ sessions, people, alerts
 
@@ -217,3 +217,8 @@ class Reader:
             "SELECT coalesce(sum(statements), 0) AS statements, "
             "coalesce(sum(denied), 0) AS denied, coalesce(sum(phi_rows), 0) AS phi_rows, "
             "count(DISTINCT identity) AS people FROM hourly").fetchone()
+
+
+def _order(source: str, where: ActivityFilter) -> str:
+    column = "f.rowid" if source.startswith("statements_text") else "s.seq"
+    return f"{column} {'ASC' if where.oldest_first else 'DESC'}"

@@ -10,6 +10,7 @@ journaled through its spool. carol (group ``compliance``) and dana (named) are a
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,12 +20,14 @@ from typing import Any
 
 import psycopg
 import pytest
+import yaml
 
+from gateway.journal import segments
 from gateway.recording.keys import generate_key_file
 from protocols.postgres.scram import make_verifier
 from tests.conftest import ClusterInfo
 from tests.console.harness import ConsoleProcess
-from tests.e2e.harness import CLINIC_POLICY, PHIGATE, GatewayProcess, free_port
+from tests.e2e.harness import CLINIC_POLICY, PHIGATE, GatewayProcess, deep_merge, free_port
 
 AUDITORS = {"carol": "carol-reviews-access", "dana": "dana-privacy-officer",
             "erin": "erin-gets-rate-limited"}
@@ -112,6 +115,51 @@ def deployment(pg_cluster: ClusterInfo, tmp_path_factory: pytest.TempPathFactory
         if console is not None:
             console.stop()
         gateway.stop()
+
+
+ORIGINAL, FORGED = b"alice was here", b"alice was gone"
+
+
+def second_console(deployment: Deployment, name: str, **console: Any) -> ConsoleProcess:
+    port = free_port()
+    config = deep_merge(deployment.config, {"console": {
+        "listen": f"127.0.0.1:{port}", "index": str(deployment.root / f"{name}.sqlite3"),
+        **console}})
+    path = deployment.root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return ConsoleProcess(path, port, deployment.root / f"{name}.log",
+                          tls="tls" in console).start()
+
+
+def tampered_copy(deployment: Deployment) -> tuple[Path, int]:
+    """The journal copied aside, one statement's SQL altered; the altered entry's seq."""
+    copy = deployment.root / "journal-copy"
+    shutil.copytree(deployment.gateway.journal_dir, copy,
+                    ignore=shutil.ignore_patterns("spool", "*.lock", "lock"))
+    for segment in segments.list_segments(copy):
+        data = segment.path.read_bytes()
+        if ORIGINAL in data:
+            line = data[data.rindex(b"\n", 0, data.index(ORIGINAL)) + 1:]
+            seq = json.loads(line[:line.index(b"\n")])["seq"]
+            segment.path.write_bytes(data.replace(ORIGINAL, FORGED))
+            return copy, seq
+    raise AssertionError("the statement to alter is not in the journal")
+
+
+@dataclass
+class Offline:
+    console: ConsoleProcess
+    copy: Path
+    altered_seq: int
+
+
+@pytest.fixture(scope="package")
+def offline(deployment: Deployment) -> Iterator[Offline]:
+    """A second console, on a copy of the journal with one statement's SQL altered."""
+    copy, seq = tampered_copy(deployment)
+    console = second_console(deployment, "offline", journal=str(copy))
+    yield Offline(console, copy, seq)
+    console.stop()
 
 
 def wait_until(check: Any, timeout: float = 10.0) -> Any:

@@ -97,8 +97,8 @@ function renderEvent(ev) {
 }
 
 function clockText(s) {
-  const m = Math.floor(s / 60), r = Math.floor(s % 60);
-  return `${m}:${String(r).padStart(2, "0")}`;
+  const m = Math.floor(s / 60), r = (s % 60).toFixed(1);
+  return `${m}:${r.padStart(4, "0")}`;
 }
 
 function player() {
