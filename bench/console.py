@@ -99,8 +99,8 @@ class Generator:
                 "decision": "deny" if denied else "allow",
                 "rules": ["engineers-no-phi" if denied else "clinicians-read-phi"],
                 "reason": "phi denied" if denied else "allowed", "classes": ["select"],
-                "tables": [f"{database}.public.{table}"],
-                "phi_tables": [f"{database}.public.{table}"] if phi else []})
+                "tables": [table],
+                "phi_tables": [table] if phi else []})
             self._write("outcome", {
                 "session": sid, "n": n, "rows": 0 if denied else r.randint(0, 40),
                 "bytes": r.randint(50, 5000), "duration_ms": round(r.random() * 20, 3),

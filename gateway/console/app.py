@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import ssl
 from collections.abc import Awaitable, Callable
@@ -22,12 +23,15 @@ import jinja2
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from policies.model import Rule
+
 from ..errors import ConfigError
 from ..journal.keys import key_paths, load_public
-from ..recording.spool import gateway_running
+from ..journal.segments import LOCK_FILE
 from ..settings.config import Settings
-from .access import AccessJournal
+from .audit import AccessJournal
 from .auth import Authenticator, ConsoleSession, LoginCsrf, SessionStore, same_token
+from .budgets import load_rules
 from .index import SearchIndex
 from .settings import ConsoleSettings
 from .verifier import Verifier
@@ -50,12 +54,14 @@ class Console:
     config: ConsoleSettings
     journal_dir: Path
     index: SearchIndex
-    access: AccessJournal
+    audit: AccessJournal
     auth: Authenticator
     sessions: SessionStore
     login_csrf: LoginCsrf
     verifier: Verifier
     templates: jinja2.Environment
+    rules: tuple[Rule, ...] = ()
+    rules_problem: str | None = None
     index_task: asyncio.Task[None] | None = None
     index_error: str | None = None
 
@@ -66,7 +72,7 @@ class Console:
     @property
     def live(self) -> bool:
         """A gateway holds the journal shown (else: an offline copy, or a stopped gateway's)."""
-        return gateway_running(self.journal_dir)
+        return held_by_a_gateway(self.journal_dir)
 
     @property
     def groups(self) -> dict[str, tuple[str, ...]]:
@@ -75,6 +81,23 @@ class Console:
             for group in user.groups:
                 found.setdefault(group, []).append(user.name)
         return {g: tuple(sorted(names)) for g, names in found.items()}
+
+
+def held_by_a_gateway(journal_dir: Path) -> bool:
+    """Whether some process holds the journal's flock, read from ``/proc/locks``.
+
+    Never opens, creates or locks anything in the journal directory: the console is
+    read-only towards it (it may be a read-only copy), and even a brief lock of our own
+    could make a gateway starting at that moment find its journal busy.
+    """
+    try:
+        lock = os.stat(journal_dir / LOCK_FILE)
+        held = Path("/proc/locks").read_text(encoding="ascii")
+    except OSError:
+        return False  # no lock file: no gateway has run on this copy
+    wanted = f"{os.major(lock.st_dev):02x}:{os.minor(lock.st_dev):02x}:{lock.st_ino}"
+    return any(line.split()[1] == "FLOCK" and wanted in line.split()
+               for line in held.splitlines() if len(line.split()) > 5)
 
 
 def make_console(settings: Settings) -> Console:
@@ -92,10 +115,12 @@ def make_console(settings: Settings) -> Console:
     templates = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(files(__package__).joinpath("templates"))),
         autoescape=True, undefined=jinja2.StrictUndefined)
+    rules, rules_problem = load_rules(settings.policy_files)
     return Console(
-        settings=settings, config=config, journal_dir=journal_dir,
+        rules=rules, rules_problem=rules_problem, settings=settings, config=config,
+        journal_dir=journal_dir,
         index=SearchIndex(config.index, journal_dir),
-        access=AccessJournal(settings.journal),
+        audit=AccessJournal(settings.journal),
         auth=Authenticator(lambda: settings.users, config.auditors, settings.limits),
         sessions=SessionStore(config.session_idle_s, config.session_max_s),
         login_csrf=LoginCsrf(),

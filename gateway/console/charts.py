@@ -23,9 +23,11 @@ def fill_hours(rows: Iterable[Any], since_hour: str, count: int
     return [(hour, by_hour.get(hour)) for hour in hours]
 
 
-def bars(points: Sequence[tuple[str, int]], label: str, *, tone: str = "main") -> Markup:
-    """A column chart of hourly values; x labels every six hours (UTC)."""
-    top = max((v for _, v in points), default=0) or 1
+def bars(points: Sequence[tuple[str, int]], label: str, *, tone: str = "main",
+         limit: int | None = None) -> Markup:
+    """A column chart of hourly values; x labels every six hours (UTC); ``limit`` is drawn
+    as a dashed line (a budget per hour)."""
+    top = max(max((v for _, v in points), default=0), limit or 0) or 1
     inner_w, inner_h = WIDTH - PAD - 8, HEIGHT - PAD - 10
     step = inner_w / max(len(points), 1)
     parts = [f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
@@ -43,6 +45,11 @@ def bars(points: Sequence[tuple[str, int]], label: str, *, tone: str = "main") -
         if hour.endswith(("T00", "T06", "T12", "T18")):
             text = hour[5:10] if hour.endswith("T00") else hour[11:] + "h"
             parts.append(f'<text class="axis" x="{x:.1f}" y="{HEIGHT - 8}">{escape(text)}</text>')
+    if limit is not None:
+        y = 10 + inner_h - inner_h * limit / top
+        parts.append(f'<line class="limit" x1="{PAD}" y1="{y:.1f}" x2="{WIDTH - 8}" '
+                     f'y2="{y:.1f}"/><text class="axis limit" x="{WIDTH - 10}" '
+                     f'y="{y - 4:.1f}" text-anchor="end">budget {limit:,}/h</text>')
     parts.append("</svg>")
     return Markup("".join(parts))
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..journal.chain import link
 from .tail import ChainBroken, Position, PositionLost, read_from
+from .tallies import Tallies
 
 BATCH = 20_000  # lines per transaction: big enough to amortise the commit
 SCHEMA_VERSION = "2"
@@ -53,6 +54,7 @@ class SearchIndex:
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
         self._sessions: dict[str, tuple[Any, ...]] = {}
+        self._tallies = Tallies()
         self._last: tuple[object, object] = (None, None)
         self._db = self._open()
         if self._meta("schema") != SCHEMA_VERSION or self._meta("journal_dir") != str(
@@ -94,6 +96,7 @@ class SearchIndex:
         self._set_meta(schema=SCHEMA_VERSION, journal_dir=self.journal_dir)
         self._db.commit()
         self._sessions.clear()
+        self._tallies = Tallies()
 
     def _still_linked(self, position: Position) -> bool:
         """Whether the last line indexed is still in the journal, byte for byte."""
@@ -156,6 +159,7 @@ class SearchIndex:
         self._db.execute("COMMIT")
 
     def _checkpoint(self, position: Position, last_offset: int | None, entries: int) -> None:
+        self._tallies.flush(self._db)
         self._set_meta(segment=position.segment, offset=position.offset, head=position.head,
                        last_line_offset=last_offset, entries=entries, last_seq=self._last[0],
                        last_time=self._last[1])
@@ -215,34 +219,28 @@ class SearchIndex:
              json.dumps(refused) if isinstance(refused, dict) else None))
         self._db.execute("INSERT INTO statements_text (rowid, sql, tables) VALUES (?, ?, ?)",
                          (seq, sql, " ".join(tables)))
-        denied = 1 if verdict == "deny" else 0
-        self._db.execute("UPDATE sessions SET statements = statements + 1, "
-                         "denied = denied + ? WHERE session = ?", (denied, sid))
-        self._hourly(time, identity, 1, denied, 0)
-        for name in tables:
-            self._db.execute("INSERT INTO table_use VALUES (?, 1, ?) ON CONFLICT (name) DO "
-                             "UPDATE SET statements = statements + 1, phi = max(phi, ?)",
-                             (name, 1 if name in phi else 0, 1 if name in phi else 0))
+        opened = (seq, time, identity, bool(phi))
+        self._tallies.statement(sid, f.get("n"), opened, verdict == "deny", tables, phi)
 
     def _outcome(self, f: dict[str, Any]) -> None:
         sid = _text(f.get("session"))
-        row = self._db.execute("SELECT seq, time, identity, phi FROM statements WHERE "
-                               "session = ? AND n = ? ORDER BY seq DESC LIMIT 1",
-                               (sid, f.get("n"))).fetchone()
-        if row is None:
-            return
-        rows = f.get("rows") if isinstance(f.get("rows"), int) else 0
-        verdict = ", verdict = 'cut'" if f.get("row_limit_hit") or f.get("byte_limit_hit") else ""
+        opened = self._tallies.open.pop((sid, f.get("n")), None)
+        if opened is None:
+            row = self._db.execute("SELECT seq, time, identity, phi FROM statements WHERE "
+                                   "session = ? AND n = ? ORDER BY seq DESC LIMIT 1",
+                                   (sid, f.get("n"))).fetchone()
+            if row is None:
+                return
+            opened = (row["seq"], row["time"], row["identity"], bool(row["phi"]))
+        rows: int = f["rows"] if isinstance(f.get("rows"), int) else 0
+        cut = f.get("row_limit_hit") or f.get("byte_limit_hit")
+        verdict = ", verdict = 'cut'" if cut else ""
         self._db.execute(
             f"UPDATE statements SET rows = ?, bytes = ?, duration_ms = ?, sqlstate = ?, "
             f"error = ?{verdict} WHERE seq = ?",
             (rows, f.get("bytes"), f.get("duration_ms"), _text(f.get("sqlstate")),
-             _text(f.get("error")), row["seq"]))
-        phi_rows = rows if row["phi"] else 0
-        self._db.execute("UPDATE sessions SET rows = rows + ?, phi_rows = phi_rows + ? "
-                         "WHERE session = ?", (rows, phi_rows, sid))
-        if phi_rows:
-            self._hourly(row["time"], row["identity"], 0, 0, phi_rows)
+             _text(f.get("error")), opened[0]))
+        self._tallies.outcome(sid, opened, rows)
 
     def _session_end(self, f: dict[str, Any]) -> None:
         recording = f.get("recording")
@@ -277,15 +275,6 @@ class SearchIndex:
 
     def _checkpoint_entry(self, f: dict[str, Any]) -> None:
         self._set_meta(checkpoint_seq=f.get("seq"), checkpoint_time=f.get("time"))
-
-    def _hourly(self, time: object, identity: object, statements: int, denied: int,
-                phi_rows: int) -> None:
-        hour = time[:13] if isinstance(time, str) else "?"
-        self._db.execute(
-            "INSERT INTO hourly VALUES (?, ?, ?, ?, ?) ON CONFLICT (hour, identity) DO UPDATE "
-            "SET statements = statements + excluded.statements, "
-            "denied = denied + excluded.denied, phi_rows = phi_rows + excluded.phi_rows",
-            (hour, identity or "?", statements, denied, phi_rows))
 
 
 _HANDLERS = {

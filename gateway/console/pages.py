@@ -21,6 +21,7 @@ from ..journal import segments
 from ..journal.checkpoints import read_checkpoint_file, witness_name
 from . import charts
 from .app import CONSOLE_KEY, session_of
+from .budgets import Budget, budgets_of
 from .search import COUNT_CAP, PAGE_SIZE, ActivityFilter, Reader
 from .views import journaled, render
 
@@ -96,11 +97,13 @@ async def activity(request: web.Request) -> web.Response:
     where = _filter(request)
     await journaled(request, "activity", filters=where.as_access())
     started = time.perf_counter()
-    rows, count, capped = await _query(request, lambda r: r.activity(where))
+    rows, count, capped, tables = await _query(
+        request, lambda r: (*r.activity(where), r.table_names()))
     took_ms = (time.perf_counter() - started) * 1000
     console = request.app[CONSOLE_KEY]
     return render(request, "activity.html", where=where, rows=rows, count=count,
-                  capped=capped, cap=COUNT_CAP, page_size=PAGE_SIZE, took_ms=took_ms,
+                  capped=capped, cap=COUNT_CAP, table_names=tables, page_size=PAGE_SIZE,
+                  took_ms=took_ms,
                   identities=sorted(console.settings.users), groups=sorted(console.groups),
                   databases=sorted(n for n in console.settings.databases if n != "*"),
                   more=len(rows) == PAGE_SIZE and where.page * PAGE_SIZE < count)
@@ -151,8 +154,21 @@ async def sessions(request: web.Request) -> web.Response:
 async def people(request: web.Request) -> web.Response:
     await journaled(request, "people")
     rows = await _query(request, lambda r: r.people())
-    users = request.app[CONSOLE_KEY].settings.users
-    return render(request, "people.html", rows=rows, users=users)
+    console = request.app[CONSOLE_KEY]
+    budgets = {row["identity"]: _hourly_budget(console, row["identity"]) for row in rows}
+    return render(request, "people.html", rows=rows, users=console.settings.users,
+                  budgets=budgets, rules_problem=console.rules_problem)
+
+
+def _budgets(console: Any, identity: str) -> list[Budget]:
+    user = console.settings.users.get(identity)
+    return budgets_of(console.rules, identity, user.groups if user else frozenset())
+
+
+def _hourly_budget(console: Any, identity: str) -> int | None:
+    """The tightest PHI rows-per-hour budget that applies to ``identity``."""
+    return min((b.rows_per_hour for b in _budgets(console, identity)
+                if b.rows_per_hour is not None), default=None)
 
 
 async def person(request: web.Request) -> web.Response:
@@ -167,11 +183,15 @@ async def person(request: web.Request) -> web.Response:
                                                           decision="deny"), limit=20)[0]}
     data = await _query(request, ask)
     hours = charts.fill_hours(data["hours"], since, 7 * 24)
-    user = request.app[CONSOLE_KEY].settings.users.get(identity)
-    return render(request, "person.html", identity=identity, user=user, **data,
+    console = request.app[CONSOLE_KEY]
+    limit = _hourly_budget(console, identity)
+    return render(request, "person.html", identity=identity,
+                  user=console.settings.users.get(identity), **data,
+                  budgets=_budgets(console, identity), rules_problem=console.rules_problem,
                   phi_chart=charts.bars([(h, r["phi_rows"] if r else 0) for h, r in hours],
-                                        "PHI rows"),
-                  phi_week=sum(r["phi_rows"] for r in data["hours"]))
+                                        "PHI rows", limit=limit),
+                  phi_week=sum(r["phi_rows"] for r in data["hours"]),
+                  peak=max((r["phi_rows"] for r in data["hours"]), default=0))
 
 
 async def alerts(request: web.Request) -> web.Response:

@@ -13,8 +13,8 @@ import asyncio
 from aiohttp import web
 
 from . import pages, replay
-from .access import AccessNotRecorded
 from .app import CONSOLE_KEY, COOKIE, LOGIN_COOKIE, Console
+from .audit import AccessNotRecorded
 from .views import render
 
 STATIC = {"console.css": "text/css", "console.js": "text/javascript",
@@ -68,7 +68,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         return await login_form(request, error="Wrong name or password, or not an auditor.",
                                 status=401, username=username)
     try:
-        await console.access.record(identity, "login")
+        await console.audit.record(identity, "login")
     except AccessNotRecorded as e:
         return await login_form(request, error=f"Sign-in refused: it cannot be journaled ({e}).",
                                 status=503, username=username)

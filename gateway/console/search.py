@@ -187,7 +187,8 @@ class Reader:
     def people(self) -> list[sqlite3.Row]:
         return self._db.execute(
             "SELECT identity, sum(statements) AS statements, sum(denied) AS denied, "
-            "sum(phi_rows) AS phi_rows, max(hour) AS last_hour FROM hourly "
+            "sum(phi_rows) AS phi_rows, max(phi_rows) AS peak_rows, max(hour) AS last_hour "
+            "FROM hourly "
             "GROUP BY identity ORDER BY phi_rows DESC, statements DESC").fetchall()
 
     def person_hours(self, identity: str, since_hour: str) -> list[sqlite3.Row]:
@@ -207,6 +208,11 @@ class Reader:
             "SELECT hour, sum(statements) AS statements, sum(denied) AS denied, "
             "sum(phi_rows) AS phi_rows FROM hourly WHERE hour >= ? GROUP BY hour "
             "ORDER BY hour", (since_hour,)).fetchall()
+
+    def table_names(self, limit: int = 200) -> list[str]:
+        """Tables statements touched, PHI tables first, then by use."""
+        return [row[0] for row in self._db.execute(
+            "SELECT name FROM table_use ORDER BY phi DESC, statements DESC LIMIT ?", (limit,))]
 
     def top_tables(self, limit: int = 8) -> list[sqlite3.Row]:
         return self._db.execute("SELECT * FROM table_use ORDER BY statements DESC LIMIT ?",

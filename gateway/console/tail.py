@@ -10,10 +10,11 @@ end a segment. Reads only. Driven by ``index``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import orjson
 
 from ..journal import segments
 from ..journal.chain import link
@@ -53,7 +54,7 @@ def read_from(directory: Path, start: Position
         offset = start.offset if i == 0 and start.segment is not None else 0
         for line_offset, raw in _lines(segment.path, offset):
             try:
-                fields = json.loads(raw)
+                fields = orjson.loads(raw)
             except ValueError as e:
                 raise ChainBroken(segment.name, line_offset, "?", "not JSON") from e
             if not isinstance(fields, dict):

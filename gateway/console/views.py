@@ -9,8 +9,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .access import AccessNotRecorded
 from .app import CONSOLE_KEY, session_of
+from .audit import AccessNotRecorded
 
 
 def render(request: web.Request, template: str, status: int = 200, **values: Any
@@ -29,7 +29,7 @@ async def journaled(request: web.Request, action: str, *, session: str | None = 
     """Journal this view before anything is shown; a refusal page if that is impossible."""
     console = request.app[CONSOLE_KEY]
     try:
-        await console.access.record(session_of(request).identity, action, session=session,
+        await console.audit.record(session_of(request).identity, action, session=session,
                                     filters=filters)
     except AccessNotRecorded as e:
         raise web.HTTPServiceUnavailable(

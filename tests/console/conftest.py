@@ -77,6 +77,8 @@ def console_overrides(root: Path, port: int, **console: Any) -> dict[str, Any]:
                   for name, password in AUDITORS.items()},
         "recordings": {"dir": str(root / "recordings"), "key_file": str(key),
                        "capture_rows": 5, "flush_interval": "100ms"},
+        "alerts": {"sinks": {"ops-log": {"type": "log"}},
+                   "rules": [{"name": "denials", "when": "denied", "sinks": ["ops-log"]}]},
         "console": {"listen": f"127.0.0.1:{port}", "auditors": ["compliance", "dana", "erin"],
                     "index": str(root / "console-index.sqlite3"), **console},
     }

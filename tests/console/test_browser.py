@@ -12,13 +12,15 @@ from __future__ import annotations
 import csv
 import io
 import os
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.console.conftest import AUDITORS, Deployment, Offline
+from tests.console.conftest import AUDITORS, Deployment, Offline, wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = os.environ.get("PHIGATE_SCREENSHOTS")
@@ -105,6 +107,39 @@ def test_open_a_session_and_play_its_replay(browser: Browser, deployment: Deploy
     shot(page, "session")
     page.locator("#seek").fill("0")  # seek back to the start: the screen empties
     expect(statements).to_have_count(0)
+
+
+def test_live_follow_of_a_running_session(browser: Browser, deployment: Deployment) -> None:
+    known = {e["session"] for e in deployment.entries("session_start")}
+    psql = subprocess.Popen(["psql", "-X", "-q", "-d", deployment.gateway.dsn("alice")],
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        assert psql.stdin is not None
+        psql.stdin.write("SELECT 'live one' AS step;\n")
+        psql.stdin.flush()
+        session = wait_until(lambda: next(
+            (e["session"] for e in deployment.entries("session_start")
+             if e["session"] not in known), None))
+        assert session, "the live session was not journaled"
+        page = signed_in(browser, deployment.console.url)
+        url = f"{deployment.console.url}/sessions/{session}"
+        page.goto(url)
+        deadline = time.monotonic() + 15
+        while "still open" not in page.content():  # the index follows the journal each second
+            assert time.monotonic() < deadline, "the live session never reached the index"
+            page.wait_for_timeout(300)
+            page.reload()
+        expect(page.locator("#follow")).to_be_checked()
+        page.click("#play")
+        expect(page.locator("#screen")).to_contain_text("live one")
+        psql.stdin.write("SELECT 'live two' AS step;\n")
+        psql.stdin.flush()
+        expect(page.locator("#screen")).to_contain_text("live two", timeout=15_000)
+        psql.stdin.close()
+        expect(page.locator("#status")).to_have_text("end of recording", timeout=15_000)
+    finally:
+        psql.kill()
+        psql.wait()
 
 
 def test_a_tampered_journal_turns_the_integrity_panel_red(browser: Browser,

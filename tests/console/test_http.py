@@ -201,6 +201,9 @@ def test_table_filter(deployment: Deployment, carol: Client) -> None:
     shown = rows(carol.get("/activity?table=encounters"))
     assert len(shown) == 1 and "count(*) AS visits FROM encounters" in shown[0]
     assert 'class="tbl phi">encounters' in shown[0]  # a PHI table, marked so
+    page = carol.get("/activity").text
+    names = re.findall(r'<option value="([^"]+)">', page.split('id="table-names"')[1])
+    assert names == ["patients", "encounters"]  # PHI tables first, the most used first
 
 
 def test_decision_filter(deployment: Deployment, carol: Client) -> None:
@@ -295,17 +298,36 @@ def test_session_events_need_the_journaled_session_view(deployment: Deployment) 
     assert [e["type"] for e in rest["events"]] == ["end"]
 
 
-def test_sessions_list_people_alerts_dashboard(deployment: Deployment, carol: Client) -> None:
+def test_sessions_list_and_dashboard(deployment: Deployment, carol: Client) -> None:
     listed = carol.get("/sessions").text
     assert deployment.alice_session in listed and deployment.bob_session in listed
     assert "bob" in carol.get("/sessions?identity=bob").text
-    people = carol.get("/people").text
-    assert 'href="/people/alice"' in people and 'href="/people/bob"' in people
-    person = carol.get("/people/bob").text
-    assert "SELECT last_name FROM patients LIMIT 1" in person  # bob's denial
-    assert carol.get("/alerts").status == 200
     dashboard = carol.get("/dashboard").text
     assert dashboard.count("<svg") >= 4 and "encounters" in dashboard
+
+
+def test_people_and_their_budgets(deployment: Deployment, carol: Client) -> None:
+    people = carol.get("/people").text
+    assert 'href="/people/alice"' in people and 'href="/people/bob"' in people
+    assert "5,000" in people  # alice's max_phi_rows_per_hour (clinicians-read-phi)
+    alice = carol.get("/people/alice").text
+    assert 'id="budget-clinicians-read-phi"' in alice and "5,000 PHI rows per hour" in alice
+    assert "20,971,520 PHI bytes per hour" in alice  # max_phi_bytes_per_hour: 20MiB
+    assert "budget 5,000/h" in alice  # the chart's dashed line
+    bob = carol.get("/people/bob").text
+    assert "SELECT last_name FROM patients LIMIT 1" in bob  # bob's denial
+    assert "sets an hourly PHI budget" in bob  # engineers have none
+
+
+def test_alerts_with_their_triggering_statements(deployment: Deployment,
+                                                 carol: Client) -> None:
+    alerts = deployment.entries("alert")
+    assert {a["identity"] for a in alerts if a["rule"] == "denials"} == {"alice", "bob"}
+    page = carol.get("/alerts").text
+    assert page.count('<span class="pill deny">denials</span>') == len(alerts)
+    assert "DELETE FROM patients WHERE id = 1;" in page
+    assert "SELECT last_name FROM patients LIMIT 1" in page
+    assert f'href="/sessions/{deployment.alice_session}"' in page
 
 
 # ---------------------------------------------------------------- export
