@@ -9,6 +9,7 @@ the pre-session CSRF token, the rate limits and the password, then sets the sess
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from aiohttp import web
 
@@ -17,6 +18,7 @@ from .app import CONSOLE_KEY, COOKIE, LOGIN_COOKIE, Console
 from .audit import AccessNotRecorded
 from .views import render
 
+log = logging.getLogger("phigate.console")
 STATIC = {"console.css": "text/css", "console.js": "text/javascript",
           "favicon.svg": "image/svg+xml"}
 
@@ -63,6 +65,7 @@ async def login(request: web.Request) -> web.StreamResponse:
                                 "and try again.", status=429, username=username)
     identity = await asyncio.to_thread(console.auth.check, username, password)
     if identity is None:
+        log.warning("console sign-in refused", extra={"user": username, "client": keys[1]})
         console.auth.failed(*keys)
         await asyncio.sleep(console.settings.limits.auth_failure_delay_s)
         return await login_form(request, error="Wrong name or password, or not an auditor.",

@@ -13,15 +13,20 @@ from .app import CONSOLE_KEY, session_of
 from .audit import AccessNotRecorded
 
 
-def render(request: web.Request, template: str, status: int = 200, **values: Any
-           ) -> web.Response:
+def page(request: web.Request, template: str, **values: Any) -> str:
+    """``template`` rendered with what the header and footer of every page need."""
     console = request.app[CONSOLE_KEY]
     session = request.get("console_session")
-    page = console.templates.get_template(template).render(
+    return str(console.templates.get_template(template).render(
         me=session.identity if session else None, csrf=session.csrf if session else "",
         live=console.live, journal_dir=str(console.journal_dir), path=request.path,
-        index_error=console.index_error, **values)
-    return web.Response(text=page, content_type="text/html", status=status)
+        index_error=console.index_error, **values))
+
+
+def render(request: web.Request, template: str, status: int = 200, **values: Any
+           ) -> web.Response:
+    return web.Response(text=page(request, template, **values), content_type="text/html",
+                        status=status)
 
 
 async def journaled(request: web.Request, action: str, *, session: str | None = None,
@@ -30,11 +35,7 @@ async def journaled(request: web.Request, action: str, *, session: str | None = 
     console = request.app[CONSOLE_KEY]
     try:
         await console.audit.record(session_of(request).identity, action, session=session,
-                                    filters=filters)
+                                   filters=filters)
     except AccessNotRecorded as e:
-        raise web.HTTPServiceUnavailable(
-            text=console.templates.get_template("refused.html").render(
-                me=session_of(request).identity, csrf=session_of(request).csrf,
-                live=console.live, journal_dir=str(console.journal_dir), path=request.path,
-                index_error=console.index_error, reason=str(e)),
-            content_type="text/html") from e
+        raise web.HTTPServiceUnavailable(text=page(request, "refused.html", reason=str(e)),
+                                         content_type="text/html") from e
