@@ -33,7 +33,7 @@ AUDITORS = {"carol": "carol-reviews-access", "dana": "dana-privacy-officer",
             "erin": "erin-gets-rate-limited"}
 ALICE_SCRIPT = """\
 SELECT id, mrn, last_name FROM patients ORDER BY id LIMIT 3;
-SELECT pg_sleep(0.4);
+SELECT pg_sleep(1);
 SELECT count(*) AS visits FROM encounters;
 DELETE FROM patients WHERE id = 1;
 SELECT 'alice was here' AS note;

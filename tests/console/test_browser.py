@@ -90,7 +90,7 @@ def test_open_a_session_and_play_its_replay(browser: Browser, deployment: Deploy
     page.select_option("#speed", "0.5")
     page.click("#play")
     expect(statements.first).to_contain_text("SELECT id, mrn, last_name")
-    # The second statement waits for the first one's pg_sleep(0.4): 0.8 s at half speed.
+    # The third statement waits for the second one's pg_sleep(1): 2 s at half speed.
     assert statements.count() < 5
     page.click("#play")  # pause
     expect(player).to_have_attribute("data-playing", "0")
