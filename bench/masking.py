@@ -4,8 +4,12 @@ Owns one run: a throwaway PostgreSQL with the demo clinic schema, one ``phigate 
 policy lets ``clear`` read PHI in clear and ``masked`` read it masked (the same statements
 through the same gateway), then interleaved rounds of a point ``SELECT * FROM patients WHERE
 id = $1`` (psycopg, extended protocol, one connection per identity) reporting TPS and gateway
-CPU µs per statement (from /proc), medians over rounds; and the row masker alone on 100k
-DataRows of the patients row shape (rows/s). Run: ``.venv/bin/python -m bench.masking``.
+CPU µs per statement (from /proc), medians over rounds; the unmasked fast path A/B: the same
+point SELECT by ``clear`` (a rule without masking) through a second ``phigate serve`` whose
+policy has no masking at all (no ``masking:``, no ``phi_columns``), rounds interleaved and
+alternating which gateway goes first, so the feature's cost for unmasked sessions is measured,
+not assumed; and the row masker alone on 100k DataRows of the patients row shape (rows/s).
+Run: ``.venv/bin/python -m bench.masking`` (``--rounds``, ``--seconds`` for shorter cells).
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import yaml
@@ -41,7 +46,7 @@ from policies.detectors import Detector
 from policies.masking import Strategy
 from protocols.postgres.scram import make_verifier
 
-POLICY = {
+POLICY: dict[str, Any] = {
     "phi_tables": ["clinic.public.patients"],
     "phi_columns": {"clinic.public.patients": ["ssn", "mrn", "first_name", "last_name",
                                                "phone", "email", "address_line",
@@ -55,15 +60,18 @@ POLICY = {
         "clinic.public.patients.*": "redact"},
         "detect": ["ssn", "email", "phone", "mrn", "credit_card"]}],
 }
+# The same policy without the feature: what main's relay did before masking existed.
+UNMASKED_POLICY: dict[str, Any] = {"phi_tables": POLICY["phi_tables"], "rules": POLICY["rules"][:1]}
 PASSWORD = secrets.token_urlsafe(12)
 SERVICE = "phigate_svc"
 
 
-def start_gateway(cluster: TempCluster, workdir: Path, service_password: str
-                  ) -> tuple[subprocess.Popen[bytes], int]:
+def start_gateway(cluster: TempCluster, workdir: Path, service_password: str,
+                  policy: Mapping[str, Any]) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
     generate_keys(workdir / "keys" / "journal")
-    (workdir / "policy.yaml").write_text(yaml.safe_dump(POLICY))
+    (workdir / "policy.yaml").write_text(yaml.safe_dump(policy))
     verifier = make_verifier(PASSWORD)
     config = {
         "listen": f"{HOST}:{port}",
@@ -130,24 +138,37 @@ def run(args: argparse.Namespace) -> str:
         cluster.create_database("clinic")
         cluster.execute(clinic_sql(patients=500) + grant_service_role_sql(SERVICE),
                         dbname="clinic")
-        process, port = start_gateway(cluster, Path(tmp), service_password)
+        with_masking = start_gateway(cluster, Path(tmp) / "masking", service_password, POLICY)
+        without = start_gateway(cluster, Path(tmp) / "plain", service_password,
+                                UNMASKED_POLICY)
+        gateways = {"masking": with_masking, "plain": without}
+        cells: dict[str, list[tuple[float, float]]] = {
+            "clear": [], "masked": [], "ab-masking": [], "ab-plain": []}
         try:
-            results: dict[str, list[tuple[float, float]]] = {"clear": [], "masked": []}
-            for _ in range(args.rounds):  # interleaved: load drift hits both alike
+            for index in range(args.rounds):  # interleaved: load drift hits every cell alike
                 for user in ("clear", "masked"):
-                    results[user].append(point_selects(port, user, args.seconds, process.pid))
+                    cells[user].append(point_selects(with_masking[1], user, args.seconds,
+                                                     with_masking[0].pid))
+                order = ("masking", "plain") if index % 2 == 0 else ("plain", "masking")
+                for name in order:
+                    process, port = gateways[name]
+                    cells[f"ab-{name}"].append(point_selects(port, "clear", args.seconds,
+                                                             process.pid))
         finally:
-            stop_process(process)
-    lines = [f"identity  TPS      gateway CPU µs/stmt   (medians of {args.rounds} rounds "
-             f"of {args.seconds:.0f} s)"]
-    medians = {}
-    for user, cells in results.items():
-        tps = statistics.median(c[0] for c in cells)
-        cpu = statistics.median(c[1] for c in cells)
-        medians[user] = cpu
-        lines.append(f"{user:<9} {tps:<8.0f} {cpu:.0f}")
+            for process, _ in gateways.values():
+                stop_process(process)
+    medians = {name: (statistics.median(c[0] for c in found),
+                      statistics.median(c[1] for c in found)) for name, found in cells.items()}
+    lines = [f"cell          TPS      gateway CPU µs/stmt   (medians of {args.rounds} rounds "
+             f"of {args.seconds:g} s)"]
+    labels = {"clear": "clear", "masked": "masked", "ab-masking": "A/B: masking",
+              "ab-plain": "A/B: none"}
+    lines += [f"{labels[name]:<13} {tps:<8.0f} {cpu:.0f}" for name, (tps, cpu) in medians.items()]
     lines.append(f"masked/clear gateway CPU per statement: "
-                 f"{medians['masked'] / medians['clear']:.2f}x")
+                 f"{medians['masked'][1] / medians['clear'][1]:.2f}x")
+    lines.append("unmasked session, policy with/without a masking section: CPU "
+                 f"{medians['ab-masking'][1] / medians['ab-plain'][1]:.2f}x, TPS "
+                 f"{medians['ab-masking'][0] / medians['ab-plain'][0]:.2f}x")
     rate = statistics.median(masker_rows_per_second(args.rows) for _ in range(3))
     lines.append(f"row masker alone: {rate:,.0f} rows/s ({args.rows:,} rows, 13 columns, "
                  "8 masked, 5 scanned by detectors)")
