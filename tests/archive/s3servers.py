@@ -154,7 +154,7 @@ class NetFault:
         with self._lock:
             self._up = False
             for s in self._open:
-                s.close()
+                _cut(s)
             self._open.clear()
 
     def up(self) -> None:
@@ -171,6 +171,10 @@ class NetFault:
                 continue
             upstream = socket.create_connection(self.target)
             with self._lock:
+                if not self._up:  # down() ran while this one was being connected
+                    _cut(client)
+                    _cut(upstream)
+                    continue
                 self._open.update((client, upstream))
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
@@ -182,12 +186,19 @@ class NetFault:
         except OSError:
             pass
         finally:
-            for s in (source, sink):
-                try:
-                    s.close()
-                except OSError:
-                    pass
+            _cut(source)
+            _cut(sink)
 
     def close(self) -> None:
         self._listener.close()
         self.down()
+
+
+def _cut(s: socket.socket) -> None:
+    """Shut down, then close: a bare close() from another thread does not wake the thread
+    blocked in recv() on it, so the connection (a pooled keep-alive one) would live on."""
+    try:
+        s.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed or never connected
+    s.close()
