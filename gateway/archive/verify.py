@@ -157,7 +157,11 @@ def _originals(client: Any, location: S3Location, report: ArchiveReport) -> dict
         versions.setdefault(entry.key, []).append(entry)
     originals = {}
     for key_name, found in sorted(versions.items()):
-        kept = sorted((v for v in found if not v.deleted), key=lambda v: v.modified)
+        # S3 lists a key's versions newest first, and LastModified may have one-second
+        # resolution: of versions made in the same second, the one listed last is the oldest.
+        listed = [v for v in found if not v.deleted]
+        kept = [v for _, v in sorted(enumerate(listed),
+                                     key=lambda iv: (iv[1].modified, -iv[0]))]
         if any(v.deleted for v in found):
             report.findings.append(Finding(key_name, "deleted (a delete marker hides it)"))
         if len(kept) > 1:
