@@ -27,6 +27,7 @@ from typing import Any
 
 from ..journal import Journal, JournalError, JournalSettings, KeyFileError
 from ..journal.segments import DirectoryLock, fsync_dir
+from ..secretfile import write_new_secret
 from .errors import RecordingError
 
 log = logging.getLogger("phigate.recording")
@@ -136,12 +137,7 @@ def write_request(directory: Path, fields: dict[str, Any]) -> Path:
     name = f"{time.time_ns()}-{os.getpid()}-{secrets.token_hex(4)}.json"
     temporary, final = directory / f".{name}.tmp", directory / name
     data = json.dumps(fields, sort_keys=True).encode("utf-8")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_new_secret(temporary, data)
     os.replace(temporary, final)
     fsync_dir(directory)
     return final
