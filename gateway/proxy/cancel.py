@@ -4,7 +4,7 @@ Each session hands its client the upstream's real process id (so
 ``pg_backend_pid()`` and NOTIFY pids match) with a secret key of the
 gateway's own. A CancelRequest arriving on a fresh connection is matched on
 both, in constant time, and forwarded to the upstream with the upstream's key.
-Driven by ``gateway/proxy/server.py`` (registration) and ``gateway/proxy/relay.py`` (row
+Driven by ``gateway/proxy/server.py`` (registration) and ``gateway/proxy/results.py`` (row
 limits cancel the running query too).
 """
 

@@ -1,6 +1,6 @@
 """What one pass of the relay over the client's frames sends upstream, in order.
 
-Driven by ``Relay._process_client`` (``gateway/proxy/relay.py``). Frames are added in the
+Driven by ``Relay._process_client`` (``gateway/proxy/client_side.py``). Frames are added in the
 client's order; a pipelined statement whose journal entry is still being written
 (``Statement.write_ahead``, see ``gateway/proxy/hooks.py``) is added with its gate, and
 nothing behind it goes upstream before the gate resolves. So the statements behind it

@@ -19,8 +19,8 @@ from ..errors import ConfigError
 from ..settings.config import Settings, load_config
 from .auth import AuthResult, ClientAuthenticator, FailureLimiter, PasswordLogin
 from .cancel import CancelRegistry
-from .hooks import Hook, HookChain
-from .relay import Relay, SessionSummary
+from .hooks import Hook, HookChain, SessionSummary
+from .relay import Relay
 from .startup import handle_client
 from .watchdog import watch
 from .wire import FrameStream
