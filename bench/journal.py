@@ -5,7 +5,9 @@
 Each level opens a fresh journal (fsync durability, digest parameters) and
 runs N concurrent writers that each append a realistic ``statement`` entry
 and await it, as sessions do. Prints acknowledged entries/s, p50/p99 commit
-latency and mean batch size next to the targets from issue 3; then verifies
+latency, mean batch size and the process CPU per acknowledged entry (event loop,
+writer thread and the kernel time of the writes and syncs) next to the targets
+from issue 3; then verifies
 the journals (entries/s, MB/s). Also measures the disk itself (write +
 fdatasync of one line), since no journal commits faster than its disk syncs.
 Run it on the filesystem the journal will use: tmpfs makes fsync free.
@@ -46,7 +48,7 @@ def fields(writer: int, n: int, params: list[str | None] | None) -> dict[str, ob
 
 
 async def run_level(directory: Path, key: Path, writers: int, seconds: float
-                    ) -> tuple[float, list[float], float]:
+                    ) -> tuple[float, list[float], float, float]:
     settings = JournalSettings(dir=directory, signing_key=key, durability="fsync",
                                immutable=False)
     journal = await Journal.open(settings)
@@ -74,14 +76,16 @@ async def run_level(directory: Path, key: Path, writers: int, seconds: float
     await asyncio.gather(*(writer(w) for w in range(writers)))
     batches_before, entries_before = journal.stats.batches, journal.stats.entries
     measuring = True
+    cpu_started = time.process_time()  # the whole process: loop and writer thread
     started = time.perf_counter()
     stop_at = started + seconds
     await asyncio.gather(*(writer(w) for w in range(writers)))
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
     stats = journal.stats
     await journal.close()
     batch = (stats.entries - entries_before) / max(1, stats.batches - batches_before)
-    return done / elapsed, latencies, batch
+    return done / elapsed, latencies, batch, cpu / max(1, done) * 1e6
 
 
 def disk_baseline(directory: Path, seconds: float = 1.0) -> tuple[float, float]:
@@ -123,13 +127,14 @@ def main() -> int:
         print(f"journal benchmark in {root}  ({os.cpu_count()} CPUs, load {load:.1f}, "
               f"python {sys.version.split()[0]}{', uvloop' if args.uvloop else ''})")
         print(f"disk: write+fdatasync p50 {p50:.3f} ms, p99 {p99:.3f} ms")
-        print(f"{'writers':>7}  {'acked/s':>9}  {'p50 ms':>7}  {'p99 ms':>7}  {'batch':>6}  target")
+        print(f"{'writers':>7}  {'acked/s':>9}  {'p50 ms':>7}  {'p99 ms':>7}  {'batch':>6}  "
+              f"{'CPU µs':>6}  target")
         runner = _runner(args.uvloop)
         dirs = []
         for count in (int(w) for w in args.writers.split(",")):
             directory = root / f"w{count}"
             dirs.append(directory)
-            rate, latencies, batch = runner(run_level(directory, private, count, args.seconds))
+            rate, latencies, batch, cpu = runner(run_level(directory, private, count, args.seconds))
             latencies.sort()
             p50 = statistics.median(latencies) * 1e3
             p99 = latencies[int(len(latencies) * 0.99)] * 1e3
@@ -141,7 +146,7 @@ def main() -> int:
             if count <= 32:
                 target.append(f"{mark(p99 <= TARGET_P99_MS)} p99 <= {TARGET_P99_MS} ms")
             print(f"{count:>7}  {rate:>9,.0f}  {p50:>7.2f}  {p99:>7.2f}  {batch:>6.1f}  "
-                  f"{'; '.join(target)}")
+                  f"{cpu:>6.1f}  {'; '.join(target)}")
         key = load_public(public)
         for workers in (1, None):
             entries = size = 0

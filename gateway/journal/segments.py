@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import errno
 import fcntl
 import os
 import re
@@ -101,12 +102,14 @@ def open_segment(path: Path) -> tuple[int, int, int]:
     return fd, end, size
 
 
-def write_at(fd: int, data: bytes, offset: int, allocated: int, step: int) -> int:
+def write_at(fd: int, data: bytes, offset: int, allocated: int, step: int, *,
+             sync: bool = False) -> int:
     """Write ``data`` at ``offset``, first extending the zero-filled preallocation if needed.
 
     Returns the new allocated size. Preallocation is best effort: where the disk (or a
     file size limit) has no room for a whole step, the data alone is written, and its
-    own errno (ENOSPC, EFBIG) reaches the writer.
+    own errno (ENOSPC, EFBIG) reaches the writer. With ``sync`` the data is durable on
+    return (see :func:`pwrite_all`); the zeros ahead of it need not be.
     """
     end = offset + len(data)
     if end > allocated:
@@ -117,16 +120,39 @@ def write_at(fd: int, data: bytes, offset: int, allocated: int, step: int) -> in
         except OSError:
             os.ftruncate(fd, allocated)
             allocated = end
-    pwrite_all(fd, data, offset)
+    pwrite_all(fd, data, offset, sync=sync)
     return allocated
 
 
-def pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    """Write every byte at ``offset`` or raise (a short write is retried to get its errno)."""
+# Where the kernel supports it, a write with RWF_DSYNC is write plus fdatasync of its own
+# range in one call (and one GIL hand-off instead of two); set to 0 if it is refused.
+_dsync_flag: int = getattr(os, "RWF_DSYNC", 0)
+
+
+def pwrite_all(fd: int, data: bytes, offset: int, *, sync: bool = False) -> None:
+    """Write every byte at ``offset`` or raise (a short write is retried to get its errno).
+
+    With ``sync``, the bytes (and what is needed to read them back, e.g. the file size)
+    are durable on return, as after fdatasync. Only these bytes: data written earlier
+    without ``sync`` needs its own fdatasync.
+    """
+    global _dsync_flag
     view = memoryview(data)
+    flags = _dsync_flag if sync else 0
     while view:
-        written = os.pwrite(fd, view, offset)
+        if flags:
+            try:
+                written = os.pwritev(fd, [view], offset, flags)
+            except OSError as e:
+                if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+                _dsync_flag = flags = 0  # refused before anything was written
+                continue
+        else:
+            written = os.pwrite(fd, view, offset)
         view, offset = view[written:], offset + written
+    if sync and not flags:
+        os.fdatasync(fd)
 
 
 def written_part(data: bytes) -> tuple[bytes, bytes]:

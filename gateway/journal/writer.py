@@ -1,21 +1,26 @@
 """The group-commit writer: the only code that appends to the journal.
 
-One long-lived thread takes everything pending, stamps each entry with seq,
-time and ``prev``, encodes the batch, and makes it one write and (per the
-durability setting) one fdatasync; then it wakes the event loop once, and a
-single callback there resolves the batch's futures, so an acknowledged seq is
-on disk. The event loop never calls fdatasync: while the thread waits on the
-disk, sessions keep relaying and the next batch accumulates, so 32 sessions
-share one fsync instead of paying 32. Only with ``durability: write``, while
-the thread is idle and no checkpoint or rotation is due, is a batch's single
-pwrite (into the page cache) made on the loop: two GIL hand-offs cost more.
+Everything appended during one event-loop tick is encoded at the tick's end, on
+the loop (:mod:`.batch`: seq, time, ``prev``, the bytes, the chain hash), and
+handed to one long-lived thread that only writes: one positioned write per batch
+of ticks, made durable with it (``RWF_DSYNC``: write and fdatasync in one call)
+with ``durability: fsync``; then it wakes the event loop once, and a single
+callback there resolves the batch's futures, so an acknowledged seq is on disk.
+The thread takes the GIL about twice per batch (to wake, and after the write to
+report) and never to encode. The event loop never waits for the disk: while
+the thread writes, sessions keep relaying and the next batch accumulates, so 32
+sessions share one sync instead of paying 32. Only with ``durability: write``,
+while the thread is idle and no checkpoint or rotation is due, is a batch's
+single pwrite (into the page cache) made on the loop: two GIL hand-offs cost more.
 
 Segments are preallocated with zeros ahead of the data (see :mod:`.segments`),
-so the fdatasync after a write need not update the file's size. A failed
-write is undone (the segment is truncated back to the last good batch) so the
-chain on disk never holds entries nobody was told about, and the journal
-reports itself broken until a later write succeeds. Rotation and sealing
-happen in the thread too, between batches. :class:`..journal.Journal` drives it.
+so a synced write need not update the file's size. A failed write is undone (the
+segment is truncated back to the last good batch) so the chain on disk never
+holds entries nobody was told about; batches encoded after it no longer continue
+the disk and are refused too, the loop's tip is rewound, and the journal reports
+itself broken until a later write succeeds. Rotation is decided on the loop (the
+rotation checkpoint ends a batch marked ``seal``); the thread seals and opens the
+next segment after writing it. :class:`..journal.Journal` drives it.
 """
 
 from __future__ import annotations
@@ -29,18 +34,20 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.errors import JournalFull, JournalWriteFailed, StatementRefused
 
-from . import checkpoints, segments
-from .canonical import TimeFormatter, encode_line
-from .chain import link
+from . import segments
+from .batch import CHECKPOINT, Batch, Done, Pending, Tip
+from .canonical import TimeFormatter
 from .checkpoints import Checkpoint
 from .settings import JournalSettings
+
+__all__ = ["BATCH_SIZE_BOUNDS", "CHECKPOINT", "ChainPosition", "Pending", "Writer"]
 
 log = logging.getLogger("phigate.journal")
 
@@ -51,31 +58,12 @@ MAX_BATCH = 4096
 RETRY_AFTER_S = 0.1
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
-CHECKPOINT = "checkpoint"
 # At most this long an entry nobody waits for (an outcome) waits for one that somebody does.
 RIDE_ALONG_S = 0.05
 # In ``durability: write``, a batch is written on the event loop when this much of the
 # preallocated zeros is left (so the write never extends the file there).
 INLINE_ROOM = 256 * 1024
 BATCH_SIZE_BOUNDS = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # group-commit histogram buckets
-
-
-@dataclass(slots=True)
-class Pending:
-    """One append waiting for the writer; ``fields`` None means "sign a checkpoint here"."""
-
-    type: str
-    fields: dict[str, object] | None
-    future: asyncio.Future[int] | None
-
-
-@dataclass(slots=True)
-class _Done:
-    """What one pass of the thread settles on the event loop, in a single callback."""
-
-    accepted: list[tuple[Pending, int]] = field(default_factory=list)
-    failed: list[tuple[Pending, BaseException]] = field(default_factory=list)
-    signed: list[Checkpoint] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,13 +84,15 @@ class Writer:
                  on_checkpoint: Callable[[Checkpoint], None]) -> None:
         self._settings = settings
         self._dir = settings.dir
-        self._journal_id = position.journal_id
-        self._key = key
         self._clock = clock_ns
         self._on_checkpoint = on_checkpoint
         self._fmt = TimeFormatter()
         self._sync_every_batch = settings.durability == "fsync"
         self._step = min(segments.PREALLOCATE_STEP, settings.segment_max_bytes)
+        # The loop's end of the chain (what the next batch continues); the disk's is below.
+        self._tip = Tip(position.journal_id, key, seq=position.last_seq, head=position.head,
+                        size=position.active_size, started_ns=position.active_started_ns)
+        # -- the disk's state: written by the thread (or by the loop while it is idle) --
         self.seq = position.last_seq
         # Counters for metrics and the benchmark: committed batches and entries this run.
         self.batches = 0
@@ -114,14 +104,16 @@ class Writer:
         self._fd: int | None = None
         self._size = position.active_size  # end of data: where the next batch is written
         self._allocated = 0  # file size: data plus the zero-filled preallocation
-        self._started_ns = position.active_started_ns
         # Set when a failed batch could not be cut off the segment: no write may
         # follow until it is, or the chain on disk would hold a torn batch.
         self._truncate_to: int | None = None
+        # Data written without a sync since the last one: the next sync must be a
+        # whole-file fdatasync, since a synced write only covers its own range.
+        self._unsynced = True  # the previous run's last writes may still be in the cache
+        # -- the loop's --
         self.last_checkpoint_seq = 0
         self.last_checkpoint_at = time.monotonic()
         self._queued_checkpoint: asyncio.Future[int] | None = None
-        # Set on the loop by request_seal, cleared by the thread when it seals.
         self._seal_requested = False
         # Appends made during the current event-loop tick, handed over together at its end:
         # one wake-up of the thread per tick, however many sessions appended in it.
@@ -132,7 +124,7 @@ class Writer:
         self._handed = 0
         self._served = 0
         # What the thread takes, in order; None (after stop) tells it to finish.
-        self._queue: queue.SimpleQueue[list[Pending] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[Batch] | None] = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._serve, name="phigate-journal-writer",
                                         daemon=True)
@@ -147,6 +139,9 @@ class Writer:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(self._open_segment)
+        self._tip.size = self._size
+        if self._tip.started_ns is None:
+            self._tip.started_ns = self._clock()
         # A daemon thread: if the gateway dies without closing the journal, acknowledged
         # entries are already on disk and nothing here must keep the process alive.
         self._thread.start()
@@ -173,23 +168,60 @@ class Writer:
         if self._ride_timer is not None:
             self._ride_timer.cancel()
             self._ride_timer = None
-        if self._tick:
-            tick, self._tick = self._tick, []
-            if self._inline_ok(tick):
-                self._settle(self._process(tick, inline=True))
-                return
-            self._handed += 1
-            self._queue.put(tick)
+        if not self._tick:
+            return
+        tick, self._tick = self._tick, []
+        if self._poisoned:
+            _fail(tick, JournalWriteFailed("journal writer failed"))
+            return
+        failed: list[tuple[Pending, BaseException]] = []
+        try:
+            batches = self._encode(tick, failed)
+        except Exception:
+            log.exception("journal writer failed; refusing all statements")
+            self._poisoned = True
+            _fail(tick, JournalWriteFailed("journal writer failed"))
+            return
+        for pending, error in failed:
+            if pending.future is not None and not pending.future.done():
+                pending.future.set_exception(error)
+        if not batches:
+            return
+        if self._inline_ok(batches):
+            self._settle(self._process(batches, inline=True))
+            return
+        self._handed += 1
+        self._queue.put(batches)
 
-    def _inline_ok(self, tick: list[Pending]) -> bool:
+    def _encode(self, tick: list[Pending], failed: list[tuple[Pending, BaseException]]
+                ) -> list[Batch]:
+        """The tick's lines after the tip; first the rotation checkpoint, when one is due."""
+        now = self._clock()
+        stamp = self._fmt(now)
+        tip = self._tip
+        batches = []
+        if self._rotation_due(now):
+            self._seal_requested = False
+            rotation = tip.encode([Pending(CHECKPOINT, None, None)], stamp, failed)
+            rotation.seal = True
+            batches.append(rotation)
+            tip.size, tip.started_ns = 0, now
+        queued = self._queued_checkpoint
+        if queued is not None and any(p.future is queued for p in tick):
+            self._queued_checkpoint = None  # signed now: a later request queues a new one
+        batch = tip.encode(tick, stamp, failed)
+        if batch.accepted:
+            batches.append(batch)
+        return batches
+
+    def _inline_ok(self, batches: list[Batch]) -> bool:
         """``durability: write`` without a checkpoint, rotation or repair due: the batch is
         one pwrite into the page cache, cheaper on the loop than two GIL hand-offs. Only
         while the thread has nothing (it then never touches the writer's state)."""
         return (not self._sync_every_batch and self._handed == self._served
                 and self._fd is not None and self._truncate_to is None
-                and self._allocated - self._size >= INLINE_ROOM and len(tick) <= 64
-                and all(p.fields is not None for p in tick)
-                and not self._rotation_due(self._clock()))
+                and self._allocated - self._size >= INLINE_ROOM and len(batches) == 1
+                and not batches[0].signed and len(batches[0].accepted) <= 64)
 
     def request_checkpoint(self) -> asyncio.Future[int]:
         """Queue a checkpoint, or return the one already queued."""
@@ -226,6 +258,15 @@ class Writer:
     def rotation_due(self) -> bool:
         return self._rotation_due(self._clock())
 
+    def _rotation_due(self, now_ns: int) -> bool:
+        tip = self._tip
+        if tip.size >= self._settings.segment_max_bytes or (
+                self._seal_requested and tip.size > 0):
+            return True
+        started = tip.started_ns
+        return (tip.size > 0 and started is not None
+                and now_ns - started >= self._settings.segment_max_age_s * 1e9)
+
     async def stop(self) -> None:
         """Write what is queued, then stop; the active segment stays open for the next run."""
         if self._stopping:
@@ -238,8 +279,9 @@ class Writer:
         else:
             await asyncio.to_thread(self._close_fd)
 
-    def _settle(self, done: _Done) -> None:
+    def _settle(self, done: Done) -> None:
         """On the event loop, once per batch: tell every waiting session how it went."""
+        self._tip.rewind(done)
         for pending, entry_seq in done.accepted:
             future = pending.future
             if future is not None and not future.done():
@@ -259,24 +301,25 @@ class Writer:
         take, waiting = self._queue.get, self._queue.empty
         while True:
             handed = take()
-            batch: list[Pending] = []
-            ticks = 0
+            batches: list[Batch] = []
+            ticks = entries = 0
             while handed is not None:
-                batch += handed  # everything pending: ticks handed over since the last batch
+                batches += handed  # everything pending: ticks handed over since the last write
                 ticks += 1
-                if len(batch) >= MAX_BATCH or waiting():
+                entries += sum(len(b.accepted) for b in handed)
+                if entries >= MAX_BATCH or waiting():
                     break
                 handed = take()
-            if batch:
-                self._hand_back(self._process(batch))
+            if batches:
+                self._hand_back(self._process(batches))
             self._served += ticks
             if handed is None:
                 break
         self._close_fd()
 
-    def _hand_back(self, done: _Done) -> None:
+    def _hand_back(self, done: Done) -> None:
         loop = self._loop
-        if loop is None or not (done.failed or done.signed or any(
+        if loop is None or not (done.failed or done.signed or done.rewind or any(
                 pending.future is not None for pending, _ in done.accepted)):
             return  # nobody to tell: no wake-up of the event loop
         try:
@@ -284,92 +327,85 @@ class Writer:
         except RuntimeError:
             pass  # the loop is closed: nobody is waiting any more
 
-    def _process(self, batch: list[Pending], *, inline: bool = False) -> _Done:
-        done = _Done()
+    def _process(self, batches: list[Batch], *, inline: bool = False) -> Done:
+        done = Done()
         if self._poisoned:
-            _fail_into(done, batch, JournalWriteFailed("journal writer failed"))
+            for batch in batches:
+                _fail_into(done, batch, JournalWriteFailed("journal writer failed"))
             return done
+        group: list[Batch] = []
         try:
-            if self._rotation_due(self._clock()):
-                self._rotate(done)
-            self._commit(batch, done, inline=inline)
+            for batch in batches:
+                group.append(batch)
+                if batch.seal:
+                    # The rotation checkpoint ends this segment; what follows starts the next.
+                    if self._commit(group, done, inline=inline):
+                        self._seal()
+                    group = []
+            if group:
+                self._commit(group, done, inline=inline)
         except Exception:
             # A bug, not a disk problem: fail closed until someone restarts us.
             log.exception("journal writer failed; refusing all statements")
             self._poisoned = True
             settled = {id(p) for p, _ in done.accepted} | {id(p) for p, _ in done.failed}
-            _fail_into(done, [p for p in batch if id(p) not in settled],
-                       self.refusal() or JournalWriteFailed("journal writer failed"))
+            error = self.refusal() or JournalWriteFailed("journal writer failed")
+            for batch in batches:
+                done.failed.extend((p, _copy(error)) for p, _ in batch.accepted
+                                   if id(p) not in settled)
         return done
 
-    def _commit(self, batch: list[Pending], done: _Done, *, inline: bool = False) -> bool:
-        data, seq, head, accepted, signed = self._encode(batch, done)
-        if not accepted:
-            return True
-        # Only acknowledged entries (statements) need fdatasync before their answer; queued
+    def _commit(self, group: list[Batch], done: Done, *, inline: bool = False) -> bool:
+        """Write the batches of ``group`` that continue the disk, as one write."""
+        seq, head = self.seq, self._head
+        written: list[Batch] = []
+        for batch in group:
+            if batch.first_seq == seq + 1 and batch.prev == head:
+                written.append(batch)
+                seq, head = batch.seq, batch.head
+            else:  # encoded after a batch that failed: it chains past lines not on disk
+                self._refuse(batch, done)
+        if not written:
+            return False
+        data = written[0].data if len(written) == 1 else b"".join(b.data for b in written)
+        # Only acknowledged entries (statements) need a sync before their answer; queued
         # outcomes ride along with the next synced batch or checkpoint, in order.
-        sync = bool(signed) or (self._sync_every_batch
-                                and any(p.future is not None for p, _ in accepted))
+        sync = any(b.signed for b in written) or (
+            self._sync_every_batch and any(b.waited for b in written))
         try:
             self._write(data, sync, inline=inline)
         except OSError as e:
             self._set_broken(e)
-            error = self._broken or JournalWriteFailed
-            for pending, _ in accepted:
-                if pending.future is None:
-                    self._lost += 1
-                else:
-                    done.failed.append((pending, _refusal(error)))
+            for batch in written:
+                self._refuse(batch, done)
             return False
+        count = 0
+        for batch in written:
+            done.accepted.extend(batch.accepted)
+            done.signed.extend(batch.signed)
+            count += len(batch.accepted)
         self.seq, self._head = seq, head
         self._size += len(data)
         self.batches += 1
-        self.batch_sizes[bisect.bisect_left(BATCH_SIZE_BOUNDS, len(accepted))] += 1
-        self.entries += len(accepted)
+        self.batch_sizes[bisect.bisect_left(BATCH_SIZE_BOUNDS, count)] += 1
+        self.entries += count
         if self._broken is not None:
             log.warning("journal is writable again at seq %d; %d queued entries (outcomes) "
                         "were lost while it was not", seq, self._lost)
             self._broken = None
             self._lost = 0
-        done.accepted.extend(accepted)
-        done.signed.extend(signed)
         return True
 
-    def _encode(self, batch: list[Pending], done: _Done) -> tuple[
-            bytes, int, str, list[tuple[Pending, int]], list[Checkpoint]]:
-        seq, head = self.seq, self._head
-        clock, fmt = self._clock, self._fmt
-        parts: list[bytes] = []
-        accepted: list[tuple[Pending, int]] = []
-        signed: list[Checkpoint] = []
-        for pending in batch:
-            stamp = fmt(clock())
-            cp = None
-            if pending.fields is None:
-                if pending.future is self._queued_checkpoint:
-                    self._queued_checkpoint = None
-                cp = checkpoints.sign(self._key, journal=self._journal_id, seq=seq + 1,
-                                      head=head, time=stamp)
-                entry = cp.line_fields()
+    def _refuse(self, batch: Batch, done: Done) -> None:
+        """Tell ``batch``'s sessions it was not written; the loop rewinds to the disk."""
+        error = self._broken or JournalWriteFailed
+        for pending, _ in batch.accepted:
+            if pending.future is None:
+                self._lost += 1
             else:
-                entry = pending.fields  # the writer's own copy (Journal._own)
-            entry["seq"] = seq + 1
-            entry["time"] = stamp
-            entry["type"] = pending.type
-            entry["prev"] = head
-            try:
-                line = encode_line(entry)
-            except (TypeError, ValueError) as e:
-                done.failed.append((pending, TypeError(
-                    f"journal entry {pending.type!r} cannot be encoded as JSON: {e}")))
-                continue
-            seq += 1
-            head = link(line[:-1])
-            parts.append(line)
-            accepted.append((pending, seq))
-            if cp is not None:
-                signed.append(cp)
-        return b"".join(parts), seq, head, accepted, signed
+                done.failed.append((pending, _refusal(error)))
+        if done.rewind is None:
+            done.rewind, done.rewind_epoch = (self.seq, self._head, self._size), batch.epoch
 
     def _set_broken(self, e: OSError) -> None:
         full = e.errno in _FULL_ERRNOS
@@ -380,21 +416,7 @@ class Writer:
         self._broken = kind
         self._broken_at = time.monotonic()
 
-    # -- rotation ------------------------------------------------------------------------
-
-    def _rotation_due(self, now_ns: int) -> bool:
-        if self._size >= self._settings.segment_max_bytes or (
-                self._seal_requested and self._size > 0):
-            return True
-        started = self._started_ns
-        return (self._size > 0 and started is not None
-                and now_ns - started >= self._settings.segment_max_age_s * 1e9)
-
-    def _rotate(self, done: _Done) -> None:
-        """End the segment with a checkpoint, seal it, and start the next one."""
-        self._seal_requested = False
-        if not self._commit([Pending(CHECKPOINT, None, None)], done):
-            return
+    def _seal(self) -> None:
         try:
             self._seal_and_advance()
         except OSError as e:
@@ -406,10 +428,8 @@ class Writer:
         if self._path is None:
             self._path = segments.create_segment(self._dir, self.seq + 1)
             self._size = 0
-            self._started_ns = self._clock()
+            self._tip.started_ns = self._clock()
         self._fd, _, self._allocated = segments.open_segment(self._path)
-        if self._started_ns is None:
-            self._started_ns = self._clock()
 
     def _write(self, data: bytes, sync: bool, *, inline: bool = False) -> None:
         if self._truncate_to is not None:
@@ -418,14 +438,18 @@ class Writer:
             self._reopen()
         fd = self._require_fd()
         start = self._size
+        # A synced write covers only its own bytes: after unsynced ones, sync the file.
+        whole_file = sync and self._unsynced
         try:
-            self._allocated = segments.write_at(fd, data, start, self._allocated, self._step)
-            if sync:
+            self._allocated = segments.write_at(fd, data, start, self._allocated, self._step,
+                                                sync=sync and not whole_file)
+            if whole_file:
                 os.fdatasync(fd)
         except OSError:
             # Undo the partial batch: its sessions are told it failed, so it must
             # not stay on disk (and later entries must not chain past it).
             self._truncate_to = start
+            self._unsynced = True
             if inline:
                 raise  # cut back (it fdatasyncs) by the thread, before its next write
             try:
@@ -433,6 +457,7 @@ class Writer:
             except OSError as cut:
                 log.error("could not cut a failed batch off the journal: %s", cut)
             raise
+        self._unsynced = not sync
 
     def _cut_back(self, size: int) -> None:
         fd = self._require_fd()
@@ -452,7 +477,6 @@ class Writer:
         except FileExistsError:
             self._path = self._dir / segments.segment_name(self.seq + 1)
         self._fd, self._size, self._allocated = segments.open_segment(self._path)
-        self._started_ns = self._clock()
 
     def _seal_and_advance(self) -> None:
         fd, path = self._require_fd(), self._path
@@ -486,8 +510,8 @@ def _refusal(kind: type[StatementRefused]) -> StatementRefused:
                               hint="the gateway log has the details")
 
 
-def _fail_into(done: _Done, batch: list[Pending], error: BaseException) -> None:
-    for pending in batch:
+def _fail_into(done: Done, batch: Batch, error: BaseException) -> None:
+    for pending, _ in batch.accepted:
         done.failed.append((pending, _copy(error)))
 
 

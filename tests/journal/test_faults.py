@@ -138,12 +138,12 @@ async def test_io_error_mid_write_is_undone(tmp_path: Path, settings_for: Settin
     real_pwrite_all = segments.pwrite_all
     failures = {"left": 1}
 
-    def flaky_pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    def flaky_pwrite_all(fd: int, data: bytes, offset: int, *, sync: bool = False) -> None:
         if failures["left"] and b"lost-" in data:
             failures["left"] -= 1
-            real_pwrite_all(fd, data[: len(data) // 2], offset)
+            real_pwrite_all(fd, data[: len(data) // 2], offset, sync=sync)
             raise OSError(5, "Input/output error")
-        real_pwrite_all(fd, data, offset)
+        real_pwrite_all(fd, data, offset, sync=sync)
 
     settings = settings_for(tmp_path / "j")
     journal = await Journal.open(settings)
@@ -186,3 +186,79 @@ async def test_a_writer_bug_fails_closed(tmp_path: Path, settings_for: Settings,
         assert not journal.writable
     finally:
         await journal.close()
+
+
+async def test_batches_encoded_after_a_failed_write_are_refused(
+        tmp_path: Path, settings_for: Settings, public_key: Ed25519PublicKey,
+        monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Lines are encoded on the loop before the disk thread writes them: while a failing
+    write hangs, later ticks are encoded after it. None of them may reach the disk (they
+    chain past lines that are not there); their sessions are refused, and the journal
+    continues from what is on disk once it can be written again."""
+    import threading
+    import time as time_module
+
+    from gateway.errors import JournalWriteFailed
+    from gateway.journal import segments
+
+    real_pwrite_all = segments.pwrite_all
+    hanging = threading.Event()
+
+    def failing_slowly(fd: int, data: bytes, offset: int, *, sync: bool = False) -> None:
+        if b"first-" in data and not hanging.is_set():
+            hanging.set()
+            time_module.sleep(0.2)  # the loop encodes the next ticks meanwhile
+            raise OSError(5, "Input/output error")
+        real_pwrite_all(fd, data, offset, sync=sync)
+
+    settings = settings_for(tmp_path / "j")
+    journal = await Journal.open(settings)
+    try:
+        before = await journal.append("statement", {"token": "before"})
+        monkeypatch.setattr(segments, "pwrite_all", failing_slowly)
+        first = asyncio.ensure_future(journal.append("statement", {"token": "first-0"}))
+        while not hanging.is_set():
+            await asyncio.sleep(0.005)
+        later = []
+        for i in range(5):  # one tick each, all encoded after the failing batch
+            later.append(asyncio.ensure_future(
+                journal.append("statement", {"token": f"later-{i}"})))
+            journal.append_later("outcome", {"token": f"later-outcome-{i}"})
+            await asyncio.sleep(0.01)
+        results = await asyncio.gather(first, *later, return_exceptions=True)
+        assert all(isinstance(r, JournalWriteFailed) for r in results), results
+        await asyncio.sleep(writer_module.RETRY_AFTER_S * 1.5)
+        after = await journal.append("statement", {"token": "after"})
+        assert after == before + 1, "the chain continues from the last line on disk"
+    finally:
+        await journal.close()
+    tokens = [str(e.fields.get("token")) for e in iter_entries(settings.dir)]
+    assert "before" in tokens and "after" in tokens
+    assert not any(t.startswith(("first-", "later-")) for t in tokens), tokens
+    report = verify_journal(settings.dir, public_key)
+    assert report.ok, report.summary()
+
+
+def test_a_refused_synced_write_falls_back_to_fdatasync(tmp_path: Path, monkeypatch  # type: ignore[no-untyped-def]
+                                                        ) -> None:
+    """Where the kernel refuses RWF_DSYNC, a synced write is a write plus fdatasync."""
+    from gateway.journal import segments
+
+    synced: list[int] = []
+    real_fdatasync = os.fdatasync
+    monkeypatch.setattr(segments, "_dsync_flag", 0x4000_0000)  # a flag no kernel knows
+
+    def recording_fdatasync(fd: int) -> None:
+        synced.append(fd)
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", recording_fdatasync)
+    path = tmp_path / "segment"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        segments.pwrite_all(fd, b"line\n", 0, sync=True)
+        segments.pwrite_all(fd, b"next\n", 5, sync=True)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"line\nnext\n"
+    assert synced == [fd, fd] and segments._dsync_flag == 0

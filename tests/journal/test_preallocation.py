@@ -133,26 +133,36 @@ async def test_sealing_trims_the_preallocation(
 
 async def test_fdatasync_never_runs_on_the_event_loop(
         tmp_path: Path, settings_for: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The writer thread syncs; the loop only learns of each batch once it is durable."""
+    """The writer thread syncs (fdatasync, or a write that syncs itself); the loop only
+    learns of each batch once it is durable."""
     import os
 
-    callers: list[str] = []
-    real = os.fdatasync
+    callers: list[tuple[str, str]] = []
+    real_fdatasync, real_pwrite_all = os.fdatasync, segments.pwrite_all
 
     def recording_fdatasync(fd: int) -> None:
-        callers.append(threading.current_thread().name)
-        real(fd)
+        callers.append(("fdatasync", threading.current_thread().name))
+        real_fdatasync(fd)
+
+    def recording_pwrite_all(fd: int, data: bytes, offset: int, *, sync: bool = False) -> None:
+        if sync:
+            callers.append(("synced write", threading.current_thread().name))
+        real_pwrite_all(fd, data, offset, sync=sync)
 
     journal = await Journal.open(settings_for(tmp_path / "j"))
     monkeypatch.setattr(os, "fdatasync", recording_fdatasync)
+    monkeypatch.setattr(segments, "pwrite_all", recording_pwrite_all)
     try:
         before = journal.stats
         seqs = await asyncio.gather(*(journal.append("statement", {"sql": f"SELECT {i}"})
                                       for i in range(64)))
+        for i in range(8):  # one at a time: each its own batch, each synced
+            seqs.append(await journal.append("statement", {"sql": f"SELECT {i}"}))
         after = journal.stats
     finally:
         await journal.close()
-    assert sorted(seqs) == list(range(min(seqs), min(seqs) + 64))
-    assert callers and set(callers) == {"phigate-journal-writer"}
+    assert sorted(seqs) == list(range(min(seqs), min(seqs) + 72))
+    assert len(callers) >= 8
+    assert {thread for _, thread in callers} == {"phigate-journal-writer"}, callers
     # Group commit: 64 sessions waiting at once share far fewer batches (and syncs).
-    assert after.batches - before.batches < 64
+    assert after.batches - before.batches < 64 + 8
