@@ -34,5 +34,9 @@ class Clock:
     def shifted(self) -> bool:
         return self._offset != 0.0
 
+    def seconds(self) -> float:
+        """``now()`` as a POSIX timestamp (cheaper: no datetime is made)."""
+        return time.time() + self._offset
+
     def now(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(time.time() + self._offset, dt.UTC)

@@ -59,6 +59,10 @@ class AlertHook(Hook):
                                session=session.session_id))
 
     async def before_statement(self, statement: Statement) -> Verdict | None:
+        self.before_statement_now(statement)
+        return None
+
+    def before_statement_now(self, statement: Statement) -> None:
         refusal = statement.verdict.refusal
         if statement.phase is Phase.PARSE and refusal is None:
             return None  # nothing runs at Parse; its Execute is decided again

@@ -26,7 +26,17 @@ from policies.statement import Statement as ParsedStatement
 from ..errors import PolicyDenied
 from ..journal.hook import POLICY_TAG
 from ..policy.hook import DECISION_TAG, PolicyHook
-from ..proxy.hooks import Hook, Outcome, Phase, SessionInfo, SessionSummary, Statement, Verdict
+from ..proxy.hooks import (
+    MUST_AWAIT,
+    Hook,
+    MustAwait,
+    Outcome,
+    Phase,
+    SessionInfo,
+    SessionSummary,
+    Statement,
+    Verdict,
+)
 from ..settings.config import Settings
 from .catalog import Catalog, MaskingCatalog
 from .columns import ColumnMap
@@ -99,13 +109,29 @@ class MaskingHook(Hook):
         return self._policy.engine.mask_profile(info.identity, info.groups, info.database,
                                                 forced=forced)
 
-    async def before_statement(self, statement: Statement) -> Verdict | None:
+    def before_statement_now(self, statement: Statement) -> Verdict | None | MustAwait:
+        """Nothing to do for a session that is not masked and a statement no ``phi: masked``
+        rule allowed (nearly all of them): the relay's fast path, without an await."""
+        decided = self._decided(statement)
+        if decided is None or (decided[0].profile is None and not decided[1].masked):
+            return None
+        return MUST_AWAIT  # the column map may have to be read from the catalog
+
+    def _decided(self, statement: Statement) -> tuple[_State, Decision] | None:
+        """The session and the policy's decision of a statement that runs; else None."""
         if statement.phase is Phase.PARSE or statement.verdict.refusal is not None:
             return None
         decision = statement.tags.get(DECISION_TAG)
         state = self._sessions.get(statement.session.session_id)
         if state is None or not isinstance(decision, Decision):
             return None
+        return state, decision
+
+    async def before_statement(self, statement: Statement) -> Verdict | None:
+        decided = self._decided(statement)
+        if decided is None:
+            return None
+        state, decision = decided
         profile = state.profile
         if profile is None and decision.masked:
             state.forced = state.forced or self._profile(state.info, forced=True)

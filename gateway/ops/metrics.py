@@ -210,40 +210,55 @@ def decision_label(statement: Statement, policy: dict[str, Any]) -> str:
 
 
 class MetricsHook(Hook):
-    """Counts sessions, logins, statements and results; after the journal in the chain."""
+    """Counts sessions, logins, statements and results; after the journal in the chain.
+
+    A statement is counted once, when its outcome is in (its decision, rows, bytes and
+    timings together); only a refused Parse, which gets no outcome, is counted as it is
+    decided. The label values a session's statements share are worked out at its start.
+    """
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
+        # session id → (database label, identity labels); redone when the config changes
+        self._labels: dict[str, tuple[str, tuple[str, ...]]] = {}
+        self._sessions: dict[str, SessionInfo] = {}
 
     async def before_statement(self, statement: Statement) -> Verdict | None:
-        try:
-            self._statement(statement)
-        except Exception:  # metrics never refuse a statement
-            log.exception("metrics failed for a statement")
+        self.before_statement_now(statement)
         return None
 
-    def _statement(self, statement: Statement) -> None:
+    def before_statement_now(self, statement: Statement) -> None:
+        if statement.phase is Phase.PARSE and statement.verdict.refusal is not None:
+            try:  # a refused Parse has no outcome: count it now
+                self._statement(statement, self._session_labels(statement.session)[1])
+            except Exception:  # metrics never refuse a statement
+                log.exception("metrics failed for a statement")
+
+    def _session_labels(self, session: SessionInfo) -> tuple[str, tuple[str, ...]]:
+        labels = self._labels.get(session.session_id)
+        if labels is None:
+            m = self.metrics
+            labels = (m.database_label(session.database), m.who(session.identity))
+        return labels
+
+    def _statement(self, statement: Statement, who: tuple[str, ...]) -> None:
         m, tags = self.metrics, statement.tags
-        refusal = statement.verdict.refusal
-        journaled = statement.phase is not Phase.PARSE or refusal is not None
-        append_s = tags.get(JOURNAL_APPEND_TAG)
+        append_s = tags.get(JOURNAL_APPEND_TAG)  # read-only ones: tagged once durable
         if isinstance(append_s, float):
-            m.journal_append.observe(append_s)  # read-only ones: once durable (after_statement)
-        if not journaled:
-            return  # a Parse is counted when it runs, as its Execute
+            m.journal_append.observe(append_s)
         policy = tags.get(POLICY_TAG)
         fields: dict[str, Any] = policy if isinstance(policy, dict) else {}
         decision = decision_label(statement, fields)
-        m.statements.inc((class_label(fields.get("classes")), decision,
-                          *m.who(statement.session.identity)))
+        m.statements.inc((class_label(fields.get("classes")), decision, *who))
         if decision == "deny":
             for rule in fields.get("rules", ()):
                 m.denials.inc((str(rule),))
 
     def after_statement(self, statement: Statement, outcome: Outcome) -> None:
-        m, session = self.metrics, statement.session
-        database = m.database_label(session.database)
-        labels = (database, *m.who(session.identity))
+        m = self.metrics
+        database, who = self._session_labels(statement.session)
+        self._statement(statement, who)
+        labels = (database, *who) if who else (database,)
         if outcome.rows:
             m.rows.inc(labels, outcome.rows)
         if outcome.bytes_to_client:
@@ -253,10 +268,6 @@ class MetricsHook(Hook):
         if not outcome.refused:
             m.statement_duration.observe(outcome.duration_s)
             m.gateway_latency.observe(outcome.gateway_latency_s)
-        if statement.durable is not None or statement.write_ahead is not None:
-            append_s = statement.tags.get(JOURNAL_APPEND_TAG)  # deferred: tagged once durable
-            if isinstance(append_s, float):
-                m.journal_append.observe(append_s)
 
     def authenticated(self, event: AuthEvent) -> None:
         m = self.metrics
@@ -267,10 +278,14 @@ class MetricsHook(Hook):
             database = self.metrics.database_label(session.database)
             self.metrics.sessions.labels(database).inc()
             self.metrics.sessions_active.labels(database).inc()
+            self._sessions[session.session_id] = session
+            self._labels[session.session_id] = (database, self.metrics.who(session.identity))
         except Exception:  # a raising session_started would refuse the session
             log.exception("metrics failed at session start")
 
     def session_ended(self, session: SessionInfo, summary: SessionSummary) -> None:
+        self._sessions.pop(session.session_id, None)
+        self._labels.pop(session.session_id, None)
         self.metrics.sessions_active.labels(self.metrics.database_label(session.database)).dec()
         # Teardown runs in reverse chain order, so the recorder (before us in the chain)
         # leaves its annotation after this returns: read it once the whole teardown is done.
@@ -288,6 +303,9 @@ class MetricsHook(Hook):
 
     def config_loaded(self, settings: Settings) -> None:
         self.metrics.configure(settings)
+        m = self.metrics
+        self._labels = {sid: (m.database_label(s.database), m.who(s.identity))
+                        for sid, s in self._sessions.items()}
 
 
 class JournalCollector:

@@ -53,7 +53,9 @@ from ..errors import (
 )
 from ..journal.hook import POLICY_TAG
 from ..proxy.hooks import (
+    MUST_AWAIT,
     Hook,
+    MustAwait,
     Outcome,
     Phase,
     RowLimit,
@@ -64,6 +66,7 @@ from ..proxy.hooks import (
 )
 from ..settings.config import Settings
 from .catalog import CatalogUnavailable, Dependencies, Function, ViewCatalog, VolatilityRef
+from .reuse import Reuse, made_on, remember, reusable
 from .widths import RowWidthCatalog
 
 log = logging.getLogger("phigate.policy")
@@ -114,6 +117,9 @@ class _SessionState:
     # what a later statement's functions do).
     unproven_in_flight: int = 0
     holds_catalog: bool = False  # ran DDL; releases the volatility hold once idle again
+    # The view dependencies being read again after this session's DDL: the next statement
+    # waits for them (decided on the old ones, a view just redefined over PHI reads as none).
+    refreshing: asyncio.Task[None] | None = None
     # Parse'd statement name -> (text, decision, when, names.version if it names a statement
     # or cursor: a decision that depends on the table of names is reused only while it holds).
     parsed: dict[str, tuple[str, _Decided, float, int | None]] = field(default_factory=dict)
@@ -124,6 +130,9 @@ class _SessionState:
     # catalog facts the proof used (it is redone when either is replaced).
     plain: dict[int, tuple[_Decided, Volatility, Dependencies, bool]] = field(
         default_factory=dict)
+    # The fast path (gateway/policy/reuse.py): plain decisions by text and by classification.
+    reuse: dict[str, Reuse] = field(default_factory=dict)
+    shapes: dict[int, Reuse] = field(default_factory=dict)
 
 
 class PolicyHook(Hook):
@@ -216,7 +225,37 @@ class PolicyHook(Hook):
             prepared=prepared,  # type: ignore[arg-type]  # the hook stores only Classified
             cursors=cursors, grants=grants)  # type: ignore[arg-type]
 
+    def before_statement_now(self, statement: Statement) -> Verdict | None | MustAwait:
+        if statement.phase is Phase.FUNCTION:
+            return MUST_AWAIT  # the function's OID is looked up in the upstream catalog
+        if self._refreshing(statement) is not None:
+            return MUST_AWAIT
+        state = self._state(statement)
+        if state is None:
+            return None
+        text = _decided_text(statement)
+        reuse = state.reuse.get(text)
+        if reuse is not None and self._reusable(state, statement, reuse):
+            return self._reused(state, statement, reuse)
+        return self._decide_statement(state, statement, text)
+
     async def before_statement(self, statement: Statement) -> Verdict | None:
+        refreshing = self._refreshing(statement)
+        if refreshing is not None:
+            await asyncio.shield(refreshing)  # it logs its own failure; shared, not cancelled
+        if statement.phase is not Phase.FUNCTION:
+            return self.before_statement_now(statement)  # type: ignore[return-value]
+        state = self._state(statement)
+        return None if state is None else await self._function_call(state, statement)
+
+    def _refreshing(self, statement: Statement) -> asyncio.Task[None] | None:
+        """The session's view refresh, while it is still running."""
+        state = self._sessions.get(statement.session.session_id)
+        task = None if state is None else state.refreshing
+        return None if task is None or task.done() else task
+
+    def _state(self, statement: Statement) -> _SessionState | None:
+        """The session's state; None when there is nothing to decide (refused before us)."""
         state = self._sessions.get(statement.session.session_id)
         if state is None:
             raise PolicyDenied("phigate: session unknown to the policy engine")
@@ -224,14 +263,41 @@ class PolicyHook(Hook):
             return None  # refused before us (text the encoding cannot read): nothing to decide
         if state.holds_catalog and statement.idle_before:
             self._release_catalog(state)  # the DDL's transaction is over: read it again
-        if statement.phase is Phase.FUNCTION:
-            return await self._function_call(state, statement)
+        return state
+
+    def _reusable(self, state: _SessionState, statement: Statement, reuse: Reuse) -> bool:
+        return (statement.standard_strings and self.grants is _no_grants
+                and reusable(reuse, seconds=self._clock.seconds(), generation=self._generation,
+                             reason=state.reason, views=state.views,
+                             volatility=state.volatility))
+
+    @staticmethod
+    def _reused(state: _SessionState, statement: Statement, reuse: Reuse) -> None:
+        """What the slow path does for a plain allowed decision, from its Reuse."""
+        decided = reuse.decided
+        statement.tags[DECISION_TAG] = decided[0]
+        statement.tags[POLICY_TAG] = decided[1]
+        if statement.phase is Phase.PARSE:
+            state.parsed[statement.statement_name] = (statement.sql, decided, time.monotonic(),
+                                                      None)
+            _remember_parse(statement, reuse.classification)
+            return
+        PolicyHook._proved(state, statement, reuse.read_only)
+        statement.tags[CURSORS_TAG] = ()
+
+    def _decide_statement(self, state: _SessionState, statement: Statement, text: str
+                          ) -> Verdict | None:
         now = self._clock.now()
-        classification = self.engine.classify(_decided_text(statement),
-                                              standard_strings=statement.standard_strings)
-        decided = self._parsed_decision(state, statement) or self._decide(
-            state, classification, now)
+        classification = self.engine.classify(text, standard_strings=statement.standard_strings)
+        reuse = state.shapes.get(id(classification))
+        if (reuse is not None and reuse.classification is classification
+                and self._reusable(state, statement, reuse)):
+            return self._reused(state, statement, reuse)  # a text of the same shape
+        parsed = self._parsed_decision(state, statement)
+        decided = parsed or self._decide(state, classification, now)
         decision, fields = decided
+        # Decided at the Parse, maybe in an earlier minute: not for the fast path.
+        fresh = parsed is None
         if statement.phase is Phase.PARSE:
             state.parsed[statement.statement_name] = (
                 statement.sql, decided, time.monotonic(),
@@ -246,12 +312,17 @@ class PolicyHook(Hook):
             raise _refusal(decision)
         if statement.phase is Phase.PARSE:
             _remember_parse(statement, classification)
+            if fresh and _plain(decision, None, _fetched_cursors(classification.statements)):
+                self._may_reuse(state, statement, text, classification, decided, changes_nothing(
+                    classification.statements, state.volatility.current, state.views), now)
             return None
         plain = state.plain.get(id(decided))
         if (plain is not None and plain[0] is decided and plain[1] is state.volatility.current
                 and plain[2] is state.views):
             self._proved(state, statement, plain[3])
             statement.tags[CURSORS_TAG] = ()
+            if fresh:
+                self._may_reuse(state, statement, text, classification, decided, plain[3], now)
             return None
         self._prove_read_only(state, statement, classification)
         cursors = _fetched_cursors(classification.statements)
@@ -262,10 +333,27 @@ class PolicyHook(Hook):
         rewrite = _without_reason_settings(statement, decision)
         if rewrite is None:
             if _plain(decision, row_limit, cursors):
-                _remember_plain(state, decided, statement.read_only or changes_nothing(
-                    classification.statements, state.volatility.current, state.views))
+                read_only = statement.read_only or changes_nothing(
+                    classification.statements, state.volatility.current, state.views)
+                _remember_plain(state, decided, read_only)
+                if fresh:
+                    self._may_reuse(state, statement, text, classification, decided, read_only,
+                                    now)
             return Verdict(row_limit=row_limit) if row_limit else None
         return Verdict(row_limit=row_limit, rewrite_sql=rewrite, local_tag="SET")
+
+    def _may_reuse(self, state: _SessionState, statement: Statement, text: str,
+                   classification: Classification, decided: _Decided, read_only: bool,
+                   now: dt.datetime) -> None:
+        """Keep a plain allowed decision for the fast path, unless it depends on what moves
+        per statement (names, grants) or on how the text was read."""
+        if (not statement.standard_strings or self.grants is not _no_grants
+                or "grants" in decided[1] or _names_something(classification)):
+            return
+        remember(state.reuse, state.shapes, text, made_on(
+            classification, decided, read_only, seconds=now.timestamp(),
+            generation=self._generation, reason=state.reason, views=state.views,
+            volatility=state.volatility))
 
     @staticmethod
     def _prove_read_only(state: _SessionState, statement: Statement,
@@ -473,6 +561,7 @@ class PolicyHook(Hook):
         dbname = db.dbname or state.info.database
         self._catalog.invalidate(db, dbname)
         self._widths.invalidate(db, dbname)
+        state.parsed.clear()  # decided on the catalog before the DDL: not for their Executes
         if not state.holds_catalog:
             state.holds_catalog = True
             self._catalog.hold(db, dbname)
@@ -484,6 +573,7 @@ class PolicyHook(Hook):
                 log.error("could not refresh view dependencies: %s", e)
 
         task = asyncio.create_task(refresh(), name=f"views-{state.info.session_id}")
+        state.refreshing = task
         self._refreshes.add(task)
         task.add_done_callback(self._refreshes.discard)
 

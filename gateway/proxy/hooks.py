@@ -291,11 +291,36 @@ class SessionSummary:
     annotations: dict[str, object] = field(default_factory=dict)
 
 
+class MustAwait:
+    """The type of :data:`MUST_AWAIT`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MUST_AWAIT"
+
+
+# Returned by ``Hook.before_statement_now`` when the hook cannot decide without waiting: the
+# chain then awaits the hook's ``before_statement`` for this statement instead.
+MUST_AWAIT = MustAwait()
+
+
 class Hook:
-    """Base class for hooks: every method is a no-op until overridden."""
+    """Base class for hooks: every method is a no-op until overridden.
+
+    A hook that mostly decides without waiting may also override ``before_statement_now``
+    (synchronous: the chain then costs no coroutine and no await for it) and return
+    :data:`MUST_AWAIT` when it must wait; the chain then awaits ``before_statement`` for
+    that statement (so it must not have changed anything before it says so). Both must
+    decide alike. Hooks that override neither, or not
+    ``after_statement``, cost the chain nothing for that method.
+    """
 
     async def before_statement(self, statement: Statement) -> Verdict | None:
         return None
+
+    def before_statement_now(self, statement: Statement) -> Verdict | None | MustAwait:
+        return MUST_AWAIT
 
     def after_statement(self, statement: Statement, outcome: Outcome) -> None:
         return None
@@ -325,10 +350,12 @@ class InternalHookError(StatementRefused):
 
 
 def _merge(verdict: Verdict, new: Verdict) -> Verdict:
-    if verdict.refusal is not None:
+    if verdict.refusal is not None or new is ALLOW:
         return verdict
     if new.refusal is not None:
         return new
+    if verdict is ALLOW and (new.local_tag is None or new.rewrite_sql is not None):
+        return new  # merging into nothing: the new verdict as it is
     row_limit = _tighter(verdict.row_limit, new.row_limit)
     rewrite = new.rewrite_sql if new.rewrite_sql is not None else verdict.rewrite_sql
     tag = new.local_tag if new.rewrite_sql is not None else verdict.local_tag
@@ -351,31 +378,45 @@ def _tighter(old: RowLimit | None, new: RowLimit | None) -> RowLimit | None:
 
 
 class HookChain:
-    """The configured hooks, run in order; fail closed on exceptions."""
+    """The configured hooks, run in order; fail closed on exceptions.
 
-    __slots__ = ("hooks",)
+    Which hooks take part in a statement is worked out once, here: a hook that overrides
+    neither ``before_statement`` nor ``before_statement_now`` is skipped, one that has a
+    synchronous form is called without a coroutine, and only hooks that override
+    ``after_statement`` are called with the outcome.
+    """
+
+    __slots__ = ("hooks", "_before", "_after")
 
     def __init__(self, hooks: Sequence[Hook] = ()) -> None:
         self.hooks = tuple(hooks)
+        # (hook, its synchronous form or None): in chain order, only hooks that decide.
+        self._before = tuple((hook, _now_form(hook)) for hook in self.hooks
+                             if _overrides(hook, "before_statement")
+                             or _overrides(hook, "before_statement_now"))
+        self._after = tuple(hook.after_statement for hook in self.hooks
+                            if _overrides(hook, "after_statement"))
 
     async def before_statement(self, statement: Statement) -> Verdict:
-        for hook in self.hooks:
+        for hook, now in self._before:
             try:
-                verdict = await hook.before_statement(statement)
+                verdict = MUST_AWAIT if now is None else now(statement)
+                if verdict is MUST_AWAIT:
+                    verdict = await hook.before_statement(statement)
             except StatementRefused as refusal:
                 verdict = Verdict(refusal=refusal)
             except Exception as e:  # a broken hook never lets a statement through
-                log.exception("hook %s failed; refusing statement", type(hook).__name__,
-                              extra={"session": statement.session.session_id})
-                verdict = Verdict(refusal=InternalHookError(
-                    "phigate: internal error, statement refused", detail=type(e).__name__))
+                verdict = _internal_error(hook, statement, e)
             if verdict is not None:
-                statement.verdict = _merge(statement.verdict, verdict)
+                statement.verdict = _merge(statement.verdict, verdict)  # type: ignore[arg-type]
         return statement.verdict
 
     def after_statement(self, statement: Statement, outcome: Outcome) -> None:
-        for hook in self.hooks:
-            _best_effort(hook.after_statement, statement, outcome)
+        for after in self._after:
+            try:
+                after(statement, outcome)
+            except Exception:  # result-side hooks never break a delivered result
+                log.exception("hook %s failed", getattr(after, "__qualname__", after))
 
     def authenticated(self, event: AuthEvent) -> None:
         for hook in self.hooks:
@@ -405,6 +446,24 @@ class HookChain:
     def upstream_failed(self, database: str) -> None:
         for hook in self.hooks:
             _best_effort(hook.upstream_failed, database)
+
+
+def _overrides(hook: Hook, name: str) -> bool:
+    """``hook`` has its own ``name`` (a class attribute other than Hook's, or one of its own)."""
+    return getattr(type(hook), name, None) is not getattr(Hook, name) or name in getattr(
+        hook, "__dict__", {})
+
+
+def _now_form(hook: Hook) -> Callable[[Statement], Verdict | None | MustAwait] | None:
+    """The hook's synchronous form, if it has one."""
+    return hook.before_statement_now if _overrides(hook, "before_statement_now") else None
+
+
+def _internal_error(hook: Hook, statement: Statement, e: Exception) -> Verdict:
+    log.exception("hook %s failed; refusing statement", type(hook).__name__,
+                  extra={"session": statement.session.session_id}, exc_info=e)
+    return Verdict(refusal=InternalHookError(
+        "phigate: internal error, statement refused", detail=type(e).__name__))
 
 
 def _best_effort(method: Callable[..., None], *args: object) -> None:

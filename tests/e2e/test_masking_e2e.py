@@ -184,6 +184,23 @@ async def test_asyncpg_binary_results_are_masked(masked: GatewayProcess) -> None
         await conn.close()
 
 
+def test_a_repeated_statement_stays_masked(masked: GatewayProcess) -> None:
+    """The policy fast path reuses a plain decision for a repeated text; a masked session's
+    repeats (simple, extended, named prepared) are masked every time, and a clear session
+    sending the same texts first does not make them clear for it."""
+    notes = "SELECT body FROM support_notes WHERE id = 1"
+    with psycopg.connect(masked.dsn("alice"), autocommit=True) as alice, \
+            psycopg.connect(masked.dsn("bob"), autocommit=True) as bob:
+        for _ in range(6):  # psycopg prepares a text by name from its 5th execution on
+            assert alice.execute(notes).fetchone() == (NOTE,)
+            assert alice.pgconn.exec_(notes.encode()).get_value(0, 0) == NOTE.encode()
+        for _ in range(6):
+            (body,) = bob.execute(notes).fetchone() or ("",)
+            assert "219-09-9999" not in body and "[ssn]" in body
+            simple = bob.pgconn.exec_(notes.encode()).get_value(0, 0) or b""
+            assert b"219-09-9999" not in simple and b"[ssn]" in simple
+
+
 def test_psycopg_and_pg8000_are_masked(masked: GatewayProcess) -> None:
     with psycopg.connect(masked.dsn("bob")) as conn:
         row = conn.execute("SELECT ssn, date_of_birth FROM patients WHERE id = %s",

@@ -198,6 +198,32 @@ def test_volume_budget_then_denied(start_gateway: Callable[..., GatewayProcess],
     assert after.returncode != 0
 
 
+def test_sighup_reaches_a_session_that_repeats_a_statement(
+        start_gateway: Callable[..., GatewayProcess], tmp_path: Path) -> None:
+    """A statement the session's fast path decided before (simple and extended protocol) is
+    decided by the reloaded policies the moment they are in force."""
+    policy = tmp_path / "live.yaml"
+    policy.write_text(CLINIC_POLICY.read_text())
+    gateway = start_gateway({"policies": [str(policy)]})
+    sql = "SELECT code FROM departments WHERE length(code) > 1"
+    with psycopg.connect(gateway.dsn("bob"), autocommit=True) as conn:
+        for _ in range(3):  # extended protocol (Parse, Bind, Execute) and simple, warm
+            conn.execute(sql).fetchall()
+            assert conn.pgconn.exec_(sql.encode()).status == psycopg.pq.ExecStatus.TUPLES_OK
+        policy.write_text(CLINIC_POLICY.read_text().replace(
+            "groups: [engineers]\n    databases", "groups: [nobody]\n    databases"))
+        loaded = gateway.log().count("policies loaded")
+        gateway.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while gateway.log().count("policies loaded") == loaded:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(sql)
+        refused = conn.pgconn.exec_(sql.replace("> 1", "> 2").encode())
+        assert refused.error_field(psycopg.pq.DiagnosticField.SQLSTATE) == b"42501"
+
+
 def test_sighup_reloads_policies(start_gateway: Callable[..., GatewayProcess],
                                  tmp_path: Path) -> None:
     policy = tmp_path / "live.yaml"
