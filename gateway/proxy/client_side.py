@@ -134,8 +134,8 @@ class ClientSide(RelayState):
         if spans:
             self._last_client_type = spans[-1][0]
         outbox = Outbox(self._upstream.write, self._refuse_late)
-        if len(self._tasks) > 2:  # a limit cut's cancel in flight: let it land first, or it
-            await self._cancels_delivered()  # could cancel the statement sent next
+        if self._cancels:  # a limit cut's cancel in flight: let it land first, or it could
+            await self._cancels_delivered()  # cancel the statement sent next
         last = _last_statement(spans)
         for index, (type_byte, start, end) in enumerate(spans):
             if type_byte not in FRONTEND_TYPES:
@@ -177,10 +177,10 @@ class ClientSide(RelayState):
         return True
 
     async def _cancels_delivered(self) -> None:
-        cancels = [t for t in self._tasks[2:] if not t.done()]
-        if cancels:
-            await asyncio.wait(cancels)
-        self._tasks[2:] = [t for t in self._tasks[2:] if not t.done()]  # newer ones stay
+        in_flight = [t for t in self._cancels if not t.done()]
+        if in_flight:
+            await asyncio.wait(in_flight)
+        self._cancels = [t for t in self._cancels if not t.done()]  # ones sent meanwhile stay
 
     def _waiting(self, waiting: bool) -> None:
         """A pipelined statement waits for its journal entry: the watchdog counts it as

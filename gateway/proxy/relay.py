@@ -68,7 +68,7 @@ class Relay(ClientSide, UpstreamSide):
             self._stopped = True
             if self._idle_timer is not None:
                 self._idle_timer.cancel()
-            tasks = [*self._tasks, *([self._client_task] if self._client_task else [])]
+            tasks = [*self._cancels, *([self._client_task] if self._client_task else [])]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -79,7 +79,9 @@ class RelayState:
         # The upstream said FATAL (terminated backend, shutdown, crash): the client has its
         # own words, and nothing may follow them.
         self._upstream_fatal = False
-        self._tasks: list[asyncio.Task[None]] = []
+        # CancelRequests a limit cut sent upstream that may not have landed yet: the client's
+        # next frames wait for them (``client_side.py``), or a late one cancels that statement.
+        self._cancels: list[asyncio.Task[None]] = []
         # For the watchdog (``proxy/watchdog.py``): who moved last, and since when a statement
         # is in the hooks (0: none is).
         self.upstream_db: tuple[DatabaseSettings, str] | None = None  # set by start-up

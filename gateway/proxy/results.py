@@ -44,7 +44,7 @@ class ResultRows(RelayState):
             head.replacement = error_frame(error)
             task = asyncio.create_task(send_cancel(self._cancel_target),
                                        name=f"cancel-{self.session.session_id}")
-            self._tasks.append(task)
+            self._cancels.append(task)
         return True
 
     def _filtered_result(self, head: Pending, type_byte: int, frame: bytes) -> None:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import struct
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -174,6 +176,86 @@ def test_psycopg_byte_cut_mid_copy_then_usable(bulk: GatewayProcess) -> None:
     assert outcomes and outcomes[-1]["byte_limit_hit"] is True, outcomes
     assert outcomes[-1]["sqlstate"] == "54000" and "max_bytes (2048" in outcomes[-1]["error"]
     assert 0 < outcomes[-1]["bytes"] <= 2048 + 5 * 20  # sent, frame headers included
+
+
+class SlowCancels:
+    """A TCP relay in front of the upstream that holds CancelRequests for ``delay`` seconds,
+    as a far or busy server would: a cut's cancel then lands well after the cut."""
+
+    def __init__(self, target_port: int, delay: float) -> None:
+        self.target, self.delay, self.port = target_port, delay, 0
+        self.cancels = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="slow-cancels", daemon=True)
+
+    def __enter__(self) -> SlowCancels:
+        self._thread.start()
+        self._ready.wait(5)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(
+            asyncio.start_server(self._connection, "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+        server.close()
+        for task in asyncio.all_tasks(self._loop):
+            task.cancel()
+        self._loop.run_until_complete(asyncio.sleep(0.05))
+        self._loop.close()
+
+    async def _connection(self, client_r: asyncio.StreamReader,
+                          client_w: asyncio.StreamWriter) -> None:
+        first = await client_r.readexactly(8)
+        if first == CANCEL_REQUEST_HEAD:
+            self.cancels += 1
+            await asyncio.sleep(self.delay)
+        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target)
+        up_w.write(first)
+
+        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            try:
+                while data := await r.read(65536):
+                    w.write(data)
+                    await w.drain()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                w.close()
+
+        await asyncio.gather(pipe(client_r, up_w), pipe(up_r, client_w))
+
+
+CANCEL_REQUEST_HEAD = struct.pack("!ii", 16, 80877102)
+
+
+def test_late_cancel_of_a_cut_never_hits_the_next_statement(
+        pg_cluster: ClusterInfo, tmp_path: Path) -> None:
+    """The COPY is long finished when the cut's cancel lands; the statement sent next runs
+    whole. Without the wait for the cancel, it lands 0.5 s into the next statement."""
+    policy = tmp_path / "bulk.yaml"
+    policy.write_text(POLICY)
+    with SlowCancels(pg_cluster.port, delay=0.5) as relay:
+        gateway = GatewayProcess(tmp_path, pg_cluster, {
+            "policies": [str(policy)], "databases": {"clinic": {"port": relay.port}}}).start()
+        try:
+            with psycopg.connect(gateway.dsn("oncall"), autocommit=True) as conn:
+                with pytest.raises(psycopg.errors.ProgramLimitExceeded, match="max_bytes"):
+                    with conn.cursor().copy("COPY (SELECT * FROM patients) TO STDOUT") as copy:
+                        for _ in copy:
+                            pass
+                assert conn.execute("SELECT 1 FROM pg_sleep(1.5)").fetchone() == (1,)
+                assert conn.execute("SELECT 2").fetchone() == (2,)
+        finally:
+            gateway.stop()
+    assert relay.cancels == 1
 
 
 def test_journal_records_the_construct(bulk: GatewayProcess) -> None:
