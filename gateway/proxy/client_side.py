@@ -82,11 +82,8 @@ class ClientSide(RelayState):
             if stop.value is False:
                 self._finish()
             return
-        except ProtocolError as e:
-            self._client_protocol_error(e)
-            return
-        except Exception:
-            self._failed()
+        except Exception as e:
+            self._client_failed(e)
             return
         self._client_task = asyncio.create_task(
             self._client_later(resume(coroutine, waiting_on)),
@@ -98,11 +95,8 @@ class ClientSide(RelayState):
             while going and self._client_fresh and not self._stopped:
                 self._client_fresh = False
                 going = await self._process_client()
-        except ProtocolError as e:
-            self._client_protocol_error(e)
-            return
-        except Exception:
-            self._failed()
+        except Exception as e:
+            self._client_failed(e)
             return
         finally:
             self._client_task = None
@@ -120,6 +114,14 @@ class ClientSide(RelayState):
             return
         self._ended(EndReason.CLIENT_DISCONNECT)
         self._finish()
+
+    def _client_failed(self, e: Exception) -> None:
+        """Handling the client's frames raised: a protocol error is the client's (FATAL
+        with its SQLSTATE), anything else the gateway's."""
+        if isinstance(e, ProtocolError):
+            self._client_protocol_error(e)
+        else:
+            self._failed()
 
     def _client_protocol_error(self, e: ProtocolError) -> None:
         self._ended(EndReason.PROTOCOL_ERROR)
