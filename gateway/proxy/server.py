@@ -41,6 +41,13 @@ def server_ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
+def listen_backlog(max_connections: int) -> int:
+    """The listen queue's length: PostgreSQL's (twice max_connections; the kernel caps it at
+    net.core.somaxconn). asyncio's default of 100 made a burst of connections that arrive
+    faster than they are accepted lose their SYNs and retry a second later."""
+    return 2 * max_connections
+
+
 class Gateway:
     """A running PHIGate: accepts clients, authenticates them and relays their sessions."""
 
@@ -72,7 +79,7 @@ class Gateway:
     async def start(self) -> None:
         self._server = await asyncio.start_server(
             self._accept, self.settings.listen_host, self.settings.listen_port,
-            limit=256 * 1024)
+            limit=256 * 1024, backlog=listen_backlog(self.settings.limits.max_connections))
         log.info("listening", extra={"listen": f"{self.settings.listen_host}:{self.port}"})
         limits = self.settings.limits
         if limits.watchdog_timeout_s > 0:
