@@ -13,7 +13,6 @@ import json
 import re
 import struct
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import pytest
 
 from tests.conftest import ClusterInfo
 from tests.e2e.harness import IDENTITIES, PHIGATE, REPO, GatewayProcess, psql
+from tests.e2e.tcp_relay import ThreadedRelay
 
 POLICY = """\
 phi_tables: [clinic.public.patients, clinic.public.encounters, clinic.public.lab_*]
@@ -178,59 +178,21 @@ def test_psycopg_byte_cut_mid_copy_then_usable(bulk: GatewayProcess) -> None:
     assert 0 < outcomes[-1]["bytes"] <= 2048 + 5 * 20  # sent, frame headers included
 
 
-class SlowCancels:
-    """A TCP relay in front of the upstream that holds CancelRequests for ``delay`` seconds,
-    as a far or busy server would: a cut's cancel then lands well after the cut."""
+class SlowCancels(ThreadedRelay):
+    """In front of the upstream: holds CancelRequests for ``delay`` seconds, as a far or busy
+    server would, so a cut's cancel lands well after the cut."""
 
     def __init__(self, target_port: int, delay: float) -> None:
-        self.target, self.delay, self.port = target_port, delay, 0
+        super().__init__(target_port)
+        self.delay = delay
         self.cancels = 0
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="slow-cancels", daemon=True)
 
-    def __enter__(self) -> SlowCancels:
-        self._thread.start()
-        self._ready.wait(5)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(
-            asyncio.start_server(self._connection, "127.0.0.1", 0))
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        self._loop.run_forever()
-        server.close()
-        for task in asyncio.all_tasks(self._loop):
-            task.cancel()
-        self._loop.run_until_complete(asyncio.sleep(0.05))
-        self._loop.close()
-
-    async def _connection(self, client_r: asyncio.StreamReader,
-                          client_w: asyncio.StreamWriter) -> None:
-        first = await client_r.readexactly(8)
+    async def opening(self, client: asyncio.StreamReader) -> bytes:
+        first = await client.readexactly(8)
         if first == CANCEL_REQUEST_HEAD:
             self.cancels += 1
             await asyncio.sleep(self.delay)
-        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target)
-        up_w.write(first)
-
-        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-            try:
-                while data := await r.read(65536):
-                    w.write(data)
-                    await w.drain()
-            except (ConnectionError, asyncio.CancelledError):
-                pass
-            finally:
-                w.close()
-
-        await asyncio.gather(pipe(client_r, up_w), pipe(up_r, client_w))
+        return first
 
 
 CANCEL_REQUEST_HEAD = struct.pack("!ii", 16, 80877102)

@@ -8,7 +8,6 @@ recorder between psycopg and the gateway.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import random
@@ -24,60 +23,20 @@ import pytest
 from gateway.journal import segments
 from tests.conftest import ClusterInfo
 from tests.e2e.harness import GatewayProcess, phigate_json, phigate_verify
+from tests.e2e.tcp_relay import ThreadedRelay
 
 SECRET_QUERY = "SELECT '{token}' AS mrn, count(*) FROM generate_series(1, 3000000)"
 
 
-class Recorder:
-    """A TCP relay in its own thread that keeps every byte the gateway sends the client."""
+class Recorder(ThreadedRelay):
+    """Keeps every byte the gateway sends the client."""
 
     def __init__(self, target_port: int) -> None:
-        self.target = target_port
+        super().__init__(target_port)
         self.received = bytearray()
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
 
-    def __enter__(self) -> Recorder:
-        self._thread.start()
-        self._ready.wait(5)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(
-            asyncio.start_server(self._session, "127.0.0.1", 0))
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        self._loop.run_forever()
-        server.close()
-        for task in asyncio.all_tasks(self._loop):
-            task.cancel()
-        self._loop.run_until_complete(asyncio.sleep(0.05))
-        self._loop.close()
-
-    async def _session(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter
-                       ) -> None:
-        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target)
-
-        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter, keep: bool) -> None:
-            try:
-                while data := await r.read(65536):
-                    if keep:
-                        self.received += data
-                    w.write(data)
-                    await w.drain()
-            except (ConnectionError, asyncio.CancelledError):
-                pass
-            finally:
-                w.close()
-
-        await asyncio.gather(pipe(client_r, up_w, False), pipe(up_r, client_w, True))
+    def to_client(self, data: bytes) -> None:
+        self.received += data
 
     def dsn(self, gateway: GatewayProcess) -> str:
         return gateway.dsn().replace(f"port='{gateway.port}'", f"port='{self.port}'")
