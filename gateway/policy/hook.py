@@ -287,12 +287,12 @@ class PolicyHook(Hook):
 
     def _decide_statement(self, state: _SessionState, statement: Statement, text: str
                           ) -> Verdict | None:
-        now = self._clock.now()
         classification = self.engine.classify(text, standard_strings=statement.standard_strings)
         reuse = state.shapes.get(id(classification))
         if (reuse is not None and reuse.classification is classification
                 and self._reusable(state, statement, reuse)):
             return self._reused(state, statement, reuse)  # a text of the same shape
+        now = self._clock.now()
         parsed = self._parsed_decision(state, statement)
         decided = parsed or self._decide(state, classification, now)
         decision, fields = decided
