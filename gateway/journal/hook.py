@@ -96,7 +96,7 @@ class JournalHook(Hook):
         if statement.read_only and refused is None and self._overlap:
             statement.tags[_STARTED_TAG] = started
             # Runs while the entry is made durable; the relay holds its answer until then.
-            durable = self.journal.append_deferred("statement", fields)
+            durable = self.journal.append_deferred("statement", fields, handed_over=True)
             durable.add_done_callback(functools.partial(_tag_durable, statement, started))
             statement.durable = durable
             return None
@@ -104,11 +104,12 @@ class JournalHook(Hook):
             # The statements behind it are decided while this entry is written (one write
             # for the pipeline); the relay forwards this one once the entry is durable.
             statement.tags[_STARTED_TAG] = started
-            ahead = self.journal.append_deferred("statement", fields)
+            ahead = self.journal.append_deferred("statement", fields, handed_over=True)
             ahead.add_done_callback(functools.partial(_tag_durable, statement, started))
             statement.write_ahead = ahead
             return None
-        statement.tags[JOURNAL_SEQ_TAG] = await self.journal.append("statement", fields)
+        statement.tags[JOURNAL_SEQ_TAG] = await self.journal.append("statement", fields,
+                                                                    handed_over=True)
         statement.tags[JOURNAL_APPEND_TAG] = time.perf_counter() - started
         return None
 
@@ -137,7 +138,7 @@ class JournalHook(Hook):
             fields["byte_limit_hit"] = True
         if outcome.transformed:  # what masking did: columns, strategies, detections
             fields["masking"] = outcome.transformed
-        self.journal.append_later("outcome", fields)
+        self.journal.append_later("outcome", fields, handed_over=True)
 
     def session_ended(self, session: SessionInfo, summary: SessionSummary) -> None:
         self._who.pop(session.session_id, None)

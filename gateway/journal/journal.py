@@ -132,7 +132,8 @@ class Journal:
 
     # -- the API the gateway uses ----------------------------------------------------------
 
-    async def append(self, type: str, fields: dict[str, object]) -> int:
+    async def append(self, type: str, fields: dict[str, object], *,
+                     handed_over: bool = False) -> int:
         """Append an entry; returns its seq once durable (per ``settings.durability``).
 
         Raises JournalFull (53100) or JournalWriteFailed (58030) when it cannot be
@@ -140,26 +141,31 @@ class Journal:
         broken, appends keep being refused, with a fresh attempt at the disk at
         most every ``writer.RETRY_AFTER_S``.
         """
-        return await self.append_deferred(type, fields)
+        return await self.append_deferred(type, fields, handed_over=handed_over)
 
-    def append_deferred(self, type: str, fields: dict[str, object]) -> asyncio.Future[int]:
+    def append_deferred(self, type: str, fields: dict[str, object], *,
+                        handed_over: bool = False) -> asyncio.Future[int]:
         """Queue an entry and return its future without waiting (resolves as ``append``).
 
         For a statement that runs while its entry is made durable: the caller must hold
         everything that statement produces until the future resolves, and discard it if
         the future raises. Raises at once, as ``append`` does, while the journal is broken.
+        ``handed_over``: the caller made ``fields`` for this entry and never touches it
+        again, so the writer stamps it without a copy (the journal hook, per statement).
         """
         refusal = self._writer.refusal()
         if refusal is not None:
             raise refusal
         future: asyncio.Future[int] = self._loop.create_future()
-        self._writer.submit(Pending(type, _own(fields), future))
+        self._writer.submit(Pending(type, _own(fields, handed_over), future))
         return future
 
-    def append_later(self, type: str, fields: dict[str, object]) -> None:
+    def append_later(self, type: str, fields: dict[str, object], *,
+                     handed_over: bool = False) -> None:
         """Queue an entry (an ``outcome``) without waiting; ordered with all other appends.
 
         A failure to write it is logged and leaves the journal marked unwritable.
+        ``handed_over`` as for :meth:`append_deferred`.
         """
         refusal = self._writer.refusal()
         if refusal is not None:
@@ -172,7 +178,7 @@ class Journal:
             log.warning("journal: %d entries were not written while it was unwritable",
                         self._dropped)
             self._dropped = 0
-        self._writer.submit(Pending(type, _own(fields), None))
+        self._writer.submit(Pending(type, _own(fields, handed_over), None))
 
     def digest_parameters(self, params: Sequence[bytes | None]) -> list[str | None] | None:
         """Bind parameters as recorded per ``settings.parameters`` (full/digest/none)."""
@@ -240,11 +246,12 @@ class Journal:
                 writer.request_checkpoint().add_done_callback(_checkpoint_done)
 
 
-def _own(fields: dict[str, object]) -> dict[str, object]:
-    """A copy the writer may stamp, so later changes by the caller cannot alter the entry."""
-    if RESERVED_FIELDS.intersection(fields):
+def _own(fields: dict[str, object], handed_over: bool = False) -> dict[str, object]:
+    """A dict the writer may stamp: a copy, so later changes by the caller cannot alter the
+    entry, unless the caller handed this one over."""
+    if not RESERVED_FIELDS.isdisjoint(fields):
         raise ValueError(f"journal fields may not include {sorted(RESERVED_FIELDS)}")
-    return dict(fields)
+    return fields if handed_over else dict(fields)
 
 
 def _checkpoint_done(future: asyncio.Future[int]) -> None:

@@ -128,6 +128,9 @@ class Writer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._serve, name="phigate-journal-writer",
                                         daemon=True)
+        # The thread runs: set as it starts, cleared as it ends (``submit`` reads it for every
+        # entry; ``Thread.is_alive`` takes a lock each time).
+        self._serving = False
         self._stopping = False
         self._broken: type[StatementRefused] | None = None
         self._broken_at = 0.0
@@ -144,10 +147,11 @@ class Writer:
             self._tip.started_ns = self._clock()
         # A daemon thread: if the gateway dies without closing the journal, acknowledged
         # entries are already on disk and nothing here must keep the process alive.
+        self._serving = True
         self._thread.start()
 
     def submit(self, pending: Pending) -> None:
-        if self._stopping or not self._thread.is_alive():
+        if self._stopping or not self._serving:
             _fail([pending], JournalWriteFailed("the journal is closed"))
             return
         tick = self._tick
@@ -298,6 +302,12 @@ class Writer:
     # -- the writer thread -------------------------------------------------------------
 
     def _serve(self) -> None:
+        try:
+            self._serve_queue()
+        finally:
+            self._serving = False
+
+    def _serve_queue(self) -> None:
         take, waiting = self._queue.get, self._queue.empty
         while True:
             handed = take()

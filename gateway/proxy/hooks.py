@@ -79,6 +79,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from protocols.postgres import messages as m
+from protocols.postgres import peek
 from protocols.postgres.decoder import decode_frontend
 
 from ..errors import StatementRefused
@@ -231,6 +232,7 @@ class Statement:
     # False when the session has standard_conforming_strings off: backslashes escape in '…'.
     standard_strings: bool = True
     _bind: m.Bind | None = field(default=None, init=False, repr=False)
+    _params: tuple[bytes | None, ...] | None = field(default=None, init=False, repr=False)
 
     def _decoded_bind(self) -> m.Bind | None:
         if self._bind is None and self.bind_frame is not None:
@@ -243,8 +245,11 @@ class Statement:
     def parameters(self) -> Sequence[bytes | None]:
         if self.function_call is not None:
             return self.function_call.args
-        bind = self._decoded_bind()
-        return bind.params if bind else ()
+        if self._params is None:
+            # The journal reads them for every Execute: the values alone, not a whole Bind.
+            self._params = (() if self.bind_frame is None else self._bind.params
+                            if self._bind is not None else peek.bind_parameters(self.bind_frame))
+        return self._params
 
     @property
     def parameter_formats(self) -> Sequence[int]:

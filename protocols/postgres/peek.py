@@ -9,8 +9,11 @@ bounded. Malformed frames raise RemoteProtocolError like the full codec.
 
 from __future__ import annotations
 
+import struct
+
 from .encodings import UTF8, ClientEncoding
 from .errors import RemoteProtocolError
+from .wireformat import INT32, UINT16
 
 _HEADER = 5
 
@@ -46,6 +49,39 @@ def bind_names(frame: bytes, encoding: ClientEncoding = UTF8) -> tuple[str, str]
     portal, offset = _cstring(frame, _HEADER, encoding)
     statement, _ = _cstring(frame, offset, encoding)
     return portal, statement
+
+
+def bind_parameters(frame: bytes) -> tuple[bytes | None, ...]:
+    """Bind: the parameter values (None for SQL NULL), checked as the full codec checks the
+    frame (the names' text is read by :func:`bind_names`), for a seventh of its cost."""
+    try:
+        offset = frame.index(b"\x00", frame.index(b"\x00", _HEADER) + 1) + 1
+        (formats,) = UINT16.unpack_from(frame, offset)
+        offset += 2 + 2 * formats
+        (count,) = UINT16.unpack_from(frame, offset)
+        offset += 2
+        if count * 4 > len(frame) - offset:
+            raise RemoteProtocolError(f"Bind message claims {count} parameters")
+        params: list[bytes | None] = []
+        for _ in range(count):
+            (size,) = INT32.unpack_from(frame, offset)
+            offset += 4
+            if size == -1:
+                params.append(None)
+                continue
+            if size < 0 or size > len(frame) - offset:
+                raise RemoteProtocolError(f"invalid length {size} of a Bind parameter")
+            params.append(frame[offset:offset + size])
+            offset += size
+        (results,) = UINT16.unpack_from(frame, offset)
+        offset += 2 + 2 * results
+    except (ValueError, struct.error) as e:  # a missing NUL, a field cut short
+        raise RemoteProtocolError("Bind message cut short") from e
+    if offset != len(frame):
+        raise RemoteProtocolError("Bind message has the wrong length")
+    if formats > 1 and formats != count:  # one code per value, one for all, or none
+        raise RemoteProtocolError(f"{formats} format codes for {count} Bind parameters")
+    return tuple(params)
 
 
 def execute_portal(frame: bytes, encoding: ClientEncoding = UTF8) -> str:

@@ -94,6 +94,35 @@ async def test_bad_fields_are_refused_without_spending_a_seq(
     assert verify_journal(tmp_path / "j", public_key).ok
 
 
+async def test_entries_are_copied_unless_handed_over(tmp_path: Path,
+                                                     settings_for: Settings) -> None:
+    journal = await Journal.open(settings_for(tmp_path / "j"))
+    try:
+        lent = {"sql": "SELECT 1"}
+        journal.append_later("outcome", lent)
+        lent["sql"] = "changed after the append"  # a copy was queued: the entry keeps its text
+        given = {"sql": "SELECT 2"}
+        seq = await journal.append("statement", given, handed_over=True)
+        with pytest.raises(ValueError):  # handed over or not, reserved keys are refused
+            journal.append_later("outcome", {"prev": "0" * 64}, handed_over=True)
+    finally:
+        await journal.close()
+    entries = {e.seq: e.fields for e in iter_entries(tmp_path / "j")}
+    assert entries[seq - 1]["sql"] == "SELECT 1"
+    assert entries[seq]["sql"] == "SELECT 2" and entries[seq]["seq"] == seq
+
+
+async def test_appends_are_refused_once_the_writer_thread_ended(
+        tmp_path: Path, settings_for: Settings) -> None:
+    journal = await Journal.open(settings_for(tmp_path / "j"))
+    writer = journal._writer
+    writer._queue.put(None)  # what stop() tells the thread: it ends, the journal is still open
+    await asyncio.to_thread(writer._thread.join)
+    with pytest.raises(JournalWriteFailed):
+        await journal.append("statement", {"sql": "SELECT 1"})
+    await journal.close()
+
+
 async def test_closed_journal_refuses(tmp_path: Path, settings_for: Settings) -> None:
     journal = await Journal.open(settings_for(tmp_path / "j"))
     await journal.close()

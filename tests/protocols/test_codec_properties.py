@@ -15,8 +15,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from protocols.postgres import decoder, encoder
+from protocols.postgres import decoder, encoder, peek
 from protocols.postgres import messages as m
+from protocols.postgres.encodings import EncodingRefused
 from protocols.postgres.errors import ProtocolError
 from protocols.postgres.framing import FrameBuffer
 
@@ -322,3 +323,46 @@ def test_mutated_sasl_initial_responses(msg: m.SASLInitialResponse, data: st.Dat
     except ProtocolError:
         return
     assert encoder.encode(decoded) == frame
+
+
+# -- peek.bind_parameters: the journal's fast read of a Bind's values ------------------------
+
+binds = st.builds(_bind, text, text, with_formats(), formats)
+
+
+@SETTINGS
+@given(binds)
+def test_bind_parameters_reads_what_the_codec_reads(bind: m.Bind) -> None:
+    frame = encoder.encode(bind)
+    assert peek.bind_parameters(frame) == decoder.decode_frontend(frame).params
+
+
+@SETTINGS
+@given(binds, st.data())
+def test_bind_parameters_refuses_what_the_codec_refuses(bind: m.Bind, data: st.DataObject
+                                                        ) -> None:
+    """A cut, lengthened or overwritten frame: both read the same values, or both refuse it
+    (with a ProtocolError, never IndexError & co). The names' text is not read: the relay
+    reads it first (``bind_names``), and refuses the frame there."""
+    frame = bytearray(encoder.encode(bind))
+    edit = data.draw(st.sampled_from(("cut", "append", "overwrite")))
+    if edit == "cut":
+        del frame[data.draw(st.integers(5, len(frame) - 1)):]
+    elif edit == "append":
+        frame += data.draw(st.binary(min_size=1, max_size=6))
+    else:
+        at = data.draw(st.integers(5, len(frame) - 1))
+        frame[at:at + 2] = data.draw(st.binary(min_size=1, max_size=2))
+    frame[1:5] = len(frame[1:]).to_bytes(4, "big")  # framing already checked the length word
+    raw = bytes(frame)
+    try:
+        expected = decoder.decode_frontend(raw).params
+    except ProtocolError:
+        try:
+            peek.bind_names(raw)
+        except (ProtocolError, EncodingRefused):
+            return
+        with pytest.raises(ProtocolError):
+            peek.bind_parameters(raw)
+        return
+    assert peek.bind_parameters(raw) == expected
