@@ -111,6 +111,16 @@ class EndReason(enum.Enum):
     WATCHDOG = "watchdog"  # no answer while the upstream waited for the gateway: a gateway bug
 
 
+@dataclass(slots=True)
+class TransactionWatch:
+    """How a hook learns that the session's transaction is over: the relay calls ``on_idle``
+    (once, clearing it first) at the next ReadyForQuery that says idle ('I': committed or
+    rolled back). Set by a hook that must act then; costs the relay one test per
+    ReadyForQuery otherwise."""
+
+    on_idle: Callable[[], None] | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class SessionInfo:
     """Who is on the other end of a session; fixed once the session is authenticated."""
@@ -127,6 +137,8 @@ class SessionInfo:
     started_at: float = 0.0  # time.time() at start
     # The session's prepared statements and portals (one namespace for protocol and SQL).
     names: SessionNames = field(default_factory=SessionNames, compare=False, repr=False)
+    transaction: TransactionWatch = field(default_factory=TransactionWatch, compare=False,
+                                          repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,6 +73,7 @@ class RelayState:
         self._names.encoding = self._reading.encoding
         self._discarding = False  # after a refusal in an extended batch, until Sync
         self._status = "I"  # transaction status of the last ReadyForQuery
+        self._transaction = session.transaction  # a hook's wait for the transaction's end
         self._number = 0
         self.summary = SessionSummary()
         self._end: EndReason | None = None

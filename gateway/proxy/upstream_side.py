@@ -295,5 +295,17 @@ class UpstreamSide(ResultRows):
         self._after_ready(frame)
 
     def _after_ready(self, frame: bytes) -> None:
-        self._status = chr(frame[5])
+        status = self._status = chr(frame[5])
+        if status == "I" and self._transaction.on_idle is not None:
+            self._transaction_over()
         self._names.described.clear()  # Describes an error skipped get no answer
+
+    def _transaction_over(self) -> None:
+        """Tell the hook that waits for it: the session's transaction is over."""
+        on_idle, self._transaction.on_idle = self._transaction.on_idle, None
+        try:
+            if on_idle is not None:
+                on_idle()
+        except Exception:  # a hook's bookkeeping never breaks the session's answers
+            log.exception("transaction-end hook failed",
+                          extra={"session": self.session.session_id})
