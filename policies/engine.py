@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
+from typing import cast
 
 from policies.cache import ClassificationCache
 from policies.classify import classify
@@ -37,6 +38,7 @@ from policies.model import (
 from policies.phi import PhiMatcher
 from policies.statement import Classification, Statement
 from policies.steps import DEFAULT_MAX_STEPS, Steps, StepsExceeded
+from policies.views import CATALOG_CHANGING, EARLIER_IN_QUERY, READS_NOTHING, Unsettled
 
 
 class Engine:
@@ -116,6 +118,11 @@ class Engine:
         for statement in statements:
             parts.append(self._one(ctx, statement, prepared, cursors, steps))
             ctx = _apply_effect(ctx, statement, prepared, cursors)
+            if not CATALOG_CHANGING.isdisjoint(statement.classes) and not isinstance(
+                    ctx.view_dependencies, Unsettled):  # what follows is decided before it ran
+                views = cast(Mapping[str, frozenset[str]], ctx.view_dependencies)
+                ctx = dataclasses.replace(ctx, view_dependencies=Unsettled(
+                    views, EARLIER_IN_QUERY))
         return _combine(parts, statements)
 
     def _one(self, ctx: RequestContext, stmt: Statement, prepared: Mapping[str, Statement],
@@ -127,6 +134,18 @@ class Engine:
         resolved = _resolve(stmt, prepared, cursors)
         if isinstance(resolved, Decision):
             return resolved
+        views = ctx.view_dependencies
+        if not isinstance(views, Unsettled):
+            return self._evaluate(ctx, resolved, steps)
+        if READS_NOTHING.issuperset(resolved.classes):  # e.g. CREATE VIEW: nothing read yet
+            return self._evaluate(dataclasses.replace(ctx, view_dependencies=views.views),
+                                  resolved, steps)
+        decision = self._evaluate(ctx, resolved, steps)
+        if decision.phi_tables:
+            decision = dataclasses.replace(decision, reason=decision.reason + views.note())
+        return decision
+
+    def _evaluate(self, ctx: RequestContext, resolved: Statement, steps: Steps) -> Decision:
         enforced = evaluate(self._enforced, ctx, resolved, steps)
         if self._full is None:
             return enforced

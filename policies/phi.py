@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from policies.statement import TableRef
 from policies.steps import Steps
+from policies.views import Unsettled
 
 _MAX_MEMO = 8192  # distinct (database, relation) answers kept; attackers can invent names
 
@@ -100,10 +101,16 @@ class PhiMatcher:
         """Names of the PHI tables ``refs`` read, directly or through views, in walk order.
 
         Depth first, each relation once (a visited set), so a cycle of views ends the walk and
-        every relation on it is checked; ``steps`` bounds the whole walk.
+        every relation on it is checked; ``steps`` bounds the whole walk. Over
+        :class:`~policies.views.Unsettled` dependencies, any relation read reads every PHI
+        table of the database.
         """
         budget = steps if steps is not None else Steps()
         out: dict[str, None] = {}
+        if isinstance(views, Unsettled):
+            refs = list(refs)
+            if refs:
+                out.update(dict.fromkeys(self.every(database)))
         seen: set[TableRef] = set()
         stack = list(refs)[::-1]  # popped from the end: the statement's own order first
         while stack:

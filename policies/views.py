@@ -1,14 +1,19 @@
 """View and partition dependencies: the catalog query the gateway runs, and the mapping it feeds.
 
 Reading a view (or materialized view) of ``patients`` reads ``patients``; so does reading a
-partition or inheritance child of it. The gateway runs ``CATALOG_SQL`` against the upstream at
-connect and after DDL, passes the rows to ``build_view_dependencies``, and hands the result to
-every ``RequestContext``. This module only describes and transforms; it runs nothing.
+partition or inheritance child of it. The gateway runs ``SNAPSHOT_SQL`` (``CATALOG_SQL``, the
+names of every relation and a ``FINGERPRINT_SQL`` of the catalog, in one snapshot) against the
+upstream when a database's first session starts and whenever its catalog may have changed,
+passes the dependency rows to ``build_view_dependencies``, and hands the result to every
+``RequestContext``. While the gateway cannot know what a session's relations mean (its DDL is
+not committed yet), it hands :class:`Unsettled` instead: every relation read then counts as
+reading every PHI table (``policies.phi.PhiMatcher.touched``). This module only describes and
+transforms; it runs nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 # Rows: (view_schema, view_name, table_schema, table_name) — one per direct dependency.
 CATALOG_SQL = """\
@@ -33,6 +38,37 @@ SELECT cn.nspname, c.relname, pn.nspname, p.relname
 
 Row = tuple[str, str, str, str]
 
+# One text that changes whenever a view, rule, relation, schema, inheritance or function is
+# made, dropped, renamed or replaced: every such change writes a row of one of these catalogs,
+# and a written row has a new xmin (a dropped one leaves the count). Cheap enough to poll.
+FINGERPRINT_SQL = "SELECT concat_ws(' ', " + ", ".join(
+    f"(SELECT count(*) || ':' || sum(xmin::text::bigint) FROM pg_catalog.{catalog})"
+    for catalog in ("pg_rewrite", "pg_class", "pg_namespace", "pg_inherits", "pg_proc")) + ")"
+
+# Rows: (kind, a, b, c, d) in one snapshot — ("fingerprint", text, …), ("depends", the four
+# columns of CATALOG_SQL), ("relation", schema, name, …) for every relation a statement can read.
+SNAPSHOT_SQL = f"""\
+SELECT 'fingerprint', ({FINGERPRINT_SQL.strip()}), NULL, NULL, NULL
+UNION ALL
+SELECT 'depends', d.* FROM ({CATALOG_SQL.strip()}) d
+UNION ALL
+SELECT 'relation', n.nspname, c.relname, NULL, NULL
+  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+"""
+
+_TEMP_SCHEMA = "pg_temp"
+# Statement classes that may change the catalog: DDL, and code that can run DDL (DO, CALL).
+CATALOG_CHANGING = frozenset({"ddl", "call"})
+EARLIER_IN_QUERY = "DDL earlier in this query string"
+# Classes whose statements read no relation's rows: Unsettled does not apply to them.
+READS_NOTHING = frozenset({"ddl", "dcl", "session", "transaction", "role_change"})
+
+
+def _temporary(schema: str) -> bool:
+    """A backend's temporary schema (pg_temp_3): sessions name it ``pg_temp``."""
+    return schema.lower().startswith("pg_temp_")
+
 
 def build_view_dependencies(rows: Iterable[Row]) -> Mapping[str, frozenset[str]]:
     """Rows of ``CATALOG_SQL`` → {"schema.view": {"schema.table", ...}, "view": {...}}.
@@ -42,11 +78,61 @@ def build_view_dependencies(rows: Iterable[Row]) -> Mapping[str, frozenset[str]]
     budget), so a view of a view of ``patients`` still reads ``patients``, and views that refer
     to each other, or a chain of thousands, cost no more than their size. Each view is also
     listed under its bare name, merging same-named views of every schema, because the engine
-    sees unqualified names and cannot know the search_path.
+    sees unqualified names and cannot know the search_path. A temporary view is also listed
+    as ``pg_temp.view``, merging every backend's (the catalog cannot tell which backend is the
+    session's).
     """
     mapping: dict[str, set[str]] = {}
     for view_schema, view, table_schema, table in rows:
         dependency = f"{table_schema}.{table}"
         mapping.setdefault(f"{view_schema}.{view}".lower(), set()).add(dependency)
         mapping.setdefault(view.lower(), set()).add(dependency)
+        if _temporary(view_schema):
+            mapping.setdefault(f"{_TEMP_SCHEMA}.{view}".lower(), set()).add(dependency)
     return {name: frozenset(deps) for name, deps in mapping.items()}
+
+
+def relation_names(rows: Iterable[tuple[str, str]]) -> frozenset[str]:
+    """(schema, name) of every relation → the names a statement may use for them: "schema.name"
+    and bare "name" (any schema: the search_path can point anywhere), lower case, and
+    ``pg_temp.name`` for temporary ones."""
+    names: set[str] = set()
+    for schema, name in rows:
+        names.add(name.lower())
+        names.add(f"{schema}.{name}".lower())
+        if _temporary(schema):
+            names.add(f"{_TEMP_SCHEMA}.{name}".lower())
+    return frozenset(names)
+
+
+class Unsettled(Mapping[str, frozenset[str]]):
+    """View dependencies the gateway cannot vouch for now, and ``why``: every relation a
+    statement reads counts as reading every PHI table of the database (fail closed).
+
+    Used while DDL of the session is in flight or not yet committed (the catalog connection
+    cannot see it), and while the catalog could not be read again after DDL. Otherwise it reads
+    as the ``views`` it wraps. Each instance is new, so caches keyed on the identity of the
+    dependencies never mix its decisions with settled ones.
+    """
+
+    __slots__ = ("views", "why")
+
+    def __init__(self, views: Mapping[str, frozenset[str]], why: str) -> None:
+        self.views = views
+        self.why = why
+
+    def __getitem__(self, key: str) -> frozenset[str]:
+        return self.views[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.views)
+
+    def __len__(self) -> int:
+        return len(self.views)
+
+    def __bool__(self) -> bool:
+        return True  # even over no views: the walk must look at it
+
+    def note(self) -> str:
+        """What a decision made on it that touches PHI says, after its reason."""
+        return f" ({self.why}: every relation read counts as reading every PHI table)"

@@ -1,23 +1,24 @@
-"""Reading the upstream's catalog with the service credential: views, volatility, functions.
+"""Reading the upstream's catalog with the service credential: views, relations, volatility,
+functions.
 
-Driven by the policy hook: at a database's first session and after DDL it runs
-``policies.views.CATALOG_SQL``, ``policies.readonly.VOLATILITY_SQL`` and
-``policies.functions.FUNCTIONS_SQL`` on short-lived upstream connections and
-caches the results per database, so reading a view of ``patients`` counts as
-reading ``patients``, a statement calling only IMMUTABLE or STABLE functions
-can be proved read-only, and calling a function whose body reads ``patients``
-reads ``patients``. The volatility and the functions are shared by every
-session of a database and forgotten the moment any of them completes DDL:
-until they are read again, no statement is proved read-only there and every
-user function counts as opaque (it touches every PHI table). A fast-path
-call's function OID is looked up in ``pg_proc`` the first time it is seen
-(cached per database until the next DDL).
+Driven by the policy hook through each database's shared
+:class:`~gateway.policy.database_catalog.DatabaseCatalog`: it runs
+``policies.views.SNAPSHOT_SQL`` (view dependencies, relation names and a fingerprint in one
+snapshot), ``policies.readonly.VOLATILITY_SQL`` and ``policies.functions.FUNCTIONS_SQL`` on
+short-lived upstream connections, so reading a view of ``patients`` counts as reading
+``patients``, a statement calling only IMMUTABLE or STABLE functions can be proved read-only,
+and calling a function whose body reads ``patients`` reads ``patients``. The volatility and
+the functions are shared by every session of a database and forgotten the moment any of them
+completes DDL: until they are read again, no statement is proved read-only there and every
+user function counts as opaque (it touches every PHI table). A fast-path call's function OID
+is looked up in ``pg_proc`` the first time it is seen (cached per database until the catalog
+changes).
 
 Catalog reads never wait on a session: they run on their own connection with
 ``lock_timeout`` and ``statement_timeout`` (``proxy.sidequery``: a session that
-holds a lock on a catalog table makes the read fail in seconds instead of
-hanging), under an overall deadline. A failed read raises
-:class:`CatalogUnavailable`; the policy hook fails closed on it.
+holds a lock on a catalog table makes the read fail in seconds instead of hanging), under an
+overall deadline. A failed read raises :class:`CatalogUnavailable`; the policy hook fails
+closed on it.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from policies.functions import FUNCTIONS_SQL, FunctionCatalog, build_functions
 from policies.functions import NOTHING_KNOWN as NO_FUNCTIONS
 from policies.readonly import NOTHING_KNOWN, VOLATILITY_SQL, Volatility, build_volatility
-from policies.views import CATALOG_SQL, build_view_dependencies
+from policies.views import FINGERPRINT_SQL, SNAPSHOT_SQL, build_view_dependencies, relation_names
 
 from ..proxy.sidequery import SideQueryFailed, side_query
 from ..settings.config import DatabaseSettings
@@ -47,6 +48,15 @@ SELECT n.nspname, p.proname, p.pronargs
  WHERE p.oid = {oid}
 """
 CatalogUnavailable = SideQueryFailed  # what a failed catalog read raises
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What one read of a database's catalog found (``policies.views.SNAPSHOT_SQL``)."""
+
+    fingerprint: str
+    views: Dependencies
+    relations: frozenset[str]  # policies.views.relation_names
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,13 +89,11 @@ class VolatilityRef:
 
 
 class ViewCatalog:
-    """Per-database cache of view dependencies, volatility and looked-up functions."""
+    """The catalog reads, and per database the volatility and looked-up functions."""
 
     def __init__(self, max_message_size: int) -> None:
         self._max = max_message_size
-        self._cache: dict[str, Dependencies] = {}
         self._functions: dict[str, dict[int, Function | None]] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
         self._volatility: dict[str, VolatilityRef] = {}
         self._loading: dict[str, asyncio.Task[None]] = {}
 
@@ -132,6 +140,13 @@ class ViewCatalog:
         ref.holds = max(0, ref.holds - 1)
         self.volatility(db, dbname)  # starts the read once nobody holds it
 
+    def changed(self, db: DatabaseSettings, dbname: str) -> None:
+        """The catalog changed (seen in its fingerprint): forget the volatility and the
+        looked-up functions, and read the volatility again (unless a session holds it)."""
+        self.hold(db, dbname)
+        self.release(db, dbname)
+        self._functions.pop(f"{db.name}/{dbname}", None)
+
     async def _load_volatility(self, ref: VolatilityRef, db: DatabaseSettings,
                                dbname: str) -> None:
         try:
@@ -148,19 +163,20 @@ class ViewCatalog:
         except Exception as e:  # conservative: every user function stays opaque
             log.error("could not read user functions: %s", e)
 
-    async def dependencies(self, db: DatabaseSettings, dbname: str) -> Dependencies:
-        key = f"{db.name}/{dbname}"
-        if key in self._cache:
-            return self._cache[key]
-        async with self._locks.setdefault(key, asyncio.Lock()):
-            if key not in self._cache:
-                self._cache[key] = await self._fetch(db, dbname)
-            return self._cache[key]
+    async def snapshot(self, db: DatabaseSettings, dbname: str) -> Snapshot:
+        """View dependencies, relation names and the fingerprint, in one snapshot."""
+        rows = await query_rows(db, dbname, SNAPSHOT_SQL, self._max)
+        fingerprint = next((str(r[1]) for r in rows if r[0] == "fingerprint"), "")
+        views = build_view_dependencies((str(a), str(b), str(c), str(d))
+                                        for kind, a, b, c, d in rows if kind == "depends")
+        relations = relation_names((str(a), str(b)) for kind, a, b, _, _ in rows
+                                   if kind == "relation")
+        return Snapshot(fingerprint, views, relations)
 
-    def invalidate(self, db: DatabaseSettings, dbname: str) -> None:
-        key = f"{db.name}/{dbname}"
-        self._cache.pop(key, None)
-        self._functions.pop(key, None)
+    async def fingerprint(self, db: DatabaseSettings, dbname: str) -> str:
+        """``policies.views.FINGERPRINT_SQL``: changes with every view, relation or function."""
+        rows = await query_rows(db, dbname, FINGERPRINT_SQL, self._max)
+        return str(rows[0][0]) if rows else ""
 
     async def function(self, db: DatabaseSettings, dbname: str, oid: int) -> Function | None:
         """The function with this OID, or None if there is none (as far as committed DDL goes)."""
@@ -173,8 +189,3 @@ class ViewCatalog:
             known.clear()
         known[oid] = found
         return found
-
-    async def _fetch(self, db: DatabaseSettings, dbname: str) -> Dependencies:
-        rows = await query_rows(db, dbname, CATALOG_SQL, self._max)
-        return build_view_dependencies(
-            (str(a), str(b), str(c), str(d)) for a, b, c, d in rows)

@@ -1,11 +1,12 @@
 """The policy hook: every statement is decided before it reaches the database.
 
 First in the hook chain, so the journal records each decision with the
-statement. Owns what the pure engine cannot: per-session state (reason, its
-decisions on the session's prepared statements and portals, kept with
-them in ``SessionInfo.names``: one namespace for SQL and protocol), the
-per-identity PHI-row budget, view dependencies from the upstream catalog, the
-clock, and reloading policy files on SIGHUP (a bad file keeps the old policy).
+statement. Owns what the pure engine cannot: per-session state (``session_state.py``: reason,
+its decisions on the session's prepared statements and portals, kept with them in
+``SessionInfo.names``: one namespace for SQL and protocol), the per-identity PHI-row budget,
+the upstream catalog (``catalog_changes.py``: one shared per database, read again when it may
+have changed), the clock, and reloading policy files on SIGHUP (a bad file keeps the old
+policy).
 
 * Simple Query: decided as a whole string; ``SET phigate.reason`` is consumed
   (cut out of the string, or answered by the gateway when it is all there is).
@@ -17,18 +18,22 @@ clock, and reloading policy files on SIGHUP (a bad file keeps the old policy).
   ``pg_proc`` and the call decided as the ``SELECT schema.name($1, …)`` it amounts to
   (``policies.fastpath``: large-object reads and writes, dangerous server-side
   ``lo_import``/``lo_export``); an OID the catalog does not know is denied.
+* Every statement of a database waits while its catalog is being read again. A statement
+  naming a relation the catalog never listed waits for one more read first (made directly on
+  the database). While the session's own DDL is in flight or not yet committed, and after
+  DDL within one query string, every relation read counts as reading every PHI table
+  (``policies.views.Unsettled``); the journal's ``catalog`` field says why.
 * Catalog reads that fail refuse what needs them: a session whose view dependencies
-  cannot be read does not start, a call whose function cannot be looked up is denied.
+  cannot be read does not start, a call whose function cannot be looked up is denied, a
+  relation that cannot be looked up is denied.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from policies.budget import PhiBudget
@@ -38,19 +43,14 @@ from policies.engine import Engine
 from policies.fastpath import call_sql, classify_call
 from policies.loader import PolicyError, load_policies
 from policies.model import SQLSTATE_TOO_COMPLEX, Decision
-from policies.readonly import Volatility, changes_nothing
+from policies.readonly import changes_nothing
 from policies.statement import Classification
 from policies.statement import Statement as Classified
 from policies.steps import DEFAULT_MAX_STEPS
+from policies.views import CATALOG_CHANGING, EARLIER_IN_QUERY, READS_NOTHING, Unsettled
 
 from ..clock import Clock
-from ..errors import (
-    ConfigError,
-    PolicyDenied,
-    RowLimitExceeded,
-    StatementTooComplex,
-    SyntaxRejected,
-)
+from ..errors import ConfigError, PolicyDenied, StatementTooComplex, SyntaxRejected
 from ..journal.hook import POLICY_TAG
 from ..proxy.hooks import (
     MUST_AWAIT,
@@ -65,17 +65,22 @@ from ..proxy.hooks import (
     Verdict,
 )
 from ..settings.config import Settings
-from .catalog import CatalogUnavailable, Dependencies, Function, ViewCatalog, VolatilityRef
+from .catalog import Dependencies
+from .catalog_changes import Catalogs
+from .journal_fields import journal_fields
+from .limits import row_limit
 from .reuse import Reuse, made_on, remember, reusable
-from .widths import RowWidthCatalog
+from .session_effects import apply_effects
+from .session_state import Decided, SessionState
 
 log = logging.getLogger("phigate.policy")
 
 DECISION_TAG = "decision"
 CURSORS_TAG = "fetches"  # cursors a statement FETCHes from, to count rows across FETCHes
-UNPROVEN_TAG = "policy_unproven"  # counted in _SessionState.unproven_in_flight until done
+UNPROVEN_TAG = "policy_unproven"  # counted in SessionState.unproven_in_flight until done
+CHANGES_TAG = "policy_catalog_change"  # counted in SessionState.changes_in_flight until done
 REASON_EFFECTS = frozenset({"set_reason", "reset_reason"})
-NO_ROW_LIMIT = 2**62  # a byte limit without a row limit: rows are not what is counted
+MAX_LOOKUPS = 3  # catalog reads one statement may wait for before it is denied
 MAX_SESSION_DECISIONS = 1024  # per-session decision cache; cleared when full
 # Within this long after its Parse, an Execute is decided as the Parse was: time windows and
 # budgets cannot have moved enough to matter, and row limits are still computed afresh.
@@ -98,43 +103,6 @@ def load_engine(policy_files: Iterable[Path], *, previous: Engine | None = None,
         raise ConfigError(str(e)) from e
 
 
-_Decided = tuple[Decision, dict[str, object]]  # a decision and its journal fields
-
-
-@dataclass(slots=True)
-class _SessionState:
-    info: SessionInfo
-    reason: str | None
-    views: Dependencies
-    cursor_limits: dict[str, int] = field(default_factory=dict)
-    cursor_rows: dict[str, int] = field(default_factory=dict)
-    cursor_byte_limits: dict[str, int] = field(default_factory=dict)
-    cursor_bytes: dict[str, int] = field(default_factory=dict)
-    widths: Mapping[str, int] = field(default_factory=dict)  # row widths, policies.sizes
-    volatility: VolatilityRef = field(default_factory=VolatilityRef)
-    # Statements forwarded and not yet complete that were not proved read-only: while any
-    # is in flight (e.g. DDL in a pipeline), nothing is proved read-only (it may change
-    # what a later statement's functions do).
-    unproven_in_flight: int = 0
-    holds_catalog: bool = False  # ran DDL; releases the volatility hold once idle again
-    # The view dependencies being read again after this session's DDL: the next statement
-    # waits for them (decided on the old ones, a view just redefined over PHI reads as none).
-    refreshing: asyncio.Task[None] | None = None
-    # Parse'd statement name -> (text, decision, when, names.version if it names a statement
-    # or cursor: a decision that depends on the table of names is reused only while it holds).
-    parsed: dict[str, tuple[str, _Decided, float, int | None]] = field(default_factory=dict)
-    decisions: dict[int, tuple[Classification, tuple[object, ...], _Decided]] = field(
-        default_factory=dict)
-    # Decisions that leave nothing to work out per statement (no row or byte limit, no
-    # cursor, no reason setting): the decision → whether it was proved read-only, with the
-    # catalog facts the proof used (it is redone when either is replaced).
-    plain: dict[int, tuple[_Decided, Volatility, Dependencies, bool]] = field(
-        default_factory=dict)
-    # The fast path (gateway/policy/reuse.py): plain decisions by text and by classification.
-    reuse: dict[str, Reuse] = field(default_factory=dict)
-    shapes: dict[int, Reuse] = field(default_factory=dict)
-
-
 class PolicyHook(Hook):
     def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
         # identity -> {requires_approval rule: grant id} held now; the assembly attaches
@@ -147,10 +115,8 @@ class PolicyHook(Hook):
         self._clock = clock or Clock()
         self._budget = PhiBudget()
         self._byte_budget = PhiBudget()  # PHI payload bytes per identity, the same hour
-        self._catalog = ViewCatalog(settings.limits.max_message_size)
-        self._widths = RowWidthCatalog(settings.limits.max_message_size)
-        self._sessions: dict[str, _SessionState] = {}
-        self._refreshes: set[asyncio.Task[None]] = set()
+        self._catalogs = Catalogs(settings)
+        self._sessions: dict[str, SessionState] = {}
         self._generation = 0
 
     # ---------------------------------------------------------------- lifecycle
@@ -172,42 +138,22 @@ class PolicyHook(Hook):
             log.error("policy reload failed, keeping the policies in force: %s", e)
             return
         self.engine, self._settings = engine, settings
+        self._catalogs.configure(settings)
         self._generation += 1  # decisions cached by sessions were made on the old policies
         log.info("policies loaded", extra={"files": [str(p) for p in settings.policy_files]})
 
     async def session_started(self, session: SessionInfo) -> None:
-        db = self._settings.database_for(session.database)
-        views: Dependencies = {}
-        volatility = VolatilityRef()  # nothing known: nothing proved read-only
-        if db is not None:
-            dbname = db.dbname or session.database
-            try:
-                views = await self._catalog.dependencies(db, dbname)
-            except CatalogUnavailable as e:  # fail closed: a view of PHI would read as no PHI
-                log.error("could not read view dependencies; session refused: %s", e.message,
-                          extra={"session": session.session_id})
-                raise CatalogUnavailable(
-                    "phigate: the session cannot start: the upstream catalog (view "
-                    f"dependencies) could not be read: {e.message.removeprefix('phigate: ')}",
-                    hint="try again in a moment") from e
-            volatility = await self._catalog.ready(db, dbname)
-        state = _SessionState(session, session.reason, views, volatility=volatility)
-        if db is not None:
-            try:
-                state.widths = await self._widths.widths(db, db.dbname or session.database)
-            except Exception as e:  # every table then counts the default row width
-                log.error("could not read row widths: %s", e)
-        self._sessions[session.session_id] = state
+        self._sessions[session.session_id] = await self._catalogs.open(session)
 
     def session_ended(self, session: SessionInfo, summary: SessionSummary) -> None:
         state = self._sessions.pop(session.session_id, None)
-        if state is not None and state.holds_catalog:
-            self._release_catalog(state)
+        if state is not None:
+            self._catalogs.close(state)
 
     # ---------------------------------------------------------------- deciding
 
-    def _context(self, state: _SessionState, now: dt.datetime, grants: frozenset[str], *,
-                 names: bool = False) -> RequestContext:
+    def _context(self, state: SessionState, now: dt.datetime, grants: frozenset[str], *,
+                 names: bool = False, views: Dependencies | None = None) -> RequestContext:
         """The request context; the session's prepared statements and cursors (one table
         with the protocol's, ``SessionInfo.names``) only when the statement names one."""
         info = state.info
@@ -220,7 +166,7 @@ class PolicyHook(Hook):
             phi_rows_last_hour=self._budget.used(info.identity, now),
             phi_bytes_last_hour=self._byte_budget.used(info.identity, now),
             row_widths=state.widths,
-            view_dependencies=state.views,
+            view_dependencies=state.views if views is None else views,
             functions=state.volatility.functions,
             prepared=prepared,  # type: ignore[arg-type]  # the hook stores only Classified
             cursors=cursors, grants=grants)  # type: ignore[arg-type]
@@ -228,11 +174,13 @@ class PolicyHook(Hook):
     def before_statement_now(self, statement: Statement) -> Verdict | None | MustAwait:
         if statement.phase is Phase.FUNCTION:
             return MUST_AWAIT  # the function's OID is looked up in the upstream catalog
-        if self._refreshing(statement) is not None:
-            return MUST_AWAIT
-        state = self._state(statement)
+        state = self._sessions.get(statement.session.session_id)
         if state is None:
-            return None
+            raise PolicyDenied("phigate: session unknown to the policy engine")
+        if state.catalog.refreshing is not None:
+            return MUST_AWAIT  # decided on the old catalog, a view just made over PHI is none
+        if statement.verdict.refusal is not None:
+            return None  # refused before us (text the encoding cannot read): nothing to decide
         text = _decided_text(statement)
         reuse = state.reuse.get(text)
         if reuse is not None and self._reusable(state, statement, reuse):
@@ -240,68 +188,66 @@ class PolicyHook(Hook):
         return self._decide_statement(state, statement, text)
 
     async def before_statement(self, statement: Statement) -> Verdict | None:
-        refreshing = self._refreshing(statement)
-        if refreshing is not None:
-            await asyncio.shield(refreshing)  # it logs its own failure; shared, not cancelled
-        if statement.phase is not Phase.FUNCTION:
-            return self.before_statement_now(statement)  # type: ignore[return-value]
-        state = self._state(statement)
-        return None if state is None else await self._function_call(state, statement)
-
-    def _refreshing(self, statement: Statement) -> asyncio.Task[None] | None:
-        """The session's view refresh, while it is still running."""
-        state = self._sessions.get(statement.session.session_id)
-        task = None if state is None else state.refreshing
-        return None if task is None or task.done() else task
-
-    def _state(self, statement: Statement) -> _SessionState | None:
-        """The session's state; None when there is nothing to decide (refused before us)."""
         state = self._sessions.get(statement.session.session_id)
         if state is None:
             raise PolicyDenied("phigate: session unknown to the policy engine")
-        if statement.verdict.refusal is not None:
-            return None  # refused before us (text the encoding cannot read): nothing to decide
-        if state.holds_catalog and statement.idle_before:
-            self._release_catalog(state)  # the DDL's transaction is over: read it again
-        return state
+        if statement.phase is Phase.FUNCTION:
+            await state.catalog.settled()
+            if statement.verdict.refusal is not None:
+                return None
+            return await self._function_call(state, statement)
+        for _ in range(MAX_LOOKUPS):
+            await state.catalog.settled()  # it logs its own failure; shared, not cancelled
+            verdict = self.before_statement_now(statement)
+            if verdict is not MUST_AWAIT:
+                return verdict  # type: ignore[return-value]
+            unseen = _unseen(state, self.engine.classify(
+                _decided_text(statement), standard_strings=statement.standard_strings))
+            if unseen:
+                await self._catalogs.look_for(state, unseen)
+        raise PolicyDenied("phigate: the upstream catalog kept changing while this statement "
+                           "was decided; denied", hint="try again")
 
-    def _reusable(self, state: _SessionState, statement: Statement, reuse: Reuse) -> bool:
+    def _reusable(self, state: SessionState, statement: Statement, reuse: Reuse) -> bool:
         return (statement.standard_strings and self.grants is _no_grants
                 and reusable(reuse, seconds=self._clock.seconds(), generation=self._generation,
                              reason=state.reason, views=state.views,
                              volatility=state.volatility))
 
     @staticmethod
-    def _reused(state: _SessionState, statement: Statement, reuse: Reuse) -> None:
+    def _reused(state: SessionState, statement: Statement, reuse: Reuse) -> None:
         """What the slow path does for a plain allowed decision, from its Reuse."""
         decided = reuse.decided
         statement.tags[DECISION_TAG] = decided[0]
         statement.tags[POLICY_TAG] = decided[1]
         if statement.phase is Phase.PARSE:
             state.parsed[statement.statement_name] = (statement.sql, decided, time.monotonic(),
-                                                      None)
+                                                      None, state.views)
             _remember_parse(statement, reuse.classification)
             return
         PolicyHook._proved(state, statement, reuse.read_only)
         statement.tags[CURSORS_TAG] = ()
 
-    def _decide_statement(self, state: _SessionState, statement: Statement, text: str
-                          ) -> Verdict | None:
+    def _decide_statement(self, state: SessionState, statement: Statement, text: str
+                          ) -> Verdict | None | MustAwait:
         classification = self.engine.classify(text, standard_strings=statement.standard_strings)
         reuse = state.shapes.get(id(classification))
         if (reuse is not None and reuse.classification is classification
                 and self._reusable(state, statement, reuse)):
             return self._reused(state, statement, reuse)  # a text of the same shape
+        views = state.views
+        if not isinstance(views, Unsettled) and _unseen(state, classification):
+            return MUST_AWAIT  # a relation the catalog never listed: look for it first
         now = self._clock.now()
-        parsed = self._parsed_decision(state, statement)
-        decided = parsed or self._decide(state, classification, now)
+        parsed = self._parsed_decision(state, statement, views)
+        decided = parsed or self._decide(state, classification, now, views)
         decision, fields = decided
         # Decided at the Parse, maybe in an earlier minute: not for the fast path.
-        fresh = parsed is None
+        fresh = parsed is None and not isinstance(views, Unsettled)
         if statement.phase is Phase.PARSE:
             state.parsed[statement.statement_name] = (
                 statement.sql, decided, time.monotonic(),
-                state.info.names.version if _names_something(classification) else None)
+                state.info.names.version if _names_something(classification) else None, views)
         statement.tags[DECISION_TAG] = decision
         statement.tags[POLICY_TAG] = fields
         if not decision.allowed:
@@ -314,41 +260,46 @@ class PolicyHook(Hook):
             _remember_parse(statement, classification)
             if fresh and _plain(decision, None, _fetched_cursors(classification.statements)):
                 self._may_reuse(state, statement, text, classification, decided, changes_nothing(
-                    classification.statements, state.volatility.current, state.views), now)
+                    classification.statements, state.volatility.current, views), now)
             return None
+        if _changes_catalog(decision):
+            statement.tags[CHANGES_TAG] = True
+            self._catalogs.forwarded(state)
         plain = state.plain.get(id(decided))
         if (plain is not None and plain[0] is decided and plain[1] is state.volatility.current
-                and plain[2] is state.views):
+                and plain[2] is views):
             self._proved(state, statement, plain[3])
             statement.tags[CURSORS_TAG] = ()
             if fresh:
                 self._may_reuse(state, statement, text, classification, decided, plain[3], now)
             return None
-        self._prove_read_only(state, statement, classification)
+        self._proved(state, statement, state.unproven_in_flight == 0 and changes_nothing(
+            classification.statements, state.volatility.current, views))
         cursors = _fetched_cursors(classification.statements)
         statement.tags[CURSORS_TAG] = cursors
-        row_limit = self._row_limit(state, decision, cursors, now)
-        if row_limit is not None and row_limit.max_rows <= 0:
-            raise row_limit.error
+        limit = row_limit(state, decision, cursors, now, self._budget, self._byte_budget)
+        if limit is not None and limit.max_rows <= 0:
+            raise limit.error
         rewrite = _without_reason_settings(statement, decision)
         if rewrite is None:
-            if _plain(decision, row_limit, cursors):
+            if _plain(decision, limit, cursors):
                 read_only = statement.read_only or changes_nothing(
-                    classification.statements, state.volatility.current, state.views)
-                _remember_plain(state, decided, read_only)
+                    classification.statements, state.volatility.current, views)
+                _remember_plain(state, decided, read_only, views)
                 if fresh:
                     self._may_reuse(state, statement, text, classification, decided, read_only,
                                     now)
-            return Verdict(row_limit=row_limit) if row_limit else None
-        return Verdict(row_limit=row_limit, rewrite_sql=rewrite, local_tag="SET")
+            return Verdict(row_limit=limit) if limit else None
+        return Verdict(row_limit=limit, rewrite_sql=rewrite, local_tag="SET")
 
-    def _may_reuse(self, state: _SessionState, statement: Statement, text: str,
-                   classification: Classification, decided: _Decided, read_only: bool,
+    def _may_reuse(self, state: SessionState, statement: Statement, text: str,
+                   classification: Classification, decided: Decided, read_only: bool,
                    now: dt.datetime) -> None:
         """Keep a plain allowed decision for the fast path, unless it depends on what moves
-        per statement (names, grants) or on how the text was read."""
+        per statement (names, grants), on how the text was read, or changes the catalog."""
         if (not statement.standard_strings or self.grants is not _no_grants
-                or "grants" in decided[1] or _names_something(classification)):
+                or "grants" in decided[1] or _names_something(classification)
+                or _changes_catalog(decided[0])):
             return
         remember(state.reuse, state.shapes, text, made_on(
             classification, decided, read_only, seconds=now.timestamp(),
@@ -356,13 +307,7 @@ class PolicyHook(Hook):
             volatility=state.volatility))
 
     @staticmethod
-    def _prove_read_only(state: _SessionState, statement: Statement,
-                         classification: Classification) -> None:
-        PolicyHook._proved(state, statement, state.unproven_in_flight == 0 and changes_nothing(
-            classification.statements, state.volatility.current, state.views))
-
-    @staticmethod
-    def _proved(state: _SessionState, statement: Statement, changes_nothing: bool) -> None:
+    def _proved(state: SessionState, statement: Statement, changes_nothing: bool) -> None:
         """Read-only if proved so and nothing unproven is in flight (it may change what the
         statement's functions do); else counted until it completes."""
         if changes_nothing and state.unproven_in_flight == 0:
@@ -371,12 +316,12 @@ class PolicyHook(Hook):
             state.unproven_in_flight += 1
             statement.tags[UNPROVEN_TAG] = True
 
-    async def _function_call(self, state: _SessionState, statement: Statement
+    async def _function_call(self, state: SessionState, statement: Statement
                              ) -> Verdict | None:
         """A fast-path call, decided as the SQL call of the function its OID names."""
         call = statement.function_call
         assert call is not None  # the relay sets it for every FUNCTION statement
-        function = await self._lookup(state, call.function_oid)
+        function = await self._catalogs.function(state, call.function_oid)
         classified = None if function is None else classify_call(
             function.schema, function.name, len(call.args))
         if function is None or classified is None:
@@ -391,32 +336,20 @@ class PolicyHook(Hook):
         decision = self.engine.decide_statement(
             self._context(state, now, frozenset(held)), classified)
         statement.tags[DECISION_TAG] = decision
-        statement.tags[POLICY_TAG] = {**_journal_fields(decision, held),
+        statement.tags[POLICY_TAG] = {**journal_fields(decision, held),
                                       "function": f"{function.schema}.{function.name}",
                                       "function_oid": call.function_oid}
         if not decision.allowed:
             raise _refusal(decision)
         state.unproven_in_flight += 1  # a call is never proved read-only: it runs write-ahead
         statement.tags[UNPROVEN_TAG] = True
-        row_limit = self._row_limit(state, decision, (), now)
-        if row_limit is not None and row_limit.max_rows <= 0:
-            raise row_limit.error
-        return Verdict(row_limit=row_limit) if row_limit else None
+        limit = row_limit(state, decision, (), now, self._budget, self._byte_budget)
+        if limit is not None and limit.max_rows <= 0:
+            raise limit.error
+        return Verdict(row_limit=limit) if limit else None
 
-    async def _lookup(self, state: _SessionState, oid: int) -> Function | None:
-        db = self._settings.database_for(state.info.database)
-        if db is None:
-            return None
-        try:
-            return await self._catalog.function(db, db.dbname or state.info.database, oid)
-        except CatalogUnavailable as e:
-            log.error("could not look up a fast-path function: %s", e.message,
-                      extra={"session": state.info.session_id, "oid": oid})
-            raise PolicyDenied(f"{e.message}; fast-path call of function {oid} denied",
-                               hint="try again; the gateway could not check the call") from e
-
-    def _decide(self, state: _SessionState, classification: Classification,
-                now: dt.datetime) -> _Decided:
+    def _decide(self, state: SessionState, classification: Classification,
+                now: dt.datetime, views: Dependencies) -> Decided:
         """Decide, reusing this session's earlier decision on the same classification while
         nothing it depends on moved: the minute (time windows), the reason, the session's
         prepared statements and cursors, and the loaded policies. Decisions touching PHI are
@@ -424,15 +357,21 @@ class PolicyHook(Hook):
         held = self.grants(state.info.identity)  # re-read every statement: revocable
         grants = frozenset(held)
         names = _names_something(classification)
+        # Catalogs compared by identity (equal contents are not the same facts: Unsettled);
+        # the objects themselves keep their ids from being reused meanwhile.
         key = (int(now.timestamp() // 60), state.reason,
                state.info.names.version if names else 0, self._generation, grants,
-               state.views, state.volatility.functions)  # catalogs compared by identity
+               id(views), id(state.volatility.functions), views, state.volatility.functions)
         cached = state.decisions.get(id(classification))
         if cached is not None and cached[0] is classification and cached[1] == key:
             return cached[2]
         decision = self.engine.decide_classified(
-            self._context(state, now, grants, names=names), classification)
-        decided = (decision, _journal_fields(decision, held))
+            self._context(state, now, grants, names=names, views=views), classification)
+        fields = journal_fields(decision, held)
+        why = _unsettled_by(views, classification)
+        if why is not None and decision.phi_tables:
+            fields["catalog"] = why  # the engine's reason says what it means
+        decided = (decision, fields)
         if not decision.phi_tables:
             if len(state.decisions) >= MAX_SESSION_DECISIONS:
                 state.decisions.clear()
@@ -440,63 +379,24 @@ class PolicyHook(Hook):
         return decided
 
     @staticmethod
-    def _parsed_decision(state: _SessionState, statement: Statement) -> _Decided | None:
+    def _parsed_decision(state: SessionState, statement: Statement, views: Dependencies
+                         ) -> Decided | None:
         """An Execute right after its Parse reuses the Parse's decision (same batch)."""
         if statement.phase is not Phase.EXECUTE:
             return None
         parsed = state.parsed.get(statement.statement_name)
         if parsed is None:
             return None
-        sql, decision, decided_at, version = parsed
+        sql, decision, decided_at, version, decided_on = parsed
         if sql != statement.sql or time.monotonic() - decided_at > REUSE_PARSE_DECISION_S:
+            return None
+        if decided_on is not views:  # the catalog was read again (or DDL is in flight)
             return None
         if "grants" in decision[1]:  # decided under a grant: ask again, it may be revoked
             return None
         if version is not None and version != statement.session.names.version:
             return None
         return decision
-
-    def _row_limit(self, state: _SessionState, decision: Decision, cursors: tuple[str, ...],
-                   now: dt.datetime) -> RowLimit | None:
-        limit, rule = decision.max_rows, ",".join(decision.rules)
-        for cursor in cursors:
-            if cursor in state.cursor_limits:
-                remaining = state.cursor_limits[cursor] - state.cursor_rows.get(cursor, 0)
-                limit = remaining if limit is None else min(limit, remaining)
-        if decision.phi_tables and decision.max_phi_rows_per_hour is not None:
-            remaining = (decision.max_phi_rows_per_hour
-                         - self._budget.used(state.info.identity, now)) // decision.row_weight
-            limit = remaining if limit is None else min(limit, remaining)
-        max_bytes = self._byte_limit(state, decision, cursors, now)
-        if limit is None and max_bytes is None:
-            return None
-        return RowLimit(
-            max(limit, 0) if limit is not None else NO_ROW_LIMIT,
-            RowLimitExceeded(
-                f"phigate: rule {rule}: result exceeds max_rows ({_rows_text(decision)}) "
-                "or the hourly PHI row budget; no more rows sent",
-                hint="add a WHERE clause or a LIMIT, or ask for a rule that allows more"),
-            max_bytes=max(max_bytes, 0) if max_bytes is not None else None,
-            byte_error=RowLimitExceeded(
-                f"phigate: rule {rule}: result exceeds max_bytes ({_bytes_text(decision)}) "
-                "or the hourly PHI byte budget; no more rows sent",
-                hint="select fewer rows or columns (one row that folds many rows counts "
-                     "all their bytes), or ask for a rule that allows more"))
-
-    def _byte_limit(self, state: _SessionState, decision: Decision, cursors: tuple[str, ...],
-                    now: dt.datetime) -> int | None:
-        """Like the row limit: the statement's max_bytes, what its cursors have left, and what
-        is left of the identity's hourly PHI byte budget."""
-        limit = decision.max_bytes
-        for cursor in cursors:
-            if cursor in state.cursor_byte_limits:
-                remaining = state.cursor_byte_limits[cursor] - state.cursor_bytes.get(cursor, 0)
-                limit = remaining if limit is None else min(limit, remaining)
-        if decision.phi_tables and decision.max_phi_bytes_per_hour is not None:
-            remaining = (decision.max_phi_bytes_per_hour
-                         - self._byte_budget.used(state.info.identity, now))
-            limit = remaining if limit is None else min(limit, remaining)
-        return limit
 
     # ---------------------------------------------------------------- afterwards
 
@@ -505,6 +405,8 @@ class PolicyHook(Hook):
         state = self._sessions.get(statement.session.session_id)
         if state is not None and statement.tags.pop(UNPROVEN_TAG, False):
             state.unproven_in_flight -= 1
+        if state is not None and statement.tags.pop(CHANGES_TAG, False):
+            self._catalogs.completed(state, ran=not outcome.refused)
         if not isinstance(decision, Decision) or state is None or outcome.refused:
             return
         # A fast-path call's one result value is a row read only when the call reads data.
@@ -519,69 +421,8 @@ class PolicyHook(Hook):
             state.cursor_rows[cursor] = state.cursor_rows.get(cursor, 0) + outcome.rows
             state.cursor_bytes[cursor] = state.cursor_bytes.get(cursor, 0) + payload
         if outcome.sqlstate is None:
-            self._apply_effects(state, decision)
-            if "ddl" in decision.classes or any(s.command == "DO" for s in decision.statements):
-                self._refresh_views(state)  # DO can create or replace functions unseen
+            apply_effects(state, decision)
 
-    def _apply_effects(self, state: _SessionState, decision: Decision) -> None:
-        """What a successful statement did to the session: reason, and the names it made or
-        dropped, written to the session's one table of names (``SessionInfo.names``)."""
-        parts = decision.parts or (decision,)
-        names = state.info.names
-        for part, classified in zip(parts, decision.statements, strict=False):
-            effect = classified.effect
-            if effect is None:
-                continue
-            if effect.kind == "prepare" and effect.name and effect.statement:
-                names.prepared(effect.name, classified.text, effect.statement)
-            elif effect.kind == "deallocate":
-                names.deallocated(effect.name)
-            elif effect.kind == "declare" and effect.name and effect.statement:
-                names.declared(effect.name, classified.text, effect.statement)
-                state.cursor_rows[effect.name] = 0
-                state.cursor_bytes[effect.name] = 0
-                if part.max_rows is not None:
-                    state.cursor_limits[effect.name] = part.max_rows
-                if part.max_bytes is not None:
-                    state.cursor_byte_limits[effect.name] = part.max_bytes
-            elif effect.kind == "close":
-                names.closed(effect.name)
-            elif effect.kind == "discard_all":
-                names.deallocated(None)
-                names.closed(None)
-            elif effect.kind == "set_reason":
-                state.reason = effect.value or None
-            elif effect.kind == "reset_reason":
-                state.reason = None
-
-    def _refresh_views(self, state: _SessionState) -> None:
-        db = self._settings.database_for(state.info.database)
-        if db is None:
-            return
-        dbname = db.dbname or state.info.database
-        self._catalog.invalidate(db, dbname)
-        self._widths.invalidate(db, dbname)
-        state.parsed.clear()  # decided on the catalog before the DDL: not for their Executes
-        if not state.holds_catalog:
-            state.holds_catalog = True
-            self._catalog.hold(db, dbname)
-
-        async def refresh() -> None:
-            try:
-                state.views = await self._catalog.dependencies(db, dbname)
-            except Exception as e:
-                log.error("could not refresh view dependencies: %s", e)
-
-        task = asyncio.create_task(refresh(), name=f"views-{state.info.session_id}")
-        state.refreshing = task
-        self._refreshes.add(task)
-        task.add_done_callback(self._refreshes.discard)
-
-    def _release_catalog(self, state: _SessionState) -> None:
-        state.holds_catalog = False
-        db = self._settings.database_for(state.info.database)
-        if db is not None:
-            self._catalog.release(db, db.dbname or state.info.database)
 # Decisions about a name rather than a text start with this (never sent anywhere).
 _SYNTHESIZED = "FETCH ALL FROM "
 
@@ -628,10 +469,11 @@ def _plain(decision: Decision, row_limit: RowLimit | None, cursors: tuple[str, .
             and not _sets_reason(decision))
 
 
-def _remember_plain(state: _SessionState, decided: _Decided, read_only: bool) -> None:
+def _remember_plain(state: SessionState, decided: Decided, read_only: bool,
+                    views: Dependencies) -> None:
     if len(state.plain) >= MAX_SESSION_DECISIONS:
         state.plain.clear()
-    state.plain[id(decided)] = (decided, state.volatility.current, state.views, read_only)
+    state.plain[id(decided)] = (decided, state.volatility.current, views, read_only)
 
 
 def _fetched_cursors(statements: Iterable[Classified]) -> tuple[str, ...]:
@@ -654,45 +496,24 @@ def _no_grants(identity: str) -> Mapping[str, str]:
     return {}
 
 
-def _journal_fields(decision: Decision, grants: Mapping[str, str]) -> dict[str, object]:
-    fields: dict[str, object] = {
-        "decision": decision.verdict, "rules": list(decision.rules), "reason": decision.reason,
-        "classes": list(decision.classes), "tables": list(decision.tables),
-        "phi_tables": list(decision.phi_tables),
-    }
-    used = sorted(grants[rule] for rule in decision.rules if rule in grants)
-    if used and decision.allowed:
-        fields["grants"] = used  # the access grants this statement ran under
-    if decision.would_deny:
-        fields["dry_run"] = True
-    if decision.bulk_export:
-        fields["bulk_export"] = True
-    if decision.dangerous:
-        fields["dangerous"] = True
-    if decision.alert:
-        fields["alert"] = True
-    if decision.max_rows is not None:
-        fields["max_rows"] = decision.max_rows
-    if decision.row_weight > 1:
-        fields["row_weight"] = decision.row_weight
-    if decision.max_bytes is not None:
-        fields["max_bytes"] = decision.max_bytes
-        if decision.max_bytes_derived:
-            fields["max_bytes_derived"] = True
-    if decision.export_via:
-        fields["export_via"] = list(decision.export_via)
-    return fields
+def _changes_catalog(decision: Decision) -> bool:
+    return not CATALOG_CHANGING.isdisjoint(decision.classes)
 
 
-def _rows_text(decision: Decision) -> str:
-    if decision.row_weight > 1:
-        return (f"{decision.max_rows} rows: each row carries {decision.row_weight} rows of "
-                "PHI tables")
-    return str(decision.max_rows)
+def _unsettled_by(views: Dependencies, classification: Classification) -> str | None:
+    """Why the catalog could not vouch for (part of) the decision, if it could not: the
+    session's state, or DDL before the end of the query string (the engine then decides what
+    follows it on ``Unsettled``)."""
+    if isinstance(views, Unsettled):
+        return views.why
+    statements = classification.statements
+    if len(statements) > 1 and any(not CATALOG_CHANGING.isdisjoint(s.classes)
+                                   for s in statements[:-1]):
+        return EARLIER_IN_QUERY
+    return None
 
 
-def _bytes_text(decision: Decision) -> str:
-    if decision.max_bytes is None:
-        return "none"
-    derived = ", derived from max_rows" if decision.max_bytes_derived else ""
-    return f"{decision.max_bytes} bytes{derived}"
+def _unseen(state: SessionState, classification: Classification) -> list[str]:
+    """Relations the statement reads that the database's catalog has never listed."""
+    return state.catalog.unseen(t for s in classification.statements
+                                if not READS_NOTHING.issuperset(s.classes) for t in s.tables)

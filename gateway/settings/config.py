@@ -81,6 +81,9 @@ class Limits:
     auth_max_failures: int = 10  # per (user, client IP): a guessed password
     auth_failure_window_s: float = 60.0
     policy_steps: int = DEFAULT_MAX_STEPS  # per statement: views followed, relations checked
+    # How often a database with open sessions is asked whether its catalog changed (DDL made
+    # directly on it, bypassing the gateway); 0 = off. See gateway/policy/catalog_poll.py.
+    catalog_poll_s: float = 2.0
     watchdog_timeout_s: float = 60.0  # 0 = off; see gateway/proxy/watchdog.py
     # Per client IP, over every user: password spraying. Much higher than the per-user
     # limit, so one person mistyping cannot lock out everyone behind the same bastion or NAT.
@@ -307,7 +310,7 @@ def _limits(root: Section) -> Limits:
     section.only("max_connections", "idle_timeout", "startup_timeout", "max_message_size",
                  "shutdown_grace", "auth_failure_delay", "auth_max_failures",
                  "auth_failure_window", "policy_steps", "watchdog_timeout",
-                 "auth_max_failures_per_ip")
+                 "auth_max_failures_per_ip", "catalog_poll_interval")
     defaults = Limits()
     return Limits(
         max_connections=section.integer("max_connections", defaults.max_connections, minimum=1),
@@ -321,6 +324,7 @@ def _limits(root: Section) -> Limits:
         auth_failure_window_s=section.duration("auth_failure_window",
                                                defaults.auth_failure_window_s),
         policy_steps=section.integer("policy_steps", defaults.policy_steps, minimum=1),
+        catalog_poll_s=section.duration("catalog_poll_interval", defaults.catalog_poll_s),
         watchdog_timeout_s=section.duration("watchdog_timeout", defaults.watchdog_timeout_s),
         auth_max_failures_per_ip=section.integer(
             "auth_max_failures_per_ip", defaults.auth_max_failures_per_ip, minimum=1),

@@ -2,7 +2,8 @@
 
 The service role is the cluster's superuser here, so a session may lock catalog tables. While
 one session holds ``pg_inherits`` (which the view-dependency read needs) after its own DDL, a
-new session is refused with 08006 within the catalog bounds instead of hanging; while it holds
+statement naming a relation the catalog never listed is denied (42501) and then a new session
+is refused with 08006, each within the catalog bounds instead of hanging; while it holds
 ``pg_proc``, its own fast-path call is denied as unverifiable instead of hanging. Once the lock
 is gone, everything works again.
 """
@@ -33,7 +34,7 @@ def superuser_gateway(start: Callable[..., GatewayProcess], cluster: ClusterInfo
                  env={"CLINIC_DB_PASSWORD": cluster.superuser_password})
 
 
-async def test_a_new_session_is_refused_quickly_while_the_catalog_is_locked(
+async def test_a_lookup_and_a_new_session_fail_closed_quickly_while_the_catalog_is_locked(
         start_gateway: Callable[..., GatewayProcess], pg_cluster: ClusterInfo) -> None:
     gateway = superuser_gateway(start_gateway, pg_cluster)
     holder = await asyncpg.connect(host="127.0.0.1", port=gateway.port, user="bob",
@@ -42,7 +43,13 @@ async def test_a_new_session_is_refused_quickly_while_the_catalog_is_locked(
     try:
         await holder.execute("BEGIN; LOCK TABLE pg_catalog.pg_inherits IN ACCESS EXCLUSIVE "
                              "MODE; CREATE VIEW robust_locked_view AS SELECT 1 AS one")
-        started = time.monotonic()
+        started = time.monotonic()  # a name the catalog never listed must be looked up
+        denied = await asyncio.to_thread(psql, gateway, "SELECT * FROM robust_locked_view",
+                                         user="alice", args=("-v", "VERBOSITY=verbose"))
+        assert time.monotonic() - started < BOUND_S
+        assert denied.returncode == 1 and "42501" in denied.stderr, denied.stderr
+        assert "not seen" in denied.stderr and "lock timeout" in denied.stderr
+        started = time.monotonic()  # the failed read is read again before a session starts
         refused = await asyncio.to_thread(psql, gateway, "SELECT 1", user="alice",
                                           args=("-v", "VERBOSITY=verbose"))
         assert time.monotonic() - started < BOUND_S

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncpg
 
+from policies.engine import Engine
 from policies.phi import PhiMatcher
 from policies.statement import TableRef
-from policies.views import CATALOG_SQL, build_view_dependencies
+from policies.views import CATALOG_SQL, Unsettled, build_view_dependencies, relation_names
 from tests.conftest import ClusterInfo
+from tests.policies.conftest import MakeCtx
 
 
 def test_mapping_lists_direct_dependencies_under_both_names() -> None:
@@ -58,3 +60,30 @@ async def test_catalog_query_against_postgres(pg_cluster: ClusterInfo) -> None:
     assert deps["phigate_views_test.names"] == {"public.patients", "phigate_views_test.visits"}
     assert deps["phigate_views_test.counts"] == {"phigate_views_test.names"}
     assert deps["phigate_views_test.visits_2024"] == {"phigate_views_test.visits"}
+
+
+def test_a_temporary_view_is_listed_as_pg_temp_too() -> None:
+    deps = build_view_dependencies([("pg_temp_3", "tv", "public", "patients")])
+    assert deps["pg_temp.tv"] == deps["tv"] == {"public.patients"}
+    names = relation_names([("pg_temp_3", "TV"), ("public", "departments")])
+    assert {"pg_temp.tv", "pg_temp_3.tv", "tv", "public.departments", "departments"} == names
+
+
+def test_unsettled_views_make_every_relation_read_every_phi_table() -> None:
+    matcher = PhiMatcher(["clinic.public.patients", "clinic.public.lab_*", "other.public.x"])
+    unsettled = Unsettled({}, "DDL of this transaction not yet committed")
+    assert matcher.touched("clinic", [TableRef("departments")], unsettled) == [
+        "clinic.public.patients", "clinic.public.lab_*"]
+    assert matcher.touched("clinic", [], unsettled) == []  # reads no relation: no PHI
+    assert matcher.touched("clinic", [TableRef("departments")], {}) == []
+
+
+def test_what_follows_ddl_in_one_string_is_decided_unsettled(engine: Engine,
+                                                             ctx: MakeCtx) -> None:
+    before = engine.decide(ctx("oncall", reason="INC-1"),
+                           "SELECT * FROM departments; CREATE VIEW v AS SELECT 1")
+    assert before.allowed and not before.phi_tables  # DDL reads nothing, even unsettled
+    after = engine.decide(ctx("oncall", reason="INC-1"),
+                          "CREATE VIEW v AS SELECT 1; SELECT * FROM departments")
+    assert not after.allowed and "public.patients" in " ".join(after.phi_tables)
+    assert "DDL earlier in this query string: every relation read counts" in after.reason

@@ -11,7 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from gateway.policy.catalog import VolatilityRef
-from gateway.policy.hook import PolicyHook, _SessionState
+from gateway.policy.database_catalog import DatabaseCatalog
+from gateway.policy.hook import PolicyHook
+from gateway.policy.session_state import SessionState
 from gateway.proxy.hooks import Outcome, Phase, SessionInfo, Statement
 from gateway.settings.config import load_config
 from policies.readonly import NOTHING_KNOWN, Volatility
@@ -27,7 +29,7 @@ rules:
 ACCOUNTS = Volatility(frozenset(), frozenset({"accounts", "public.accounts"}), frozenset())
 
 
-def policy_hook(tmp_path: Path) -> tuple[PolicyHook, _SessionState]:
+def policy_hook(tmp_path: Path) -> tuple[PolicyHook, SessionState]:
     (tmp_path / "policy.yaml").write_text(POLICY, encoding="utf-8")
     config = tmp_path / "phigate.yaml"
     config.write_text(f"""\
@@ -39,7 +41,7 @@ policies: [policy.yaml]
     hook = PolicyHook(load_config(config, environ={"PW": "x"}))
     volatility = VolatilityRef()
     volatility.current = ACCOUNTS
-    state = _SessionState(SESSION, None, {}, volatility=volatility)
+    state = SessionState(SESSION, None, DatabaseCatalog(volatility=volatility))
     hook._sessions[SESSION.session_id] = state
     return hook, state
 

@@ -17,7 +17,9 @@ import pytest
 from gateway.clock import Clock
 from gateway.errors import PolicyDenied
 from gateway.policy.catalog import VolatilityRef
-from gateway.policy.hook import DECISION_TAG, PolicyHook, _SessionState
+from gateway.policy.database_catalog import DatabaseCatalog
+from gateway.policy.hook import DECISION_TAG, PolicyHook
+from gateway.policy.session_state import SessionState
 from gateway.proxy.hooks import MUST_AWAIT, Outcome, Phase, SessionInfo, Statement
 from gateway.settings.config import load_config
 from policies.readonly import NOTHING_KNOWN, Volatility
@@ -55,11 +57,11 @@ policies: [policy.yaml]
 
 
 def start(hook: PolicyHook, identity: str = "alice", groups: frozenset[str] = frozenset(),
-          session_id: str = "s1") -> tuple[SessionInfo, _SessionState]:
+          session_id: str = "s1") -> tuple[SessionInfo, SessionState]:
     info = SessionInfo(session_id, identity, groups, "127.0.0.1", 5000, "clinic", "psql", None)
     volatility = VolatilityRef()
     volatility.current = ACCOUNTS
-    state = _SessionState(info, None, {}, volatility=volatility)
+    state = SessionState(info, None, DatabaseCatalog(volatility=volatility))
     hook._sessions[session_id] = state
     return info, state
 
@@ -142,7 +144,7 @@ def test_replaced_catalogs_redo_the_read_only_proof(tmp_path: Path) -> None:
     assert not decide(hook, info).read_only
     state.volatility.current = ACCOUNTS
     assert decide(hook, info).read_only
-    state.views = {"accounts": frozenset({"public.secrets"})}  # re-read: accounts is a view
+    state.catalog.views = {"accounts": frozenset({"public.secrets"})}  # re-read: accounts is a view
     assert not decide(hook, info).read_only
 
 

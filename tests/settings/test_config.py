@@ -58,6 +58,8 @@ def test_relative_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
     ("tsl: {require: true}\n", 11, "tsl", "unknown key"),
     ("limits: {idle_timeout: soon}\n", 11, "limits.idle_timeout", "duration"),
     ("limits: {max_message_size: -1}\n", 11, "limits.max_message_size", "size"),
+    ("limits: {catalog_poll_interval: -2}\n", 11, "limits.catalog_poll_interval",
+     "negative"),
     ("journal: {dir: j, signing_key: k, durability: sometimes}\n", 11, "journal.durability",
      "one of"),
     ("metrics: nowhere\n", 11, "metrics", "HOST:PORT"),
