@@ -67,6 +67,11 @@ class CatalogSource:
         self.reader.changed(self.db, self.dbname)
         self.widths.invalidate(self.db, self.dbname)
 
+    async def functions_read(self) -> None:
+        """The volatility and user functions (table rules too) read again, unless a session
+        holds them (its DDL not yet committed)."""
+        await self.reader.ready(self.db, self.dbname)
+
 
 class DatabaseCatalog:
     """The view dependencies, relation names and volatility every session of a database uses.
@@ -154,11 +159,15 @@ class DatabaseCatalog:
                 changed, self._changed = self._changed, False
                 try:
                     snapshot = await self.source.snapshot()
-                except CatalogUnavailable as e:
-                    self._unreadable(e, changed or self.relations is None)
+                except Exception as e:  # whatever failed, what the catalog says is not known
+                    failure = e if isinstance(e, CatalogUnavailable) else CatalogUnavailable(
+                        "phigate: the upstream catalog could not be read",
+                        detail=type(e).__name__)
+                    self._unreadable(failure, changed or self.relations is None)
                     self._done = self._wanted  # the retry, or the next ask, reads again
                     return
                 self._install(snapshot)
+                await self.source.functions_read()  # a table rule added is read, too
                 self._done = target
         finally:
             self.refreshing = None
@@ -197,8 +206,8 @@ class DatabaseCatalog:
 
     # ------------------------------------------------------------- names
 
-    def unseen(self, tables: Iterable[TableRef]) -> list[str]:
-        """The names among ``tables`` that the catalog never listed (nor found missing)."""
+    def unlisted(self, tables: Iterable[TableRef]) -> list[str]:
+        """The names among ``tables`` that the catalog does not list."""
         relations = self.relations
         if relations is None:
             return []
@@ -208,9 +217,13 @@ class DatabaseCatalog:
             if name == "*":
                 continue
             key = f"{ref.schema.lower()}.{name}" if ref.schema else name
-            if key not in relations and key not in self._absent:
+            if key not in relations:
                 out.append(key)
         return out
+
+    def unseen(self, names: Iterable[str]) -> list[str]:
+        """Those of the unlisted ``names`` not yet looked up since the last read."""
+        return [name for name in names if name not in self._absent]
 
     async def look_for(self, names: Iterable[str]) -> None:
         """Read the catalog again for names it did not list; those still missing are

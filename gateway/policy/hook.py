@@ -71,7 +71,7 @@ from .journal_fields import journal_fields
 from .limits import row_limit
 from .reuse import Reuse, made_on, remember, reusable
 from .session_effects import apply_effects
-from .session_state import Decided, SessionState
+from .session_state import NOT_LISTED, Decided, SessionState
 
 log = logging.getLogger("phigate.policy")
 
@@ -201,8 +201,8 @@ class PolicyHook(Hook):
             verdict = self.before_statement_now(statement)
             if verdict is not MUST_AWAIT:
                 return verdict  # type: ignore[return-value]
-            unseen = _unseen(state, self.engine.classify(
-                _decided_text(statement), standard_strings=statement.standard_strings))
+            unseen = state.catalog.unseen(_unlisted(state, self.engine.classify(
+                _decided_text(statement), standard_strings=statement.standard_strings)))
             if unseen:
                 await self._catalogs.look_for(state, unseen)
         raise PolicyDenied("phigate: the upstream catalog kept changing while this statement "
@@ -236,8 +236,12 @@ class PolicyHook(Hook):
                 and self._reusable(state, statement, reuse)):
             return self._reused(state, statement, reuse)  # a text of the same shape
         views = state.views
-        if not isinstance(views, Unsettled) and _unseen(state, classification):
-            return MUST_AWAIT  # a relation the catalog never listed: look for it first
+        unlisted = None if isinstance(views, Unsettled) else _unlisted(state, classification)
+        if unlisted:
+            if state.catalog.unseen(unlisted):
+                return MUST_AWAIT  # a relation the catalog never listed: look for it first
+            if not statement.idle_before:  # still missing: maybe made by this transaction
+                views = Unsettled(views, NOT_LISTED)
         now = self._clock.now()
         parsed = self._parsed_decision(state, statement, views)
         decided = parsed or self._decide(state, classification, now, views)
@@ -513,7 +517,7 @@ def _unsettled_by(views: Dependencies, classification: Classification) -> str | 
     return None
 
 
-def _unseen(state: SessionState, classification: Classification) -> list[str]:
-    """Relations the statement reads that the database's catalog has never listed."""
-    return state.catalog.unseen(t for s in classification.statements
-                                if not READS_NOTHING.issuperset(s.classes) for t in s.tables)
+def _unlisted(state: SessionState, classification: Classification) -> list[str]:
+    """Relations the statement reads that the database's catalog does not list."""
+    return state.catalog.unlisted(t for s in classification.statements
+                                  if not READS_NOTHING.issuperset(s.classes) for t in s.tables)

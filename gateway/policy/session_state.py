@@ -29,6 +29,9 @@ Decided = tuple[Decision, dict[str, object]]  # a decision and its journal field
 
 IN_FLIGHT = "DDL of this session not yet completed"
 UNCOMMITTED = "DDL of this transaction not yet committed"
+# A name the catalog does not list even after a lookup, named while the session's transaction
+# (or pipeline) may already have made it unseen (e.g. by a function that runs DDL).
+NOT_LISTED = "a relation the catalog does not list, named inside a transaction"
 
 
 @dataclass(slots=True)
