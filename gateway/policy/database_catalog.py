@@ -86,7 +86,6 @@ class DatabaseCatalog:
         self.relations: frozenset[str] | None = None  # None: not read (yet)
         self.volatility = volatility if volatility is not None else VolatilityRef()
         self.fingerprint = ""
-        self.version = 0  # bumped by every read (or failed read)
         self.refreshing: asyncio.Task[None] | None = None  # every session's statements wait
         self.failure: CatalogUnavailable | None = None  # the last read failed
         self.sessions = 0
@@ -179,7 +178,6 @@ class DatabaseCatalog:
         self.views, self.relations = snapshot.views, snapshot.relations
         self.fingerprint = snapshot.fingerprint
         self.failure = None
-        self.version += 1
         self._absent.clear()
 
     def _unreadable(self, error: CatalogUnavailable, changed: bool) -> None:
@@ -194,7 +192,6 @@ class DatabaseCatalog:
         self._changed = True  # the retry is still about a change
         if not isinstance(self.views, Unsettled):
             self.views = Unsettled(self.views, UNREADABLE)
-        self.version += 1
         self._absent.clear()
         if self.sessions and self._retry is None:
             self._retry = asyncio.get_running_loop().call_later(RETRY_S, self._try_again)

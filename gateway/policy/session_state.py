@@ -11,7 +11,6 @@ identity, so nothing decided on other catalog facts is reused.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -82,10 +81,6 @@ class SessionState:
     @property
     def volatility(self) -> VolatilityRef:
         return self.catalog.volatility
-
-    @property
-    def refreshing(self) -> asyncio.Task[None] | None:
-        return self.catalog.refreshing
 
     def change_forwarded(self) -> None:
         """A statement that may change the catalog goes upstream."""

@@ -383,3 +383,33 @@ def test_a_view_a_function_makes_in_the_open_transaction_is_looked_up(dba: Conn)
         assert _refused(dba, "SELECT * FROM view_gaps.made")
     finally:
         dba.execute("ROLLBACK")
+
+
+def test_a_function_another_session_replaces_to_read_phi(alice: Conn, dba: Conn) -> None:
+    dba.execute("CREATE FUNCTION view_gaps.names() RETURNS SETOF text LANGUAGE sql "
+                "AS 'SELECT name::text FROM departments'")
+    assert _sqlstate(alice, "SELECT * FROM view_gaps.names()") is None
+    dba.execute("CREATE OR REPLACE FUNCTION view_gaps.names() RETURNS SETOF text "
+                "LANGUAGE sql AS 'SELECT mrn FROM patients'")
+    assert _refused(alice, "SELECT * FROM view_gaps.names()")
+
+
+def test_a_function_replaced_directly_on_the_database_is_seen_by_the_poll(
+        start_gateway: Callable[..., GatewayProcess], pg_cluster: ClusterInfo) -> None:
+    gateway = start_gateway({"policies": [str(CLINIC_POLICY)],
+                             "limits": {"catalog_poll_interval": "200ms"}})
+    _direct(pg_cluster, "DROP SCHEMA IF EXISTS view_poll CASCADE; CREATE SCHEMA view_poll;"
+                        f"GRANT USAGE ON SCHEMA view_poll TO {pg_cluster.service_user};"
+                        "CREATE FUNCTION view_poll.names() RETURNS SETOF text LANGUAGE sql "
+                        "AS 'SELECT name::text FROM departments'")
+    try:
+        with psycopg.connect(gateway.dsn("alice"), autocommit=True) as alice:
+            assert _sqlstate(alice, "SELECT * FROM view_poll.names()") is None
+            _direct(pg_cluster, "CREATE OR REPLACE FUNCTION view_poll.names() RETURNS SETOF "
+                                "text LANGUAGE sql AS 'SELECT mrn FROM patients'")
+            deadline = time.monotonic() + POLL_WAIT_S
+            while not _refused(alice, "SELECT * FROM view_poll.names()"):
+                assert time.monotonic() < deadline, "the poll never saw the replacement"
+                time.sleep(0.1)
+    finally:
+        _direct(pg_cluster, "DROP SCHEMA view_poll CASCADE")
