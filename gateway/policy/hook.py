@@ -80,7 +80,7 @@ CURSORS_TAG = "fetches"  # cursors a statement FETCHes from, to count rows acros
 UNPROVEN_TAG = "policy_unproven"  # counted in SessionState.unproven_in_flight until done
 CHANGES_TAG = "policy_catalog_change"  # counted in SessionState.changes_in_flight until done
 REASON_EFFECTS = frozenset({"set_reason", "reset_reason"})
-MAX_LOOKUPS = 3  # catalog reads one statement may wait for before it is denied
+MAX_LOOKUPS = 5  # catalog reads one statement may wait for before it is denied
 MAX_SESSION_DECISIONS = 1024  # per-session decision cache; cleared when full
 # Within this long after its Parse, an Execute is decided as the Parse was: time windows and
 # budgets cannot have moved enough to matter, and row limits are still computed afresh.
