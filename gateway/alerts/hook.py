@@ -13,7 +13,7 @@ from typing import Any
 
 from ..clock import Clock
 from ..errors import StatementRefused
-from ..journal.hook import JOURNAL_SEQ_TAG, POLICY_TAG
+from ..journal.hook import POLICY_TAG, journal_seq
 from ..proxy.hooks import AuthEvent, Hook, Outcome, Phase, SessionInfo, Statement, Verdict
 from ..settings.config import Settings
 from .dispatcher import Dispatcher
@@ -105,7 +105,7 @@ class AlertHook(Hook):
         self.observe(Event(
             EventKind.OUTCOME, identity=session.identity, client_ip=session.client_ip,
             database=session.database, session=session.session_id, statement=statement.number,
-            journal_seq=_seq(statement), phi_tables=phi, rows=outcome.rows,
+            journal_seq=journal_seq(statement), phi_tables=phi, rows=outcome.rows,
             row_limit_hit=outcome.row_limit_hit,
             policy_rules=tuple(policy.get("rules", ())) if isinstance(policy, dict) else ()))
 
@@ -119,18 +119,13 @@ class AlertHook(Hook):
             log.info("alert rules reloaded", extra={"rules": [r.name for r in rules]})
 
 
-def _seq(statement: Statement) -> int | None:
-    seq = statement.tags.get(JOURNAL_SEQ_TAG)
-    return seq if isinstance(seq, int) else None
-
-
 def _statement_event(statement: Statement, fields: dict[str, Any],
                      refusal: StatementRefused | None) -> Event:
     session = statement.session
     return Event(
         EventKind.STATEMENT, identity=session.identity, client_ip=session.client_ip,
         database=session.database, session=session.session_id, statement=statement.number,
-        journal_seq=_seq(statement), refused_sqlstate=refusal.sqlstate if refusal else None,
+        journal_seq=journal_seq(statement), refused_sqlstate=refusal.sqlstate if refusal else None,
         message=refusal.message if refusal else None,
         policy_rules=tuple(fields.get("rules", ())),
         bulk_export=bool(fields.get("bulk_export")), break_glass=bool(fields.get("alert")),

@@ -33,6 +33,7 @@ class Pending:
     type: str
     fields: dict[str, object] | None
     future: asyncio.Future[int] | None
+    queued_at: float = 0.0  # time.perf_counter() when appended, for an awaited entry
 
 
 @dataclass(slots=True)

@@ -11,15 +11,15 @@ appended without blocking the client.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import hashlib
 import time
 from collections.abc import Callable
 
 from ..proxy.hooks import (
+    MUST_AWAIT,
     AuthEvent,
     Hook,
+    MustAwait,
     Outcome,
     Phase,
     SessionInfo,
@@ -31,9 +31,8 @@ from ..settings.config import Settings
 from . import Journal
 
 POLICY_TAG = "policy"  # statement.tags key where the policy hook leaves its journal fields
-JOURNAL_SEQ_TAG = "journal_seq"  # the statement entry's seq, for alerts to point at
-JOURNAL_APPEND_TAG = "journal_append_s"  # how long the durable append took, for metrics
-_STARTED_TAG = "journal_started"  # perf_counter() when a deferred entry was handed over
+# The statement entry's seq, for alerts to point at: tagged once known (see journal_seq).
+JOURNAL_SEQ_TAG = "journal_seq"
 _PROTOCOL = {Phase.SIMPLE: "simple", Phase.PARSE: "extended", Phase.EXECUTE: "extended",
              Phase.FUNCTION: "function"}
 
@@ -72,10 +71,39 @@ class JournalHook(Hook):
             "tls": session.tls, "reason": session.reason,
         })
 
-    async def before_statement(self, statement: Statement) -> Verdict | None:
+    def before_statement_now(self, statement: Statement) -> Verdict | None | MustAwait:
+        """Every statement but a strict write-ahead one, without a coroutine: its entry is
+        queued and the relay holds its answer (or its frame) until the entry is durable."""
         refused = statement.verdict.refusal
         if statement.phase is Phase.PARSE and refused is None:
             return None  # nothing runs at Parse; the Execute is journaled
+        if refused is not None:
+            return MUST_AWAIT
+        # No callback per entry: the seq is read from the future when needed (journal_seq),
+        # the append's duration is measured by the writer per batch (Journal.observe_appends).
+        if statement.read_only and self._overlap:
+            # Runs while the entry is made durable; the relay holds its answer until then.
+            statement.durable = self.journal.append_deferred(
+                "statement", self._entry(statement), handed_over=True)
+            return None
+        if statement.pipelined:
+            # The statements behind it are decided while this entry is written (one write
+            # for the pipeline); the relay forwards this one once the entry is durable.
+            statement.write_ahead = self.journal.append_deferred(
+                "statement", self._entry(statement), handed_over=True)
+            return None
+        return MUST_AWAIT
+
+    async def before_statement(self, statement: Statement) -> Verdict | None:
+        verdict = self.before_statement_now(statement)
+        if verdict is not MUST_AWAIT:
+            return verdict  # type: ignore[return-value]  # (None: the entry is queued)
+        statement.tags[JOURNAL_SEQ_TAG] = await self.journal.append(
+            "statement", self._entry(statement), handed_over=True)
+        return None
+
+    def _entry(self, statement: Statement) -> dict[str, object]:
+        """The ``statement`` entry's fields: who, where, what, and the decision."""
         session = statement.session
         who = self._who.get(session.session_id)
         fields = dict(who) if who is not None else _who(session)
@@ -90,36 +118,16 @@ class JournalHook(Hook):
         policy = statement.tags.get(POLICY_TAG)
         if isinstance(policy, dict):
             fields.update(policy)
+        refused = statement.verdict.refusal
         if refused is not None:
             fields["refused"] = {"sqlstate": refused.sqlstate, "message": refused.message}
-        started = time.perf_counter()
-        if statement.read_only and refused is None and self._overlap:
-            statement.tags[_STARTED_TAG] = started
-            # Runs while the entry is made durable; the relay holds its answer until then.
-            durable = self.journal.append_deferred("statement", fields, handed_over=True)
-            durable.add_done_callback(functools.partial(_tag_durable, statement, started))
-            statement.durable = durable
-            return None
-        if statement.pipelined and refused is None:
-            # The statements behind it are decided while this entry is written (one write
-            # for the pipeline); the relay forwards this one once the entry is durable.
-            statement.tags[_STARTED_TAG] = started
-            ahead = self.journal.append_deferred("statement", fields, handed_over=True)
-            ahead.add_done_callback(functools.partial(_tag_durable, statement, started))
-            statement.write_ahead = ahead
-            return None
-        statement.tags[JOURNAL_SEQ_TAG] = await self.journal.append("statement", fields,
-                                                                    handed_over=True)
-        statement.tags[JOURNAL_APPEND_TAG] = time.perf_counter() - started
-        return None
+        return fields
 
     def after_statement(self, statement: Statement, outcome: Outcome) -> None:
-        durable = statement.durable or statement.write_ahead
-        if durable is not None and JOURNAL_SEQ_TAG not in statement.tags and durable.done():
-            # The relay may release the answer in the loop turn the entry became durable,
-            # before the done-callback ran: tag it now, for the hooks after this one.
-            started = statement.tags.get(_STARTED_TAG)
-            _tag_durable(statement, started if isinstance(started, float) else 0.0, durable)
+        if JOURNAL_SEQ_TAG not in statement.tags:
+            seq = journal_seq(statement)  # durable by now: the relay released its answer
+            if seq is not None:
+                statement.tags[JOURNAL_SEQ_TAG] = seq  # for the hooks after this one
         fields: dict[str, object] = {
             "session": statement.session.session_id, "n": statement.number,
             "rows": outcome.rows, "bytes": outcome.bytes_to_client,
@@ -154,11 +162,16 @@ class JournalHook(Hook):
         self.journal.append_later("config_loaded", config_fields(settings, in_force))
 
 
-def _tag_durable(statement: Statement, started: float, durable: asyncio.Future[int]) -> None:
-    # Runs before the relay releases the answer (callbacks run in the order added).
-    if not durable.cancelled() and durable.exception() is None:
-        statement.tags[JOURNAL_SEQ_TAG] = durable.result()
-        statement.tags[JOURNAL_APPEND_TAG] = time.perf_counter() - started
+def journal_seq(statement: Statement) -> int | None:
+    """The seq of the statement's entry: tagged, or of its durable entry; None while it is
+    not durable (or never was)."""
+    seq = statement.tags.get(JOURNAL_SEQ_TAG)
+    if isinstance(seq, int):
+        return seq
+    durable = statement.durable or statement.write_ahead
+    if durable is None or not durable.done() or durable.cancelled() or durable.exception():
+        return None
+    return durable.result()
 
 
 def _who(session: SessionInfo) -> dict[str, object]:

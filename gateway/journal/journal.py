@@ -157,7 +157,7 @@ class Journal:
         if refusal is not None:
             raise refusal
         future: asyncio.Future[int] = self._loop.create_future()
-        self._writer.submit(Pending(type, _own(fields, handed_over), future))
+        self._writer.submit(Pending(type, _own(fields, handed_over), future, time.perf_counter()))
         return future
 
     def append_later(self, type: str, fields: dict[str, object], *,
@@ -194,6 +194,11 @@ class Journal:
         writer = self._writer
         return JournalStats(seq=writer.seq, entries=writer.entries, batches=writer.batches,
                             writable=self.writable, batch_sizes=tuple(writer.batch_sizes))
+
+    def observe_appends(self, observe: Callable[[float], None]) -> None:
+        """Tell ``observe`` how long each ``statement`` entry took to become durable (from
+        its append, group commit included), as its batch is settled: no callback per entry."""
+        self._writer.observe_append = observe
 
     @property
     def checkpoint_info(self) -> tuple[int, float]:

@@ -119,7 +119,11 @@ class Writer:
         # one wake-up of the thread per tick, however many sessions appended in it.
         self._tick: list[Pending] = []
         self._handing_over = False
+        # Armed while an entry nobody waits for is queued; left to fire (at most every
+        # RIDE_ALONG_S) rather than cancelled and re-armed for every statement.
         self._ride_timer: asyncio.TimerHandle | None = None
+        # Told how long each statement entry took to become durable (metrics), per batch.
+        self.observe_append: Callable[[float], None] | None = None
         # Ticks handed to the thread and ticks it has finished (each written by one side).
         self._handed = 0
         self._served = 0
@@ -165,13 +169,15 @@ class Writer:
             self._handing_over = True
             loop.call_soon(self._hand_over)
         elif self._ride_timer is None:
-            self._ride_timer = loop.call_later(RIDE_ALONG_S, self._hand_over)
+            self._ride_timer = loop.call_later(RIDE_ALONG_S, self._ride_along_due)
+
+    def _ride_along_due(self) -> None:
+        self._ride_timer = None
+        if not self._handing_over:
+            self._hand_over()
 
     def _hand_over(self) -> None:
         self._handing_over = False
-        if self._ride_timer is not None:
-            self._ride_timer.cancel()
-            self._ride_timer = None
         if not self._tick:
             return
         tick, self._tick = self._tick, []
@@ -276,6 +282,9 @@ class Writer:
         if self._stopping:
             return
         self._stopping = True
+        if self._ride_timer is not None:
+            self._ride_timer.cancel()
+            self._ride_timer = None
         if self._thread.is_alive():
             self._hand_over()
             self._queue.put(None)
@@ -286,10 +295,14 @@ class Writer:
     def _settle(self, done: Done) -> None:
         """On the event loop, once per batch: tell every waiting session how it went."""
         self._tip.rewind(done)
+        observe = self.observe_append
+        now = time.perf_counter() if observe is not None else 0.0
         for pending, entry_seq in done.accepted:
             future = pending.future
             if future is not None and not future.done():
                 future.set_result(entry_seq)
+                if observe is not None and pending.type == "statement":
+                    observe(now - pending.queued_at)
         for pending, error in done.failed:
             future = pending.future
             if future is not None and not future.done():

@@ -36,7 +36,7 @@ from policies.model import CLASSES
 
 from ..archive.metrics import ArchiveCollector
 from ..journal import Journal
-from ..journal.hook import JOURNAL_APPEND_TAG, POLICY_TAG
+from ..journal.hook import POLICY_TAG
 from ..journal.segments import list_segments
 from ..journal.writer import BATCH_SIZE_BOUNDS
 from ..proxy.hooks import (
@@ -164,6 +164,7 @@ class Metrics:
 
     def watch_journal(self, journal: Journal) -> None:
         self.registry.register(JournalCollector(journal))
+        journal.observe_appends(self.journal_append.observe)
 
     def watch_archive(self, archiver: Archiver) -> None:
         self.registry.register(ArchiveCollector(archiver))
@@ -242,11 +243,8 @@ class MetricsHook(Hook):
         return labels
 
     def _statement(self, statement: Statement, who: tuple[str, ...]) -> None:
-        m, tags = self.metrics, statement.tags
-        append_s = tags.get(JOURNAL_APPEND_TAG)  # read-only ones: tagged once durable
-        if isinstance(append_s, float):
-            m.journal_append.observe(append_s)
-        policy = tags.get(POLICY_TAG)
+        m = self.metrics
+        policy = statement.tags.get(POLICY_TAG)
         fields: dict[str, Any] = policy if isinstance(policy, dict) else {}
         decision = decision_label(statement, fields)
         m.statements.inc((class_label(fields.get("classes")), decision, *who))

@@ -188,6 +188,26 @@ def test_off_hours_phi_access_alerts_on_the_injected_clock(
         assert logged[0]["alert"]["time"].startswith("2026-11-29T04:00")  # the shifted clock
 
 
+def test_alerts_on_a_read_point_at_its_journal_entry(
+        start_gateway: Callable[..., GatewayProcess]) -> None:
+    """A read runs while its entry is synced (no callback per entry tags its seq): the
+    break-glass alert, raised as it is decided, and the volume alert, raised on its outcome,
+    both name the seq of its ``statement`` entry."""
+    rules = ({"name": "glass", "when": "break_glass", "sinks": ["ops-log"]},
+             {"name": "phi-volume", "when": "volume", "threshold": 1, "window": "1h",
+              "sinks": ["ops-log"]})
+    gateway = start_gateway({**alerting("http://127.0.0.1:9/unused", *rules),
+                             "policies": [str(CLINIC_POLICY)]}, env=SECRET_ENV)
+    result = psql(gateway, "SELECT mrn FROM patients WHERE id <= 3", user="oncall",
+                  env={"PGOPTIONS": "-c phigate.reason=INC-1234"})
+    assert result.returncode == 0, result.stderr
+    assert gateway.stop() == 0
+    [read] = [e for e in journal_entries(gateway, "statement") if "patients" in e["sql"]]
+    alerts = {e["rule"]: e for e in journal_entries(gateway, "alert")}
+    assert set(alerts) == {"glass", "phi-volume"}
+    assert alerts["glass"]["trigger_seq"] == alerts["phi-volume"]["trigger_seq"] == read["seq"]
+
+
 def test_dead_webhook_never_slows_statements_and_is_journaled_as_failed(
         start_gateway: Callable[..., GatewayProcess]) -> None:
     dead = DeadReceiver()

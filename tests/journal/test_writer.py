@@ -123,6 +123,46 @@ async def test_appends_are_refused_once_the_writer_thread_ended(
     await journal.close()
 
 
+async def test_entries_nobody_waits_for_are_written_without_a_statement_behind(
+        tmp_path: Path, settings_for: Settings) -> None:
+    """Outcomes ride with the next awaited entry or go after RIDE_ALONG_S: also one queued
+    while the timer armed for an earlier one (which rode along) has not fired yet."""
+    journal = await Journal.open(settings_for(tmp_path / "j"))
+    try:
+        async def written(n: int) -> bool:
+            for _ in range(200):  # up to 10 s on a loaded machine; the timer is 50 ms
+                if journal.stats.entries >= n:
+                    return True
+                await asyncio.sleep(0.05)
+            return False
+
+        start = journal.stats.entries
+        journal.append_later("outcome", {"n": 1})  # arms the ride-along timer
+        await journal.append("statement", {"n": 2})  # takes the outcome along
+        journal.append_later("outcome", {"n": 3})  # the timer is still armed
+        assert await written(start + 3)
+        journal.append_later("outcome", {"n": 4})  # after it fired: armed again
+        assert await written(start + 4)
+    finally:
+        await journal.close()
+
+
+async def test_statement_appends_are_timed_once_each_as_they_become_durable(
+        tmp_path: Path, settings_for: Settings) -> None:
+    journal = await Journal.open(settings_for(tmp_path / "j"))
+    observed: list[float] = []
+    journal.observe_appends(observed.append)
+    try:
+        await journal.append("statement", {"n": 1})
+        deferred = journal.append_deferred("statement", {"n": 2})
+        journal.append_later("outcome", {"n": 2})  # nobody waits: not a statement append
+        await journal.append("session_start", {"session": "s"})  # awaited, not a statement
+        await deferred
+    finally:
+        await journal.close()
+    assert len(observed) == 2 and all(0 <= s < 60 for s in observed)
+
+
 async def test_closed_journal_refuses(tmp_path: Path, settings_for: Settings) -> None:
     journal = await Journal.open(settings_for(tmp_path / "j"))
     await journal.close()
