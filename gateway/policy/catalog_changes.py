@@ -38,7 +38,7 @@ class Catalogs:
         """A reloaded configuration: the poll interval applies from the next poll on."""
         self._settings = settings
         for catalog in self._databases.values():
-            catalog.poll_s = settings.limits.catalog_poll_s
+            catalog.poll_every(settings.limits.catalog_poll_s)
 
     def _database(self, db: DatabaseSettings, dbname: str) -> DatabaseCatalog:
         key = f"{db.name}/{dbname}"

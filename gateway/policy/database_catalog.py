@@ -112,6 +112,15 @@ class DatabaseCatalog:
 
     def joined(self) -> None:
         self.sessions += 1
+        self._start_poll()
+
+    def poll_every(self, seconds: float) -> None:
+        """A reloaded ``limits.catalog_poll_interval``: from the next poll on (0: stop)."""
+        self.poll_s = seconds
+        if self.sessions:
+            self._start_poll()
+
+    def _start_poll(self) -> None:
         if (self._poll is None or self._poll.done()) and self.poll_s > 0 and self.source:
             self._poll = asyncio.create_task(poll(self), name=f"catalog-poll-{self.source.label}")
 

@@ -12,12 +12,14 @@ relation read counts as every PHI table. README "Policies" states the guarantee.
 
 from __future__ import annotations
 
+import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
+import yaml
 
 from protocols.postgres import messages as m
 from protocols.postgres.decoder import decode_backend
@@ -409,6 +411,33 @@ def test_a_function_replaced_directly_on_the_database_is_seen_by_the_poll(
                                 "text LANGUAGE sql AS 'SELECT mrn FROM patients'")
             deadline = time.monotonic() + POLL_WAIT_S
             while not _refused(alice, "SELECT * FROM view_poll.names()"):
+                assert time.monotonic() < deadline, "the poll never saw the replacement"
+                time.sleep(0.1)
+    finally:
+        _direct(pg_cluster, "DROP SCHEMA view_poll CASCADE")
+
+
+def test_a_reload_turns_the_poll_on_for_open_sessions(
+        start_gateway: Callable[..., GatewayProcess], pg_cluster: ClusterInfo) -> None:
+    gateway = start_gateway({"policies": [str(CLINIC_POLICY)],
+                             "limits": {"catalog_poll_interval": 0}})
+    _direct(pg_cluster, "DROP SCHEMA IF EXISTS view_poll CASCADE; CREATE SCHEMA view_poll;"
+                        f"GRANT USAGE ON SCHEMA view_poll TO {pg_cluster.service_user};"
+                        f"CREATE VIEW view_poll.h AS {HARMLESS};"
+                        f"GRANT SELECT ON view_poll.h TO {pg_cluster.service_user}")
+    try:
+        with psycopg.connect(gateway.dsn("alice"), autocommit=True) as alice:
+            assert _sqlstate(alice, "SELECT * FROM view_poll.h") is None
+            config = yaml.safe_load(gateway.config_path.read_text())
+            config["limits"]["catalog_poll_interval"] = "200ms"
+            gateway.config_path.write_text(yaml.safe_dump(config))
+            gateway.signal(signal.SIGHUP)
+            deadline = time.monotonic() + POLL_WAIT_S
+            while "configuration reloaded" not in gateway.log():
+                assert time.monotonic() < deadline, gateway.log()
+                time.sleep(0.05)
+            _direct(pg_cluster, f"CREATE OR REPLACE VIEW view_poll.h AS {OVER_PHI}")
+            while not _refused(alice, "SELECT * FROM view_poll.h"):
                 assert time.monotonic() < deadline, "the poll never saw the replacement"
                 time.sleep(0.1)
     finally:
