@@ -2,10 +2,10 @@
 
 ``classify(sql)`` parses a whole query string and returns one ``Statement`` per statement: its
 classes, the relations and functions it touches, why it is dangerous, its unfiltered row flows
-(for ``bulk_export``), and the session effect the gateway must record (PREPARE, DECLARE, SET
-phigate.reason). It never raises for bad input: text the parser rejects comes back with
-``Classification.error`` set, and the engine denies it. The result depends on the text alone, so
-``policies.cache`` may cache it under the exact text.
+and the relations it writes values into (for ``bulk_export``), and the session effect the
+gateway must record (PREPARE, DECLARE, SET phigate.reason). It never raises for bad input:
+text the parser rejects comes back with ``Classification.error`` set, and the engine denies it.
+The result depends on the text alone, so ``policies.cache`` may cache it under the exact text.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pglast import parser
 
 from policies import danger
 from policies.collapse import statement_collapses
+from policies.copies import write_targets
 from policies.escapes import parse_json_with_escapes
 from policies.flows import row_shape, statement_flows
 from policies.model import StatementClass as C
@@ -145,6 +146,7 @@ def _build(
         casts=tuple(walker.casts),
         dangerous=tuple(dict.fromkeys(dangers)),
         system_reads=system_reads(node),
+        writes=write_targets(node),
         **fields,  # type: ignore[arg-type]
     )
 
@@ -224,7 +226,8 @@ def _explain(kind: str, body: dict[str, Json], node: Json, text: str) -> Stateme
     if _explain_analyze(body.get("options") or ()):  # ANALYZE runs the statement: judge that
         return dataclasses.replace(inner, command=f"EXPLAIN ANALYZE {inner.command}", effect=None)
     return dataclasses.replace(
-        inner, command="EXPLAIN", classes=frozenset({C.UTILITY}), exports=(), collapses=(),
+        inner, command="EXPLAIN", classes=frozenset({C.UTILITY}), exports=(), writes=(),
+        collapses=(),
         system_reads=(), shape=None, row_sources=(),
         copy_to=False, explain_only=True, effect=None,
     )  # fmt: skip

@@ -197,6 +197,7 @@ def _resolve(stmt: Statement, prepared: Mapping[str, Statement],
         casts=tuple(dict.fromkeys(stmt.casts + target.casts)),
         dangerous=tuple(dict.fromkeys(stmt.dangerous + target.dangerous)),
         exports=() if explain else target.exports,
+        writes=() if explain else tuple(dict.fromkeys(stmt.writes + target.writes)),
         collapses=() if explain else target.collapses,
         row_sources=() if explain else target.row_sources,
         system_reads=() if explain else tuple(dict.fromkeys(stmt.system_reads

@@ -28,9 +28,10 @@ from policies.model import (
 )
 from policies.phi import PhiMatcher
 from policies.sizes import derived_max_bytes
-from policies.statement import Collapse, Statement
+from policies.statement import Collapse, Statement, TableRef
 from policies.steps import Steps
 from policies.systemviews import system_phi
+from policies.views import Unsettled
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +110,8 @@ def evaluate(book: RuleBook, ctx: RequestContext, stmt: Statement,
     max_rows = min((r.max_rows for r in allowing if r.max_rows is not None), default=None)
     exported, via = _exported(book.phi, ctx, stmt, max_rows, phi, steps)
     _function_exports(book.phi, ctx, reached, steps, exported, via)
+    if phi and stmt.writes:  # only a statement that writes and touches PHI can copy it
+        _copy_exports(book.phi, ctx, stmt, reached, steps, exported, via)
     through = _through(reached, by_functions)
     denials = [(r, what) for r in matching
                if (what := _denial(r, stmt, phi, exported, via, through))]
@@ -228,6 +231,37 @@ def _function_exports(matcher: PhiMatcher, ctx: RequestContext, reached: Reach, 
             what = f"function {function} (its body reads {relation} in bulk)"
             if what not in via:
                 via.append(what)
+
+
+def _copy_exports(matcher: PhiMatcher, ctx: RequestContext, stmt: Statement, reached: Reach,
+                  steps: Steps, exported: list[str], via: list[str]) -> None:
+    """Values of PHI tables written into a relation that is not one: a copy no row limit or
+    budget counts (nothing comes back), which afterwards reads as no PHI at all. Whatever the
+    filter; the sources are every relation the statement and its readable functions read
+    (a DELETE ... USING writes no values and has no target)."""
+    targets = [w for w in stmt.writes if not _protected(matcher, ctx, w.table, steps)]
+    if not targets:
+        return
+    sources = matcher.touched(ctx.database, (*stmt.tables, *reached.relations),
+                              ctx.view_dependencies, steps)
+    if not sources:
+        return
+    exported += [n for n in sources if n not in exported]
+    for target in targets:
+        what = f"copy into {target.table}, which is not a PHI table ({target.via})"
+        if what not in via:
+            via.append(what)
+
+
+def _protected(matcher: PhiMatcher, ctx: RequestContext, table: TableRef, steps: Steps) -> bool:
+    """Whether reads of a written relation count as PHI reads: a PHI table itself (a name
+    without schema as for reads: any schema's), or a view of one (writes through it land in
+    it). Not while the views cannot be vouched for: there every name reads as all PHI."""
+    if matcher.is_phi(ctx.database, table):
+        return True
+    views = ctx.view_dependencies
+    return not isinstance(views, Unsettled) and bool(
+        matcher.touched(ctx.database, (table,), views, steps))
 
 
 def _through(reached: Reach, by_functions: list[str]) -> str:

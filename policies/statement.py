@@ -53,6 +53,17 @@ class ExportFlow:
 
 
 @dataclass(frozen=True, slots=True)
+class WriteTarget:
+    """A relation a statement writes values into: the target of an INSERT, UPDATE or MERGE
+    (anywhere, writable CTEs included), of SELECT INTO or of CREATE TABLE AS. ``via`` names the
+    command ("insert", "update", "merge", "select into", "create table as"). Written from a PHI
+    table into a relation that is not one, it is a bulk export (``policies.evaluate``)."""
+
+    table: TableRef
+    via: str
+
+
+@dataclass(frozen=True, slots=True)
 class CollapseInput:
     """Rows a row-collapsing construct reads from ``tables``; ``limit`` bounds how many
     (a constant LIMIT on the subquery that feeds it; None: unbounded)."""
@@ -115,10 +126,12 @@ class Statement:
     ``classes`` is every class the statement needs (``INSERT ... SELECT`` needs insert and
     select; a writable CTE adds its DML class). ``dangerous`` lists why the statement is dangerous
     (empty when it is not). ``exports`` are the unfiltered row flows that make a bulk export when
-    they come from a PHI table; ``collapses`` are the row-collapsing constructs (aggregates,
-    windows, ARRAY(subquery), recursive CTEs) and the rows they read; ``system_reads`` are reads
-    of statistics and activity catalogs, which show PHI of every table; ``copy_to`` marks
-    ``COPY ... TO`` whose every PHI table is a bulk export. ``executes``/``fetches`` name the
+    they come from a PHI table; ``writes`` are the relations it writes values into (a copy of
+    PHI into one that is not a PHI table is a bulk export too); ``collapses`` are the
+    row-collapsing constructs (aggregates, windows, ARRAY(subquery), recursive CTEs) and the
+    rows they read; ``system_reads`` are reads of statistics and activity catalogs, which show
+    PHI of every table; ``copy_to`` marks ``COPY ... TO`` whose every PHI table is a bulk
+    export. ``executes``/``fetches`` name the
     prepared statement or cursor whose classification the engine must look up; with
     ``explain_only`` the looked-up statement is only planned.
     """
@@ -132,6 +145,7 @@ class Statement:
     casts: tuple[str, ...] = ()  # type names cast to, bare and qualified, for user casts
     dangerous: tuple[str, ...] = ()
     exports: tuple[ExportFlow, ...] = ()
+    writes: tuple[WriteTarget, ...] = ()
     collapses: tuple[Collapse, ...] = ()
     system_reads: tuple[SystemRead, ...] = ()
     shape: RowShape | None = None
