@@ -3,7 +3,8 @@
 Owns the ``pg_cluster`` fixture, which starts a ``TempCluster`` once per pytest session, loads the
 synthetic clinic data set into database ``clinic`` and creates one upstream role per password
 method the gateway must speak (scram-sha-256, md5, cleartext, trust). Tests receive a frozen
-``ClusterInfo``; the cluster is stopped and deleted when the session ends.
+``ClusterInfo``; the cluster is stopped and deleted when the session ends. Also ``idp``: the
+real OpenID provider (``tests/sso/idp.py``) the SSO and the console tests share.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 
 from gateway.demo.demo_data import clinic_sql, grant_service_role_sql
 from gateway.demo.tempcluster import PostgresNotFound, TempCluster
+from tests.sso.idp import IdentityProvider, IdentityProviderMissing
 
 CLINIC_DB = "clinic"
 CLINIC_PATIENTS = 200
@@ -86,3 +88,17 @@ def _provision(cluster: TempCluster) -> ClusterInfo:
         plain_user="svc_plain", plain_password=passwords["svc_plain"],
         trust_user="svc_trust", patients=CLINIC_PATIENTS, cluster=cluster,
     )
+
+
+@pytest.fixture(scope="session")
+def idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdentityProvider]:
+    from tests.e2e.harness import free_port  # the harness imports this module
+
+    try:
+        provider = IdentityProvider(tmp_path_factory.mktemp("idp"), free_port())
+    except IdentityProviderMissing as e:
+        if os.environ.get("CI"):
+            pytest.fail(f"the OpenID provider is required in CI: {e}")
+        pytest.skip(str(e))
+    yield provider.start()
+    provider.stop()

@@ -3,8 +3,9 @@
 :func:`build_app` wires the index, the access journal, the authenticator, the verifier and
 the routes; :func:`run_console` serves it (TLS when ``console.tls`` is set) until SIGINT or
 SIGTERM. The index follows the journal every :data:`INDEX_INTERVAL_S` in a worker thread.
-Middlewares: security headers on every answer, the login gate, CSRF on every POST. Driven
-by ``phigate console`` (``cli``).
+With ``console.sso`` the client secret is read here, at start-up (a missing one is a
+ConfigError). Middlewares: security headers on every answer, the login gate, CSRF on every
+POST. Driven by ``phigate console`` (``cli``).
 """
 
 from __future__ import annotations
@@ -33,14 +34,15 @@ from .audit import AccessJournal
 from .auth import Authenticator, ConsoleSession, LoginCsrf, SessionStore, same_token
 from .budgets import load_rules
 from .index import SearchIndex
-from .settings import ConsoleSettings
+from .settings import CALLBACK_PATH, ConsoleSettings, read_client_secret
+from .signon import SignOn
 from .verifier import Verifier
 
 log = logging.getLogger("phigate.console")
 INDEX_INTERVAL_S = 1.0
 COOKIE = "phigate_console"
 LOGIN_COOKIE = "phigate_login"
-PUBLIC_PATHS = ("/login", "/static/")
+PUBLIC_PATHS = frozenset({"/login", "/login/sso", CALLBACK_PATH})  # and /static/
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 CONSOLE_KEY: web.AppKey[Console] = web.AppKey("console")
@@ -60,6 +62,7 @@ class Console:
     login_csrf: LoginCsrf
     verifier: Verifier
     templates: jinja2.Environment
+    signon: SignOn | None = None  # sign-in with the sso: provider (console.sso)
     rules: tuple[Rule, ...] = ()
     rules_problem: str | None = None
     index_task: asyncio.Task[None] | None = None
@@ -117,6 +120,7 @@ def make_console(settings: Settings) -> Console:
         autoescape=True, undefined=jinja2.StrictUndefined)
     rules, rules_problem = load_rules(settings.policy_files)
     return Console(
+        signon=_signon(settings, config),
         rules=rules, rules_problem=rules_problem, settings=settings, config=config,
         journal_dir=journal_dir,
         index=SearchIndex(config.index, journal_dir),
@@ -127,6 +131,15 @@ def make_console(settings: Settings) -> Console:
         verifier=Verifier(journal_dir, _public_key(settings, config),
                           copies[0] if copies else None, recordings),
         templates=templates)
+
+
+def _signon(settings: Settings, config: ConsoleSettings) -> SignOn | None:
+    if config.sso is None:
+        return None
+    if settings.sso is None:  # load_config refuses this; stay defensive
+        raise ConfigError("console.sso needs the sso: section", file=str(settings.source),
+                          key="console.sso")
+    return SignOn(settings.sso, config.sso, read_client_secret(config.sso, str(settings.source)))
 
 
 def _public_key(settings: Settings, config: ConsoleSettings) -> Ed25519PublicKey | None:
@@ -187,7 +200,7 @@ async def _headers(request: web.Request, handler: Handler) -> web.StreamResponse
 
 @web.middleware
 async def _login_gate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path == "/login" or request.path.startswith("/static/"):
+    if request.path in PUBLIC_PATHS or request.path.startswith("/static/"):
         return await handler(request)
     console = request.app[CONSOLE_KEY]
     session = console.sessions.get(request.cookies.get(COOKIE))

@@ -24,13 +24,15 @@ class AccessJournal:
         self._journal = journal
         self._lock = asyncio.Lock()
 
-    async def record(self, auditor: str, action: str, *, session: str | None = None,
-                     filters: dict[str, Any] | None = None) -> str:
-        """How it was journaled; raises AccessNotRecorded."""
+    async def record(self, auditor: str | None, action: str, *, session: str | None = None,
+                     filters: dict[str, Any] | None = None,
+                     sign_in: dict[str, str] | None = None) -> str:
+        """How it was journaled; raises AccessNotRecorded. ``auditor`` None: nobody signed
+        in (a refused sign-in)."""
         if self._journal is None:
             raise AccessNotRecorded("the config has no journal section to record this view in")
         fields = access_fields(f"console {action}", session=session, acting_as=auditor,
-                               filters=filters)
+                               filters=filters, sign_in=sign_in)
         async with self._lock:
             try:
                 return await asyncio.to_thread(record_access, self._journal, fields)

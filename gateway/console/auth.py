@@ -2,7 +2,9 @@
 
 Identities are the gateway's own ``users:`` (one identity store): the typed password is run
 through the user's SCRAM verifier (PBKDF2 with its salt and count, constant-time compare), an
-unknown name through a stable stand-in verifier so both cost the same. Only identities named
+unknown name through a stable stand-in verifier so both cost the same. People the ``sso:``
+provider vouches for (``signon``) come with the groups of its token, and never under a local
+identity's name (those sign in with their password, as at the gateway). Only identities named
 in ``console.auditors`` (directly or by group) get in. Failures are counted like the
 gateway's own within ``limits.auth_failure_window``: per (name, client address) up to
 ``limits.auth_max_failures`` and per address up to ``limits.auth_max_failures_per_ip``; past
@@ -49,13 +51,29 @@ class Authenticator:
         self._failures: dict[str, deque[float]] = {}
 
     def may_audit(self, user: UserSettings) -> bool:
-        return user.name in self._auditors or bool(user.groups & self._auditors)
+        return self._audits(user.name, user.groups)
+
+    def _audits(self, name: str, groups: frozenset[str]) -> bool:
+        return name in self._auditors or bool(groups & self._auditors)
+
+    def sso_refusal(self, name: str, groups: frozenset[str]) -> str | None:
+        """Why a person the provider vouches for may not use the console (None: they may)."""
+        if name in self._users():
+            return f"{name} is a local identity: sign in with its password"
+        if not self._audits(name, groups):
+            return f"{name} is not an auditor"
+        return None
 
     def throttled(self, username: str, address: str) -> bool:
         """Past the gateway's own limits: per (name, address) and per address."""
         now = time.monotonic()
         return (len(self._recent(f"{username}@{address}", now)) >= self._limits.auth_max_failures
-                or len(self._recent(address, now)) >= self._limits.auth_max_failures_per_ip)
+                or self.address_throttled(address))
+
+    def address_throttled(self, address: str) -> bool:
+        """Past the per-address limit (checked before the name is known)."""
+        return (len(self._recent(address, time.monotonic()))
+                >= self._limits.auth_max_failures_per_ip)
 
     def check(self, username: str, password: str) -> str | None:
         """The identity if the password is right and it is an auditor; slow on purpose."""

@@ -1,9 +1,10 @@
 """The console's URL map, the login and logout handlers, and what every page shares.
 
-``GET /login`` is a form (``username``, ``password``, ``csrf_token``); ``POST /login`` checks
-the pre-session CSRF token, the rate limits and the password, then sets the session cookie
-(HttpOnly, SameSite=Strict, Secure under TLS) and redirects. The pages themselves are in
-``pages`` and ``replay``. Driven by ``app``.
+``GET /login`` is a form (``username``, ``password``, ``csrf_token``) and, with
+``console.sso``, a link to sign in with the provider (``signon_routes``); ``POST /login``
+checks the pre-session CSRF token, the rate limits and the password, then sets the session
+cookie (``signin``) and redirects. The pages themselves are in ``pages`` and ``replay``.
+Driven by ``app``.
 """
 
 from __future__ import annotations
@@ -13,12 +14,20 @@ import logging
 
 from aiohttp import web
 
-from . import pages, replay
-from .app import CONSOLE_KEY, COOKIE, LOGIN_COOKIE, Console
+from . import pages, replay, signon_routes
+from .app import CONSOLE_KEY, COOKIE, LOGIN_COOKIE
 from .audit import AccessNotRecorded
-from .views import render
+from .signin import (
+    TOO_MANY,
+    journal_refusal,
+    login_form,
+    safe_next,
+    set_session_cookie,
+    start_session,
+)
 
 log = logging.getLogger("phigate.console")
+METHOD = "password"
 STATIC = {"console.css": "text/css", "console.js": "text/javascript",
           "favicon.svg": "image/svg+xml"}
 
@@ -27,6 +36,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/", lambda request: _redirect("/dashboard"))
     app.router.add_get("/login", login_form)
     app.router.add_post("/login", login)
+    signon_routes.add_routes(app)
     app.router.add_post("/logout", logout)
     app.router.add_get("/static/{name}", static)
     pages.add_routes(app)
@@ -40,58 +50,37 @@ async def _redirect(location: str) -> web.StreamResponse:
 # ---------------------------------------------------------------- login and logout
 
 
-async def login_form(request: web.Request, *, error: str | None = None, status: int = 200,
-                     username: str = "") -> web.Response:
-    console = request.app[CONSOLE_KEY]
-    cookie, token = console.login_csrf.new()
-    response = render(request, "login.html", status=status, error=error, login_csrf=token,
-                      username=username, next=_safe_next(request.query.get("next")))
-    response.set_cookie(LOGIN_COOKIE, cookie, httponly=True, samesite="Strict",
-                        secure=console.secure, path="/login")
-    return response
-
-
 async def login(request: web.Request) -> web.StreamResponse:
     console = request.app[CONSOLE_KEY]
     form = await request.post()
     username, password = str(form.get("username", "")), str(form.get("password", ""))
+    landing = safe_next(str(form.get("next", "")))
     if not console.login_csrf.valid(request.cookies.get(LOGIN_COOKIE),
                                     str(form.get("csrf_token", "")) or None):
         return await login_form(request, error="The form expired; please sign in again.",
-                                status=403, username=username)
+                                status=403, username=username, next_path=landing)
     keys = (username, request.remote or "?")
     if console.auth.throttled(*keys):
-        return await login_form(request, error="Too many failed sign-ins; wait a minute "
-                                "and try again.", status=429, username=username)
+        return await login_form(request, error=TOO_MANY, status=429, username=username,
+                                next_path=landing)
     identity = await asyncio.to_thread(console.auth.check, username, password)
     if identity is None:
         log.warning("console sign-in refused", extra={"user": username, "client": keys[1]})
         console.auth.failed(*keys)
+        await journal_refusal(console, {"method": METHOD, "identity": username,
+                                        "reason": "wrong name or password, or not an auditor"})
         await asyncio.sleep(console.settings.limits.auth_failure_delay_s)
         return await login_form(request, error="Wrong name or password, or not an auditor.",
-                                status=401, username=username)
+                                status=401, username=username, next_path=landing)
     try:
-        await console.audit.record(identity, "login")
+        session = await start_session(console, identity, {"method": METHOD})
     except AccessNotRecorded as e:
         return await login_form(request, error=f"Sign-in refused: it cannot be journaled ({e}).",
-                                status=503, username=username)
-    session = console.sessions.create(identity)
-    response = web.HTTPSeeOther(_safe_next(str(form.get("next", ""))) or "/dashboard")
-    _set_session_cookie(response, console, session.token)
+                                status=503, username=username, next_path=landing)
+    response = web.HTTPSeeOther(landing or "/dashboard")
+    set_session_cookie(response, console, session.token)
     response.del_cookie(LOGIN_COOKIE, path="/login")
     raise response
-
-
-def _set_session_cookie(response: web.StreamResponse, console: Console, token: str) -> None:
-    response.set_cookie(COOKIE, token, httponly=True, samesite="Strict",
-                        secure=console.secure, path="/")
-
-
-def _safe_next(target: str | None) -> str:
-    """Only a path on this site: never ``//evil.example`` or ``https://…``."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
-        return ""
-    return target
 
 
 async def logout(request: web.Request) -> web.StreamResponse:

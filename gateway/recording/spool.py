@@ -40,7 +40,7 @@ MAX_REQUEST_BYTES = 16 * 1024
 # Fields a request may carry into the journal, and their types.
 _FIELDS: dict[str, type | tuple[type, ...]] = {
     "action": str, "session": str, "os_user": str, "as": str, "host": str, "pid": int,
-    "requested_at": str, "filters": dict}
+    "requested_at": str, "filters": dict, "sign_in": dict}
 
 
 class AccessNotRecorded(RecordingError):
@@ -52,8 +52,10 @@ def spool_dir(journal_dir: Path) -> Path:
 
 
 def access_fields(action: str, *, session: str | None = None, acting_as: str | None = None,
-                  filters: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Who (OS user and ``--as``), what, from where and when."""
+                  filters: dict[str, Any] | None = None,
+                  sign_in: dict[str, str] | None = None) -> dict[str, Any]:
+    """Who (OS user and ``--as``), what, from where and when (and, for the console's
+    sign-ins, how: ``sign_in`` names the method, the issuer, a refusal's reason)."""
     fields: dict[str, Any] = {
         "action": action, "os_user": _os_user(), "host": socket.gethostname(),
         "pid": os.getpid(),
@@ -65,6 +67,8 @@ def access_fields(action: str, *, session: str | None = None, acting_as: str | N
         fields["as"] = acting_as
     if filters:
         fields["filters"] = {k: v for k, v in filters.items() if v not in (None, False)}
+    if sign_in:
+        fields["sign_in"] = sign_in
     return fields
 
 

@@ -168,6 +168,10 @@ def load_config(path: str | os.PathLike[str], *,
         host, port = parse_listen(root.text("listen", "127.0.0.1:6432"))
     except ValueError as e:
         raise root.error("listen", str(e)) from e
+    console = parse_console(root.child("console")) if "console" in root.data else None
+    if console is not None and console.sso is not None and "sso" not in root.data:
+        raise root.child("console").error("sso", "console sign-in with SSO needs the sso: "
+                                                 "section (issuer, client_id, ...)")
     return Settings(
         source=source,
         sha256=hashlib.sha256(raw).hexdigest(),
@@ -189,7 +193,7 @@ def load_config(path: str | os.PathLike[str], *,
         upstream_application_name=_application_name(root),
         archive=parse_archive(root.child("archive")) if "archive" in root.data else None,
         drill=parse_drill(root.child("drill"), env) if "drill" in root.data else None,
-        console=parse_console(root.child("console")) if "console" in root.data else None,
+        console=console,
     )
 
 

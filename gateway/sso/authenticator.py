@@ -3,17 +3,19 @@
 Built by ``gateway/service.py`` when the config has an ``sso:`` section. The provider is
 discovered lazily, on the first token login, so the gateway starts (and local SCRAM
 identities work, as break-glass) while the IdP is down. A token logs in only the person
-it names: the start-up user must equal the token's ``username_claim``.
+it names: the start-up user must equal the token's ``username_claim``. The console's sign-in
+(``gateway/console/signon.py``) uses one too, for its validator and the provider's metadata.
 """
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 from jwt import PyJWKClient
 
 from ..proxy.auth import AuthResult, ExternalLoginFailed
-from .discovery import ProviderError, discover, tls_context
+from .discovery import ProviderError, ProviderMetadata, discover, tls_context
 from .jwks import JwksCache
 from .settings import SsoSettings
 from .tokens import TokenIdentity, TokenRejected, TokenValidator
@@ -30,14 +32,25 @@ class SsoLogin:
         self.settings = settings
         self._context = tls_context(settings.ca)
         self._client: PyJWKClient | None = None
+        self._metadata: ProviderMetadata | None = None
         self.keys = JwksCache(self._fetch_keys, settings.jwks_refresh_floor_s)
         self.validator = TokenValidator(settings, self.keys)
+
+    @property
+    def tls(self) -> ssl.SSLContext:
+        return self._context
+
+    def metadata(self) -> ProviderMetadata:
+        """Blocking: the provider's metadata, discovered on first use; raises ProviderError."""
+        if self._metadata is None:
+            self._metadata = discover(self.settings.issuer, self._context,
+                                      self.settings.timeout_s)
+        return self._metadata
 
     def _fetch_keys(self) -> dict[str, Any]:
         """Blocking (JwksCache runs it in a thread, one at a time): discover, then fetch."""
         if self._client is None:
-            metadata = discover(self.settings.issuer, self._context, self.settings.timeout_s)
-            self._client = PyJWKClient(metadata.jwks_uri, cache_jwk_set=False,
+            self._client = PyJWKClient(self.metadata().jwks_uri, cache_jwk_set=False,
                                        timeout=self.settings.timeout_s,
                                        ssl_context=self._context)
         document = self._client.fetch_data()

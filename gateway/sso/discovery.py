@@ -1,7 +1,8 @@
 """The provider's metadata (``/.well-known/openid-configuration``) over verified HTTPS.
 
-Used by the gateway's validator (for ``jwks_uri``) and by ``phigate login`` (for the
-device authorization and token endpoints). The fetch is blocking urllib: callers on the
+Used by the gateway's validator (for ``jwks_uri``), by ``phigate login`` (for the
+device authorization and token endpoints) and by the console's sign-in (authorization and
+token endpoints). The fetch is blocking urllib: callers on the
 event loop run it in a thread. The metadata's ``issuer`` must equal the configured issuer
 exactly (OpenID Connect Discovery 1.0, section 4.3), so a look-alike provider cannot
 hand out keys for ours.
@@ -31,6 +32,8 @@ class ProviderMetadata:
     jwks_uri: str
     token_endpoint: str | None
     device_authorization_endpoint: str | None
+    authorization_endpoint: str | None = None
+    code_challenge_methods: tuple[str, ...] | None = None  # None: the provider does not say
 
 
 def tls_context(ca: Path | None) -> ssl.SSLContext:
@@ -39,12 +42,14 @@ def tls_context(ca: Path | None) -> ssl.SSLContext:
 
 
 def fetch_json(url: str, context: ssl.SSLContext, timeout_s: float,
-               form: dict[str, str] | None = None) -> dict[str, Any]:
+               form: dict[str, str] | None = None,
+               headers: dict[str, str] | None = None) -> dict[str, Any]:
     """GET (or POST ``form``) and parse a JSON object; OAuth error bodies are returned too."""
     if urllib.parse.urlsplit(url).scheme != "https":
         raise ProviderError(f"refusing a non-https provider URL: {url}")
     data = urllib.parse.urlencode(form).encode() if form is not None else None
-    request = urllib.request.Request(url, data=data, headers={"Accept": "application/json"})
+    request = urllib.request.Request(url, data=data,
+                                     headers={"Accept": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(request, context=context, timeout=timeout_s) as response:
             body = response.read(MAX_DOCUMENT_BYTES + 1)
@@ -77,8 +82,16 @@ def discover(issuer: str, context: ssl.SSLContext, timeout_s: float) -> Provider
     return ProviderMetadata(
         issuer=issuer, jwks_uri=jwks_uri,
         token_endpoint=_https(document.get("token_endpoint")),
-        device_authorization_endpoint=_https(document.get("device_authorization_endpoint")))
+        device_authorization_endpoint=_https(document.get("device_authorization_endpoint")),
+        authorization_endpoint=_https(document.get("authorization_endpoint")),
+        code_challenge_methods=_names(document.get("code_challenge_methods_supported")))
 
 
 def _https(value: object) -> str | None:
     return value if isinstance(value, str) and value.startswith("https://") else None
+
+
+def _names(value: object) -> tuple[str, ...] | None:
+    if not isinstance(value, list):
+        return None
+    return tuple(v for v in value if isinstance(v, str))

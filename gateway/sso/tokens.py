@@ -5,11 +5,13 @@ PyJWT's; here are only the rules around it: the algorithm allow-list (asymmetric
 so never ``none`` and never HMAC keyed with a public key), a ``kid`` the provider
 publishes, a key whose type fits the algorithm, exact ``iss``, a single ``aud`` equal to
 ours (``strict_aud``), ``exp``/``nbf``/``iat`` within the leeway, and the claims we need.
+A sign-in that sent a ``nonce`` (the console's) also needs the token to carry it back.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 from dataclasses import dataclass
 
 import jwt
@@ -49,7 +51,8 @@ class TokenValidator:
         self.settings = settings
         self.keys = keys
 
-    async def validate(self, token: str) -> TokenIdentity:
+    async def validate(self, token: str, *, nonce: str | None = None) -> TokenIdentity:
+        """The person ``token`` names; with ``nonce``, only a token minted for that sign-in."""
         if len(token.encode()) > MAX_TOKEN_BYTES:
             raise TokenRejected("token longer than 64 KiB")
         header = _header(token)
@@ -66,6 +69,8 @@ class TokenValidator:
             raise TokenRejected(f"signing key {kid!r} is not published by the provider")
         _check_key_fits(key, alg)
         claims = self._verified_claims(token, key, alg)
+        if nonce is not None:
+            _check_nonce(claims, nonce)
         return self._identity(token, claims)
 
     def _verified_claims(self, token: str, key: SigningKey, alg: str) -> dict[str, object]:
@@ -121,6 +126,13 @@ def _check_key_fits(key: SigningKey, alg: str) -> None:
         raise TokenRejected(f"key {key.kid!r} is for {jwk['alg']}, not {alg}")
     if alg in _CURVES and jwk.get("crv") != _CURVES[alg]:
         raise TokenRejected(f"key curve {jwk.get('crv')!r} does not fit {alg}")
+
+
+def _check_nonce(claims: dict[str, object], nonce: str) -> None:
+    """OpenID Connect Core 3.1.3.7 step 11: a token from another sign-in is a replay."""
+    given = claims.get("nonce")
+    if not isinstance(given, str) or not hmac.compare_digest(given.encode(), nonce.encode()):
+        raise TokenRejected("token nonce does not match this sign-in")
 
 
 def _groups(value: object, claim: str) -> frozenset[str]:

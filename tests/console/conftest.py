@@ -5,6 +5,8 @@ PHI and refused a DELETE; sixty small lookups for paging) and psycopg (bob, an e
 refused the patients table) did against the suite's PostgreSQL. The console is the installed
 ``phigate console`` over the same config; the gateway keeps running, so every view of PHI is
 journaled through its spool. carol (group ``compliance``) and dana (named) are auditors.
+``sso`` is a second console over the same config that also signs people in with the real
+OpenID provider (``idp``): priya (group ``compliance``) and carol@clinic.example (named).
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from protocols.postgres.scram import make_verifier
 from tests.conftest import ClusterInfo
 from tests.console.harness import ConsoleProcess
 from tests.e2e.harness import CLINIC_POLICY, PHIGATE, GatewayProcess, deep_merge, free_port
+from tests.sso.idp import IdentityProvider
 
+CALLBACK = "/login/sso/callback"
 AUDITORS = {"carol": "carol-reviews-access", "dana": "dana-privacy-officer",
             "erin": "erin-gets-rate-limited"}
 ALICE_SCRIPT = """\
@@ -171,3 +175,44 @@ def wait_until(check: Any, timeout: float = 10.0) -> Any:
         if value or time.monotonic() > deadline:
             return value
         time.sleep(0.1)
+
+
+@dataclass
+class SsoConsole:
+    console: ConsoleProcess
+    client_id: str
+    redirect_uri: str
+
+
+def sso_config(deployment: Deployment, idp: IdentityProvider, port: int,
+               **console_sso: Any) -> dict[str, Any]:
+    return deep_merge(deployment.config, {
+        "sso": {"issuer": idp.issuer, "client_id": "phigate", "ca": str(idp.ca), "leeway": "0s"},
+        # Three refusals per (name, address); the address limit stays out of the way.
+        "limits": {"auth_failure_delay": "10ms", "auth_max_failures": 3,
+                   "auth_max_failures_per_ip": 1000},
+        "console": {"listen": f"127.0.0.1:{port}",
+                    "index": str(deployment.root / f"sso-{port}.sqlite3"),
+                    "auditors": ["compliance", "dana", "carol@clinic.example"],
+                    "sso": console_sso}})
+
+
+def start_console(deployment: Deployment, config: dict[str, Any], port: int) -> ConsoleProcess:
+    path = deployment.root / f"sso-{port}.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return ConsoleProcess(path, port, deployment.root / f"sso-{port}.log").start()
+
+
+@pytest.fixture(scope="package")
+def sso(deployment: Deployment, idp: IdentityProvider) -> Iterator[SsoConsole]:
+    port = free_port()
+    redirect_uri = f"http://127.0.0.1:{port}{CALLBACK}"
+    client_id, secret = idp.register_web_client(redirect_uri)
+    secret_file = deployment.root / "console-client-secret"
+    secret_file.write_text(secret + "\n", encoding="utf-8")
+    secret_file.chmod(0o600)
+    config = sso_config(deployment, idp, port, redirect_uri=redirect_uri, client_id=client_id,
+                        client_secret_file=str(secret_file), provider_name="Clinic SSO")
+    console = start_console(deployment, config, port)
+    yield SsoConsole(console, client_id, redirect_uri)
+    console.stop()

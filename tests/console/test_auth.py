@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 from gateway.console.auth import Authenticator, LoginCsrf, SessionStore, same_token
+from gateway.console.signon import PendingSignIns
 from gateway.settings.config import Limits, UserSettings
 from protocols.postgres.scram import check_password, make_verifier, parse_verifier
 
@@ -66,3 +67,35 @@ def test_login_csrf_tokens_fit_only_their_cookie() -> None:
     assert not LoginCsrf().valid(cookie, token)  # another console's key
     assert same_token("abc", "abc") and not same_token("abc", "abd")
     assert not same_token("abc", None)
+
+
+def test_pending_sso_sign_ins_are_single_use_bound_and_bounded() -> None:
+    pending = PendingSignIns(ttl_s=10, limit=3)
+    state, begun = pending.add("browser-a", "/people")
+    assert len({state, begun.verifier, begun.nonce}) == 3 and len(state) >= 43
+    assert pending.take(state, "browser-b") is None  # another browser: refused, and used up
+    assert pending.take(state, "browser-a") is None
+    state, begun = pending.add("browser-a", "")
+    assert pending.take("", "browser-a") is None and pending.take(state + "x", "browser-a") is None
+    assert pending.take(state, None) is None  # no binding cookie at all
+    state, begun = pending.add("browser-a", "")
+    assert pending.take(state, "browser-a") == begun
+    assert pending.take(state, "browser-a") is None  # once
+    first, _ = pending.add("a", "")
+    for _ in range(3):
+        pending.add("a", "")
+    assert pending.take(first, "a") is None  # the oldest gave way to the limit
+    old = PendingSignIns(ttl_s=0.05)
+    state, _ = old.add("a", "")
+    time.sleep(0.1)
+    assert old.take(state, "a") is None  # expired
+
+
+def test_sso_identities_need_to_be_auditors_and_never_take_a_local_name() -> None:
+    auth = Authenticator(users, frozenset({"compliance", "priya@clinic.example"}), Limits())
+    assert auth.sso_refusal("priya@clinic.example", frozenset()) is None
+    assert auth.sso_refusal("quinn@clinic.example", frozenset({"compliance"})) is None
+    assert auth.sso_refusal("quinn@clinic.example", frozenset({"clinicians"})) == (
+        "quinn@clinic.example is not an auditor")
+    assert auth.sso_refusal("carol", frozenset({"compliance"})) == (
+        "carol is a local identity: sign in with its password")

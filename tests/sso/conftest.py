@@ -1,4 +1,5 @@
-"""Fixtures for the SSO tests: the real OpenID provider and TLS gateways that trust it."""
+"""Fixtures for the SSO tests: TLS gateways that trust the real OpenID provider (``idp``, in
+the top-level conftest: the console tests sign in with it too)."""
 
 from __future__ import annotations
 
@@ -13,23 +14,11 @@ from typing import Any
 import pytest
 
 from tests.conftest import ClusterInfo
-from tests.e2e.harness import GatewayProcess, deep_merge, free_port
+from tests.e2e.harness import GatewayProcess, deep_merge
 from tests.pki import self_signed_cert
-from tests.sso.idp import IdentityProvider, IdentityProviderMissing
+from tests.sso.idp import IdentityProvider
 
 PHIGATE = str(Path(sys.executable).with_name("phigate"))  # the installed entry point
-
-
-@pytest.fixture(scope="session")
-def idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdentityProvider]:
-    try:
-        provider = IdentityProvider(tmp_path_factory.mktemp("idp"), free_port())
-    except IdentityProviderMissing as e:
-        if os.environ.get("CI"):
-            pytest.fail(f"the OpenID provider is required in CI: {e}")
-        pytest.skip(str(e))
-    yield provider.start()
-    provider.stop()
 
 
 @pytest.fixture(scope="session")

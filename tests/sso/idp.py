@@ -3,7 +3,9 @@
 Owns the test PKI (a CA made at fixture time and a certificate for 127.0.0.1), the
 provider's signing keys (RS256 and ES256, rotatable by restarting on the same port), the
 process itself (``tests/sso/idp/server.mjs``) and a small form-following user agent that
-completes the device flow's user step through the provider's own pages.
+completes the device flow's user step, or an authorization code flow's, through the
+provider's own pages. Web clients (the console's) are registered through the provider's own
+dynamic client registration (RFC 7591).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ USERS = {
     "bob": {"email": "bob@clinic.example", "preferred_username": "bob", "groups": ["engineers"]},
     "carol": {"email": "carol@clinic.example", "preferred_username": "carol",
               "groups": ["sre", "approvers"]},
+    "priya": {"email": "priya@clinic.example", "preferred_username": "priya",
+              "groups": ["compliance"]},
 }
 
 
@@ -102,11 +106,13 @@ class IdentityProvider:
         self.keys = SigningKeys.make(1)
         self.process: subprocess.Popen[bytes] | None = None
         self.ssl_context = ssl.create_default_context(cafile=str(self.ca))
+        self.registration_token = secrets.token_urlsafe(16)
 
     def start(self) -> IdentityProvider:
         settings = {"port": self.port, "tls_cert": str(self.cert), "tls_key": str(self.tls_key),
                     "keys": self.keys.jwks(), "users": USERS, "short_ttl": SHORT_TTL_S,
-                    "cookie_key": secrets.token_hex(16)}
+                    "cookie_key": secrets.token_hex(16),
+                    "registration_token": self.registration_token}
         settings_path = self.workdir / "idp.json"
         settings_path.write_text(json.dumps(settings), encoding="utf-8")
         os.chmod(settings_path, 0o600)
@@ -164,6 +170,23 @@ class IdentityProvider:
     def id_token(self, user: str, client_id: str = "phigate") -> str:
         return str(self.tokens(user, client_id)["id_token"])
 
+    def register_web_client(self, redirect_uri: str) -> tuple[str, str]:
+        """(client_id, client_secret) of a new confidential web client (RFC 7591)."""
+        body = json.dumps({
+            "redirect_uris": [redirect_uri], "grant_types": ["authorization_code"],
+            "response_types": ["code"], "token_endpoint_auth_method": "client_secret_basic",
+            "application_type": "web", "id_token_signed_response_alg": "RS256"}).encode()
+        request = urllib.request.Request(f"{self.issuer}/reg", data=body, headers={
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {self.registration_token}"})
+        with urllib.request.urlopen(request, context=self.ssl_context) as response:
+            client = json.load(response)
+        return str(client["client_id"]), str(client["client_secret"])
+
+    def next_id_token(self, client_id: str, token: str) -> None:
+        """The provider's next token answer to ``client_id`` carries ``token`` instead."""
+        self.post("/test/next-id-token", {"client_id": client_id, "id_token": token})
+
 
 class _Forms(HTMLParser):
     """Every form on a page: action and the inputs' names and values."""
@@ -180,13 +203,43 @@ class _Forms(HTMLParser):
             self.forms[-1][1][values["name"]] = values.get("value", "")
 
 
+class Redirected(Exception):
+    """The provider sent the browser back to the client: ``url`` is where."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.url = url
+
+
+class _StopAt(urllib.request.HTTPRedirectHandler):
+    """Follows redirects except those to ``prefix`` (the client's redirect URI)."""
+
+    def __init__(self, prefix: str | None) -> None:
+        self.prefix = prefix
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any,
+                         newurl: str) -> Any:
+        if self.prefix is not None and newurl.startswith(self.prefix):
+            raise Redirected(newurl)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 class Browser:
     """A person at a browser: follows the provider's pages, submits its forms, signs in."""
 
-    def __init__(self, context: ssl.SSLContext) -> None:
+    def __init__(self, context: ssl.SSLContext, stop_at: str | None = None) -> None:
         self.opener = urllib.request.build_opener(
             urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()),
-            urllib.request.HTTPSHandler(context=context))
+            urllib.request.HTTPSHandler(context=context), _StopAt(stop_at))
+
+    def authorize(self, authorization_url: str, user: str) -> str:
+        """Sign ``user`` in at the provider; the redirect URI (with code and state) it sends
+        the browser back to. Needs ``stop_at`` (the redirect URI)."""
+        try:
+            self.sign_in(authorization_url, user)
+        except Redirected as back:
+            return back.url
+        raise RuntimeError("the provider never sent the browser back")
 
     def _open(self, url: str, form: dict[str, str] | None = None) -> tuple[str, str]:
         data = urllib.parse.urlencode(form).encode() if form is not None else None

@@ -1,9 +1,14 @@
 // The OpenID provider the SSO tests run: npm oidc-provider over HTTPS on 127.0.0.1.
 //
 // Started by tests/sso/idp.py with a JSON settings file (argv[2]): port, TLS cert/key
-// paths, the signing keys (private JWKs, RS256 and ES256) and the test users. Our code
-// here is only the provider's configuration, a one-form login page for the device flow's
-// user step, and /test/stats (how often the JWKS was fetched, so tests can count refreshes).
+// paths, the signing keys (private JWKs, RS256 and ES256), the test users and the initial
+// access token for dynamic client registration (RFC 7591: the console tests register their
+// web client with its redirect URI). Our code here is only the provider's configuration, a
+// one-form login page for the interactive step (device flow and authorization code flow),
+// /test/stats (how often the JWKS and the token endpoint were used, so tests can count) and
+// /test/next-id-token: the next token answer to the named client carries this ID token
+// instead of the provider's, which is how the negative tests play a token answer that was
+// tampered with (another key, issuer, audience, nonce, an expired token).
 import { readFileSync } from 'node:fs';
 import https from 'node:https';
 import Provider from 'oidc-provider';
@@ -12,6 +17,7 @@ const settings = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 const issuer = `https://127.0.0.1:${settings.port}`;
 const users = settings.users; // { id: { email, preferred_username, groups } }
 const stats = { jwks: 0, token: 0 };
+let nextIdToken = null; // { client, token }: see /test/next-id-token
 
 const deviceClient = (clientId, alg) => ({
   client_id: clientId,
@@ -36,6 +42,7 @@ const provider = new Provider(issuer, {
     devInteractions: { enabled: false },
     deviceFlow: { enabled: true },
     revocation: { enabled: true },
+    registration: { enabled: true, initialAccessToken: settings.registration_token },
   },
   // groups and email reach the ID token (the token people hand to the gateway).
   conformIdTokenClaims: false,
@@ -98,8 +105,23 @@ provider.use(async (ctx, next) => {
     ctx.body = stats;
     return;
   }
+  if (ctx.path === '/test/next-id-token' && ctx.method === 'POST') {
+    const form = await readForm(ctx.req);
+    nextIdToken = { client: form.get('client_id'), token: form.get('id_token') };
+    ctx.body = { ok: true };
+    return;
+  }
   if (ctx.path === '/jwks') stats.jwks += 1;
-  if (ctx.path === '/token') stats.token += 1;
+  if (ctx.path === '/token') {
+    stats.token += 1;
+    await next();
+    const client = ctx.oidc && ctx.oidc.client && ctx.oidc.client.clientId;
+    if (nextIdToken && client === nextIdToken.client && ctx.body && ctx.body.id_token) {
+      ctx.body = { ...ctx.body, id_token: nextIdToken.token };
+      nextIdToken = null;
+    }
+    return;
+  }
   const match = ctx.path.match(/^\/interaction\/([\w-]+)(\/login)?$/);
   if (!match) {
     await next();
