@@ -2,7 +2,8 @@
 
 Against the package's live deployment and the tampered offline copy: sign in, search a
 person's PHI statements, open a session and play its replay (statements appear at their
-pace), a tampered journal turns the integrity panel red, export CSV. With
+pace), a tampered journal turns the integrity panel red, export CSV, sign in through the real
+OpenID provider's login form. With
 ``PHIGATE_SCREENSHOTS=DIR`` the tests also save the screenshots the README shows
 (``docs/screenshots.sh``).
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,7 +22,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.console.conftest import AUDITORS, Deployment, Offline, wait_until
+from tests.console.conftest import AUDITORS, Deployment, Offline, SsoConsole, wait_until
+from tests.sso.idp import IdentityProvider, email
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = os.environ.get("PHIGATE_SCREENSHOTS")
@@ -178,3 +181,23 @@ def test_export_csv(browser: Browser, deployment: Deployment) -> None:
     assert all(r["verdict"] == "deny" for r in table)
     exports = [a for a in deployment.entries("audit_access") if a["action"] == "console export"]
     assert exports[-1]["as"] == "dana" and exports[-1]["filters"]["format"] == "csv"
+
+
+def test_sign_in_through_the_identity_providers_login_form(browser: Browser, idp: IdentityProvider,
+                                                          sso: SsoConsole) -> None:
+    """The whole way a hospital's auditor takes: the console's button, the provider's own
+    login page, back to the console (its Strict session cookie survives the way back)."""
+    url = sso.console.url
+    context = browser.new_context(ignore_https_errors=True)  # the test provider's own CA
+    page = context.new_page()
+    page.goto(f"{url}/people")
+    expect(page).to_have_url(f"{url}/login")
+    page.click("#sso")
+    expect(page).to_have_url(re.compile("^" + re.escape(f"{idp.issuer}/interaction/")))
+    page.fill("input[name=login]", "priya")
+    page.click("button[type=submit]")
+    expect(page).to_have_url(f"{url}/dashboard")
+    expect(page.locator("header .me")).to_have_text(email("priya"))
+    page.click("header nav >> text=People")
+    expect(page).to_have_url(f"{url}/people")
+    context.close()
