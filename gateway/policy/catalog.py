@@ -8,9 +8,11 @@ snapshot), ``policies.readonly.VOLATILITY_SQL`` and ``policies.functions.FUNCTIO
 short-lived upstream connections, so reading a view of ``patients`` counts as reading
 ``patients``, a statement calling only IMMUTABLE or STABLE functions can be proved read-only,
 and calling a function whose body reads ``patients`` reads ``patients``. The volatility and
-the functions are shared by every session of a database and forgotten the moment any of them
-completes DDL: until they are read again, no statement is proved read-only there and every
-user function counts as opaque (it touches every PHI table). A fast-path call's function OID
+the functions are shared by every session of a database: what was last committed. They are
+read again when the catalog changed (``DatabaseCatalog`` asks: DDL through the gateway ended
+its transaction, the fingerprint moved); until then every session waits. A session whose own
+DDL is not committed yet decides on :data:`NOTHING_VOUCHED` instead
+(``SessionState.volatility``). A fast-path call's function OID
 is looked up in ``pg_proc`` the first time it is seen (cached per database until the catalog
 changes).
 
@@ -74,18 +76,18 @@ async def query_rows(db: DatabaseSettings, dbname: str, sql: str, max_message_si
 
 class VolatilityRef:
     """One database's :class:`Volatility` and :class:`FunctionCatalog`, shared by its sessions
-    (replaced, never edited).
+    (replaced, never edited)."""
 
-    ``holds`` counts sessions whose DDL may not be committed yet: while any is, the
-    catalog is not read again (another connection would not see the change yet).
-    """
-
-    __slots__ = ("current", "functions", "holds")
+    __slots__ = ("current", "functions")
 
     def __init__(self) -> None:
         self.current: Volatility = NOTHING_KNOWN
         self.functions: FunctionCatalog = NO_FUNCTIONS
-        self.holds = 0
+
+
+# What a session decides on while its own DDL may be uncommitted: nothing is proved read-only
+# and every user function is opaque (its body may be the one that DDL replaced). Never edited.
+NOTHING_VOUCHED = VolatilityRef()
 
 
 class ViewCatalog:
@@ -104,7 +106,7 @@ class ViewCatalog:
         if ref is None:
             ref = self._volatility[key] = VolatilityRef()
         unknown = ref.current is NOTHING_KNOWN or ref.functions is NO_FUNCTIONS
-        if unknown and not ref.holds and key not in self._loading:
+        if unknown and key not in self._loading:
             task = asyncio.create_task(self._load_volatility(ref, db, dbname),
                                        name=f"catalog-volatility-{key}")
             self._loading[key] = task
@@ -124,28 +126,19 @@ class ViewCatalog:
                 await asyncio.shield(loading)
         return ref
 
-    def hold(self, db: DatabaseSettings, dbname: str) -> None:
-        """DDL completed in a session: forget the volatility, for every session, at once,
-        and read it again only once that session's transaction is over (:meth:`release`)."""
-        ref = self.volatility(db, dbname)
-        ref.holds += 1
-        ref.current = NOTHING_KNOWN
-        ref.functions = NO_FUNCTIONS
-        loading = self._loading.pop(f"{db.name}/{dbname}", None)
-        if loading is not None:
-            loading.cancel()  # it may have read the catalog before the DDL
-
-    def release(self, db: DatabaseSettings, dbname: str) -> None:
-        ref = self.volatility(db, dbname)
-        ref.holds = max(0, ref.holds - 1)
-        self.volatility(db, dbname)  # starts the read once nobody holds it
-
     def changed(self, db: DatabaseSettings, dbname: str) -> None:
-        """The catalog changed (seen in its fingerprint): forget the volatility and the
-        looked-up functions, and read the volatility again (unless a session holds it)."""
-        self.hold(db, dbname)
-        self.release(db, dbname)
-        self._functions.pop(f"{db.name}/{dbname}", None)
+        """The catalog changed (committed): forget the volatility and the looked-up functions,
+        and read the volatility again. Sessions wait for the catalog's re-read meanwhile."""
+        key = f"{db.name}/{dbname}"
+        ref = self._volatility.get(key)
+        if ref is not None:
+            ref.current = NOTHING_KNOWN
+            ref.functions = NO_FUNCTIONS
+        loading = self._loading.pop(key, None)
+        if loading is not None:
+            loading.cancel()  # it may have read the catalog before the change
+        self._functions.pop(key, None)
+        self.volatility(db, dbname)
 
     async def _load_volatility(self, ref: VolatilityRef, db: DatabaseSettings,
                                dbname: str) -> None:

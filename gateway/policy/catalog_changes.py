@@ -4,11 +4,13 @@
 :class:`~gateway.policy.database_catalog.DatabaseCatalog` per database. A session starts on
 its database's catalog (read first if it never was, or its last read failed: a session whose
 view dependencies cannot be read is refused). A statement that may change the catalog (DDL,
-``DO``, ``CALL``) makes its session unsettled from the moment it is forwarded; once it
-completed, the database's volatility is forgotten for every session (nothing is proved
-read-only, every user function is opaque) and the relay is asked to say when the session's
-transaction is over (``TransactionWatch``). Then the session settles and the database's
-catalog is read again at once, before anyone's next statement is decided.
+``DO``, ``CALL``) makes its session unsettled from the moment it is forwarded (it decides on
+no volatility or function it could have changed, ``SessionState.volatility``); once it
+completed, the relay is asked to say when the session's transaction is over
+(``TransactionWatch``). Then the session settles and the database's catalog — views,
+volatility and functions — is read again at once, before anyone's next statement is decided.
+Other sessions go on deciding on the committed catalog meanwhile: they cannot see that
+session's uncommitted DDL.
 """
 
 from __future__ import annotations
@@ -78,8 +80,6 @@ class Catalogs:
     def close(self, state: SessionState) -> None:
         state.info.transaction.on_idle = None
         changed = state.uncommitted or state.changes_in_flight
-        if state.holds_catalog:
-            self._release(state)
         state.catalog.left()
         if changed:
             state.catalog.refresh()  # its last DDL may have committed unseen
@@ -94,27 +94,11 @@ class Catalogs:
         state.change_completed(ran)
         if not ran:
             return
-        if not state.holds_catalog:  # forgotten for every session until this one settles
-            state.holds_catalog = True
-            self._hold(state)
         state.info.transaction.on_idle = functools.partial(self._transaction_ended, state)
 
     def _transaction_ended(self, state: SessionState) -> None:
         state.transaction_ended()
-        if state.holds_catalog and not state.changes_in_flight:
-            self._release(state)
         state.catalog.refresh()  # now: another session may read the new view next
-
-    def _hold(self, state: SessionState) -> None:
-        source = state.catalog.source
-        if source is not None:
-            self._reader.hold(source.db, source.dbname)
-
-    def _release(self, state: SessionState) -> None:
-        state.holds_catalog = False
-        source = state.catalog.source
-        if source is not None:
-            self._reader.release(source.db, source.dbname)
 
     # ------------------------------------------------------------- unseen relations
 

@@ -68,8 +68,7 @@ class CatalogSource:
         self.widths.invalidate(self.db, self.dbname)
 
     async def functions_read(self) -> None:
-        """The volatility and user functions (table rules too) read again, unless a session
-        holds them (its DDL not yet committed)."""
+        """The volatility and user functions (table rules too), once read again."""
         await self.reader.ready(self.db, self.dbname)
 
 
@@ -174,16 +173,18 @@ class DatabaseCatalog:
                     self._unreadable(failure, changed or self.relations is None)
                     self._done = self._wanted  # the retry, or the next ask, reads again
                     return
-                self._install(snapshot)
+                self._install(snapshot, changed)
                 await self.source.functions_read()  # a table rule added is read, too
                 self._done = target
         finally:
             self.refreshing = None
 
-    def _install(self, snapshot: Snapshot) -> None:
+    def _install(self, snapshot: Snapshot, changed: bool) -> None:
         assert self.source is not None
-        if self.relations is not None and snapshot.fingerprint != self.fingerprint:
-            self.source.changed()  # functions, volatility and row widths are read again
+        # After a change, even one the fingerprint does not cover (pg_trigger, pg_attrdef):
+        # functions, volatility and row widths are read again.
+        if self.relations is not None and (changed or snapshot.fingerprint != self.fingerprint):
+            self.source.changed()
         self.views, self.relations = snapshot.views, snapshot.relations
         self.fingerprint = snapshot.fingerprint
         self.failure = None

@@ -5,8 +5,10 @@ DatabaseCatalog` — except while that catalog cannot know what the session's re
 while DDL (or ``DO``, ``CALL``) the session sent is in flight, and after it completed until
 the session's transaction has ended (a connection of its own cannot see uncommitted DDL).
 Then ``views`` is :class:`~policies.views.Unsettled` and every relation read counts as
-reading every PHI table. Caches of decisions and proofs are compared with ``views`` by
-identity, so nothing decided on other catalog facts is reused.
+reading every PHI table, and ``volatility`` is :data:`~gateway.policy.catalog.NOTHING_VOUCHED`
+(nothing proved read-only, every user function opaque). Other sessions keep deciding on the
+shared, committed catalog. Caches of decisions and proofs are compared with ``views`` and
+``volatility`` by identity, so nothing decided on other catalog facts is reused.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from policies.statement import Classification
 from policies.views import Unsettled
 
 from ..proxy.hooks import SessionInfo
-from .catalog import Dependencies, VolatilityRef
+from .catalog import NOTHING_VOUCHED, Dependencies, VolatilityRef
 from .database_catalog import DatabaseCatalog
 from .reuse import Reuse
 
@@ -51,7 +53,6 @@ class SessionState:
     # and whether one completed in a transaction not seen ended yet.
     changes_in_flight: int = 0
     uncommitted: bool = False
-    holds_catalog: bool = False  # holds the database's volatility until the transaction ends
     unsettled: Unsettled | None = None  # what ``views`` is while either of the above holds
     # Parse'd statement name -> (text, decision, when, names.version if it names a statement
     # or cursor, the views it was decided on): reused by its Execute only while all hold.
@@ -80,6 +81,10 @@ class SessionState:
 
     @property
     def volatility(self) -> VolatilityRef:
+        """The volatility and functions to decide on now: none while ``views`` is unsettled
+        by the session's own DDL (it may have replaced a function)."""
+        if self.unsettled is not None:
+            return NOTHING_VOUCHED
         return self.catalog.volatility
 
     def change_forwarded(self) -> None:

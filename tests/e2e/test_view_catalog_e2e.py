@@ -360,6 +360,47 @@ def test_a_rule_another_session_adds_to_a_table(gateway: GatewayProcess, dba: Co
         assert _refused(fresh, "INSERT INTO view_gaps.log VALUES (3)")
 
 
+def test_a_rule_still_counts_while_another_session_has_ddl_open(
+        gateway: GatewayProcess, dba: Conn) -> None:
+    """Another session's uncommitted DDL does not make the committed catalog forgotten."""
+    dba.execute("CREATE TABLE view_gaps.log (n int)")
+    dba.execute("CREATE RULE leak AS ON INSERT TO view_gaps.log DO ALSO SELECT mrn FROM patients")
+    dba.execute("CREATE FUNCTION view_gaps.names() RETURNS SETOF text LANGUAGE sql "
+                "AS 'SELECT mrn FROM patients'")
+    with psycopg.connect(gateway.dsn("bob"), autocommit=True) as bob, \
+            psycopg.connect(gateway.dsn("oncall"), autocommit=True,
+                            options="-c phigate.reason=INC-1") as migration:
+        assert _refused(bob, "INSERT INTO view_gaps.log VALUES (1)")
+        migration.execute("BEGIN")
+        migration.execute("CREATE TABLE view_gaps.unrelated (x int)")  # left open
+        try:
+            assert _refused(bob, "INSERT INTO view_gaps.log VALUES (2)")
+            assert _refused(bob, "SELECT * FROM view_gaps.names()")
+            assert _sqlstate(bob, "SELECT name FROM departments") is None
+            # The session with the open DDL vouches for nothing it reads or writes.
+            assert _refused(migration, "INSERT INTO view_gaps.log VALUES (3)")
+        finally:
+            migration.execute("ROLLBACK")
+        assert _refused(bob, "INSERT INTO view_gaps.log VALUES (4)")
+    journal = {e.get("sql"): e for e in phigate_json(gateway, "--type", "statement")}
+    assert "public.patients" in journal["INSERT INTO view_gaps.log VALUES (2)"]["phi_tables"]
+    own = journal["INSERT INTO view_gaps.log VALUES (3)"]
+    assert own["catalog"] == "DDL of this transaction not yet committed"
+    assert "clinic.public.encounters" in own["phi_tables"]
+
+
+def test_a_default_another_session_sets_is_followed(gateway: GatewayProcess, dba: Conn) -> None:
+    """A column default changes no relation, rule or function (the fingerprint's catalogs):
+    DDL through the gateway still has the functions and what writes run read again."""
+    dba.execute("CREATE TABLE view_gaps.log (n int, m int)")
+    dba.execute("CREATE FUNCTION view_gaps.peek() RETURNS int LANGUAGE sql "
+                "AS 'SELECT length(max(mrn)) FROM patients'")
+    with psycopg.connect(gateway.dsn("bob"), autocommit=True) as bob:
+        assert _sqlstate(bob, "INSERT INTO view_gaps.log (m) VALUES (1)") is None
+        dba.execute("ALTER TABLE view_gaps.log ALTER COLUMN n SET DEFAULT view_gaps.peek()")
+        assert _refused(bob, "INSERT INTO view_gaps.log (m) VALUES (2)")
+
+
 @pytest.mark.xfail(strict=True, reason="a user function that runs DDL is not DDL to the "
                    "gateway: inside its transaction a view it replaced reads as before "
                    "(README Policies)")

@@ -102,3 +102,15 @@ async def test_a_failed_lookup_leaves_the_catalog_in_force() -> None:
     await shared.load()  # a new session reads again first
     await shared.look_for(missing)  # not there: remembered until the next read
     assert shared.unseen(missing) == []
+
+
+async def test_a_change_has_the_functions_read_again_even_under_the_same_fingerprint() -> None:
+    """A trigger or a column default added is in no catalog the fingerprint counts."""
+    source = ScriptedSource(*(snapshot("1", "departments") for _ in range(3)))
+    shared = catalog(source)
+    await shared.load()
+    await shared.look_for(["typo"])  # a lookup changed nothing
+    assert source.changes == 0
+    shared.refresh()  # DDL through the gateway ended its transaction
+    await shared.settled()
+    assert source.changes == 1

@@ -59,7 +59,7 @@ async def test_a_repeated_read_stays_proved_until_the_catalog_is_replaced(
         read = await decide(hook, f"SELECT balance FROM accounts WHERE aid = {aid}")
         assert read.read_only
     assert state.plain  # the decision was reused
-    state.volatility.current = NOTHING_KNOWN  # DDL: what was proved is forgotten
+    state.volatility.current = NOTHING_KNOWN  # the catalog changed: proofs are forgotten
     unproven = await decide(hook, "SELECT balance FROM accounts WHERE aid = 4")
     assert not unproven.read_only
     hook.after_statement(unproven, Outcome(command_tags=["SELECT 1"]))

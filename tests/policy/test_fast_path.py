@@ -140,12 +140,32 @@ def test_replaced_catalogs_redo_the_read_only_proof(tmp_path: Path) -> None:
     hook = PolicyHook(settings(tmp_path))
     info, state = start(hook)
     assert decide(hook, info).read_only
-    state.volatility.current = NOTHING_KNOWN  # DDL through the gateway: forgotten at once
+    state.volatility.current = NOTHING_KNOWN  # the catalog changed: forgotten until read again
     assert not decide(hook, info).read_only
     state.volatility.current = ACCOUNTS
     assert decide(hook, info).read_only
     state.catalog.views = {"accounts": frozenset({"public.secrets"})}  # re-read: accounts is a view
     assert not decide(hook, info).read_only
+
+
+def test_ddl_left_open_in_one_session_leaves_the_others_on_the_committed_catalog(
+        tmp_path: Path) -> None:
+    """Its own DDL may have replaced a function: that session proves nothing read-only until
+    its transaction ends; the others cannot see that DDL and keep their proofs (and reuse)."""
+    hook = PolicyHook(settings(tmp_path))
+    info, state = start(hook)
+    other_info, other = start(hook, session_id="s2")
+    other.catalog = state.catalog  # one database: one shared catalog
+    assert decide(hook, other_info).read_only
+    shared = other.volatility
+    decide(hook, info, "CREATE TABLE unrelated (x int)")  # completed, transaction still open
+    assert state.uncommitted and info.transaction.on_idle is not None
+    assert not decide(hook, info).read_only
+    assert other.volatility is shared and shared.current is ACCOUNTS
+    assert decide(hook, other_info).read_only
+    assert decide(hook, other_info, "SELECT balance FROM accounts WHERE aid = 2").read_only
+    info.transaction.on_idle()  # ReadyForQuery 'I'
+    assert decide(hook, info).read_only
 
 
 def test_no_reuse_while_an_unproven_statement_is_in_flight(tmp_path: Path) -> None:
