@@ -38,12 +38,17 @@ SELECT cn.nspname, c.relname, pn.nspname, p.relname
 
 Row = tuple[str, str, str, str]
 
-# One text that changes whenever a view, rule, relation, schema, inheritance or function is
-# made, dropped, renamed or replaced: every such change writes a row of one of these catalogs,
-# and a written row has a new xmin (a dropped one leaves the count). Cheap enough to poll.
+# One text that changes whenever a view, rule, relation, schema, inheritance, function, or
+# what runs on a table's reads and writes (trigger, default, check constraint, row-security
+# policy), user operator or cast is made, dropped, renamed or replaced: every such change
+# writes a row of one of these catalogs, and a written row has a new xmin (a dropped one
+# leaves the count). A second trigger on a table changes pg_trigger alone. Cheap to poll.
+FINGERPRINT_CATALOGS = ("pg_rewrite", "pg_class", "pg_namespace", "pg_inherits", "pg_proc",
+                        "pg_trigger", "pg_attrdef", "pg_constraint", "pg_policy", "pg_operator",
+                        "pg_cast")
 FINGERPRINT_SQL = "SELECT concat_ws(' ', " + ", ".join(
-    f"(SELECT count(*) || ':' || sum(xmin::text::bigint) FROM pg_catalog.{catalog})"
-    for catalog in ("pg_rewrite", "pg_class", "pg_namespace", "pg_inherits", "pg_proc")) + ")"
+    f"(SELECT count(*) || ':' || coalesce(sum(xmin::text::bigint), 0) FROM pg_catalog.{catalog})"
+    for catalog in FINGERPRINT_CATALOGS) + ")"
 
 # Rows: (kind, a, b, c, d) in one snapshot — ("fingerprint", text, …), ("depends", the four
 # columns of CATALOG_SQL), ("relation", schema, name, …) for every relation a statement can read.

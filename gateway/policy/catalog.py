@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 
 from policies.functions import FUNCTIONS_SQL, FunctionCatalog, build_functions
@@ -97,7 +97,11 @@ class ViewCatalog:
         self._max = max_message_size
         self._functions: dict[str, dict[int, Function | None]] = {}
         self._volatility: dict[str, VolatilityRef] = {}
+        # Two reads per database: the functions (bodies, table rules, triggers; statements
+        # wait for them after a change) and the volatility (only read-only proofs need it,
+        # and it is the slow one: every row of pg_proc).
         self._loading: dict[str, asyncio.Task[None]] = {}
+        self._loading_functions: dict[str, asyncio.Task[None]] = {}
 
     def volatility(self, db: DatabaseSettings, dbname: str) -> VolatilityRef:
         """The database's volatility; read in the background when not known (yet)."""
@@ -105,26 +109,34 @@ class ViewCatalog:
         ref = self._volatility.get(key)
         if ref is None:
             ref = self._volatility[key] = VolatilityRef()
-        unknown = ref.current is NOTHING_KNOWN or ref.functions is NO_FUNCTIONS
-        if unknown and key not in self._loading:
-            task = asyncio.create_task(self._load_volatility(ref, db, dbname),
-                                       name=f"catalog-volatility-{key}")
-            self._loading[key] = task
-            task.add_done_callback(functools.partial(self._loaded, key))
+        if ref.functions is NO_FUNCTIONS and key not in self._loading_functions:
+            self._start(self._loading_functions, f"catalog-functions-{key}", key,
+                        self._load_functions(ref, db, dbname))
+        if ref.current is NOTHING_KNOWN and key not in self._loading:
+            self._start(self._loading, f"catalog-volatility-{key}", key,
+                        self._load_volatility(ref, db, dbname))
         return ref
 
-    def _loaded(self, key: str, task: asyncio.Task[None]) -> None:
-        if self._loading.get(key) is task:  # not a newer read started after invalidate
-            del self._loading[key]
+    @staticmethod
+    def _start(loading: dict[str, asyncio.Task[None]], name: str, key: str,
+               read: Coroutine[None, None, None]) -> None:
+        task = asyncio.create_task(read, name=name)
+        loading[key] = task
+        task.add_done_callback(functools.partial(_loaded, loading, key))
 
     async def ready(self, db: DatabaseSettings, dbname: str) -> VolatilityRef:
-        """:meth:`volatility`, waiting for a read in progress (at a session's start)."""
+        """:meth:`volatility`, waiting for both reads in progress (at a session's start)."""
         ref = self.volatility(db, dbname)
-        loading = self._loading.get(f"{db.name}/{dbname}")
-        if loading is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(loading)
+        key = f"{db.name}/{dbname}"
+        await _settled(self._loading_functions.get(key))
+        await _settled(self._loading.get(key))
         return ref
+
+    async def functions_ready(self, db: DatabaseSettings, dbname: str) -> None:
+        """Wait for the read of the functions in progress, not for the volatility's: until
+        that is read, nothing is proved read-only (statements wait for their entries)."""
+        self.volatility(db, dbname)
+        await _settled(self._loading_functions.get(f"{db.name}/{dbname}"))
 
     def changed(self, db: DatabaseSettings, dbname: str) -> None:
         """The catalog changed (committed): forget the volatility and the looked-up functions,
@@ -134,9 +146,10 @@ class ViewCatalog:
         if ref is not None:
             ref.current = NOTHING_KNOWN
             ref.functions = NO_FUNCTIONS
-        loading = self._loading.pop(key, None)
-        if loading is not None:
-            loading.cancel()  # it may have read the catalog before the change
+        for reads in (self._loading, self._loading_functions):
+            loading = reads.pop(key, None)
+            if loading is not None:
+                loading.cancel()  # it may have read the catalog before the change
         self._functions.pop(key, None)
         self.volatility(db, dbname)
 
@@ -148,6 +161,9 @@ class ViewCatalog:
                                            for a, b, c, d in rows)
         except Exception as e:  # conservative: nothing is proved read-only
             log.error("could not read function volatility: %s", e)
+
+    async def _load_functions(self, ref: VolatilityRef, db: DatabaseSettings,
+                              dbname: str) -> None:
         try:
             found = await query_rows(db, dbname, FUNCTIONS_SQL, self._max)
             ref.functions = build_functions(
@@ -182,3 +198,16 @@ class ViewCatalog:
             known.clear()
         known[oid] = found
         return found
+
+
+def _loaded(loading: dict[str, asyncio.Task[None]], key: str, task: asyncio.Task[None]) -> None:
+    if loading.get(key) is task:  # not a newer read started after a change
+        del loading[key]
+
+
+async def _settled(task: asyncio.Task[None] | None) -> None:
+    """Wait for a shared read; a waiter never cancels it, and a read cancelled by a change
+    (a newer one replaces it) ends the wait."""
+    if task is not None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(task)

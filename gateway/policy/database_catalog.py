@@ -68,8 +68,9 @@ class CatalogSource:
         self.widths.invalidate(self.db, self.dbname)
 
     async def functions_read(self) -> None:
-        """The volatility and user functions (table rules too), once read again."""
-        await self.reader.ready(self.db, self.dbname)
+        """The user functions (table rules and triggers too), once read again; the volatility
+        may still be reading (until then nothing is proved read-only)."""
+        await self.reader.functions_ready(self.db, self.dbname)
 
 
 class DatabaseCatalog:
