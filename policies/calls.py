@@ -5,9 +5,10 @@ statement names, the functions implicit casts run everywhere, the functions read
 relations runs (view rules and row-security policies, through views of views), and — when it
 writes — the triggers, defaults, check constraints and rules of the tables it names. It follows
 every function's body (each name once, one step each, so recursion and cycles end) and returns
-the relations the bodies read, the relations they hand back in bulk, the dangerous calls they
-make, and the opaque functions (plpgsql, unknown names, ``DO``) — which touch every PHI table.
-``policies.evaluate`` turns that into PHI tables and bulk exports. Pure: no I/O.
+the relations the bodies read, the relations they hand back in bulk, the relations they write
+values into, the dangerous calls they make, and the opaque functions (plpgsql, unknown names,
+``DO``) — which touch every PHI table. ``policies.evaluate`` turns that into PHI tables and
+bulk exports. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from policies.functions import FunctionCatalog
 from policies.model import StatementClass as C
 from policies.phi import parse_ref
-from policies.statement import Collapse, Statement, TableRef
+from policies.statement import Collapse, Statement, TableRef, WriteTarget
 from policies.steps import Steps
 
 _WRITES = frozenset({C.INSERT, C.UPDATE, C.DELETE, C.MERGE, C.COPY_IN})
@@ -33,6 +34,7 @@ class Reach:
     dangerous: dict[str, None] = field(default_factory=dict)
     opaque: dict[str, None] = field(default_factory=dict)  # "function leak (language plpgsql)"
     readers: dict[str, None] = field(default_factory=dict)  # functions whose bodies read
+    writes: dict[WriteTarget, str] = field(default_factory=dict)  # target -> function name
 
     def __bool__(self) -> bool:
         return bool(self.relations or self.opaque or self.dangerous)
@@ -91,6 +93,8 @@ def _visit(catalog: FunctionCatalog, name: str, out: Reach) -> list[str]:
         out.relations.update(dict.fromkeys(facts.relations))
     for relation in facts.exports:
         out.exports.setdefault(relation, name)
+    for target in facts.writes:
+        out.writes.setdefault(target, name)
     out.dangerous.update(dict.fromkeys(f"{d} (in function {name})" for d in facts.dangerous))
     return [c for c in facts.calls if not _plain_builtin(catalog, c)]
 

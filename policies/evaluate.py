@@ -110,7 +110,7 @@ def evaluate(book: RuleBook, ctx: RequestContext, stmt: Statement,
     max_rows = min((r.max_rows for r in allowing if r.max_rows is not None), default=None)
     exported, via = _exported(book.phi, ctx, stmt, max_rows, phi, steps)
     _function_exports(book.phi, ctx, reached, steps, exported, via)
-    if phi and stmt.writes:  # only a statement that writes and touches PHI can copy it
+    if phi and (stmt.writes or reached.writes):  # only what writes and touches PHI copies
         _copy_exports(book.phi, ctx, stmt, reached, steps, exported, via)
     through = _through(reached, by_functions)
     denials = [(r, what) for r in matching
@@ -237,9 +237,13 @@ def _copy_exports(matcher: PhiMatcher, ctx: RequestContext, stmt: Statement, rea
                   steps: Steps, exported: list[str], via: list[str]) -> None:
     """Values of PHI tables written into a relation that is not one: a copy no row limit or
     budget counts (nothing comes back), which afterwards reads as no PHI at all. Whatever the
-    filter; the sources are every relation the statement and its readable functions read
-    (a DELETE ... USING writes no values and has no target)."""
-    targets = [w for w in stmt.writes if not _protected(matcher, ctx, w.table, steps)]
+    filter; the targets are what the statement and its SQL functions' bodies write into, the
+    sources every relation they read (a DELETE ... USING writes no values: it has no target)."""
+    written = {w: w.via for w in stmt.writes}
+    for target, function in reached.writes.items():
+        written.setdefault(target, f"{target.via} in function {function}")
+    targets = {w: how for w, how in written.items()
+               if not _protected(matcher, ctx, w.table, steps)}
     if not targets:
         return
     sources = matcher.touched(ctx.database, (*stmt.tables, *reached.relations),
@@ -247,8 +251,8 @@ def _copy_exports(matcher: PhiMatcher, ctx: RequestContext, stmt: Statement, rea
     if not sources:
         return
     exported += [n for n in sources if n not in exported]
-    for target in targets:
-        what = f"copy into {target.table}, which is not a PHI table ({target.via})"
+    for target, how in targets.items():
+        what = f"copy into {target.table}, which is not a PHI table ({how})"
         if what not in via:
             via.append(what)
 

@@ -41,7 +41,7 @@ from policies.pgfunctions import (
     WINDOW_FUNCTIONS,
 )
 from policies.sqltree import unwrap
-from policies.statement import Statement, TableRef
+from policies.statement import Statement, TableRef, WriteTarget
 
 _USER = "n.nspname NOT IN ('pg_catalog', 'information_schema')"
 MAX_BODY = 262_144  # characters of a body read; a longer one fails to parse, so it is opaque
@@ -139,7 +139,8 @@ class FunctionFacts:
 
     ``kinds`` are the overloads' ``prokind``s; ``relations``/``calls`` what the bodies read and
     call (user functions only); ``exports`` the relations a body reads unfiltered or folds into
-    one row; ``opaque`` why some body cannot be proved (None: every body was read)."""
+    one row; ``writes`` the relations a body writes values into; ``opaque`` why some body
+    cannot be proved (None: every body was read)."""
 
     kinds: frozenset[str]
     relations: tuple[TableRef, ...] = ()
@@ -147,6 +148,7 @@ class FunctionFacts:
     exports: tuple[TableRef, ...] = ()
     dangerous: tuple[str, ...] = ()
     opaque: str | None = None
+    writes: tuple[WriteTarget, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, eq=False)  # compared by identity (a decision cache key)
@@ -244,6 +246,7 @@ def _merge(found: list[FunctionFacts], depends: tuple[set[str], set[TableRef]] |
         exports=tuple(dict.fromkeys(r for f in found for r in f.exports)),
         dangerous=tuple(dict.fromkeys(d for f in found for d in f.dangerous)),
         opaque=opaque,
+        writes=tuple(dict.fromkeys(w for f in found for w in f.writes)),
     )
 
 
@@ -261,6 +264,7 @@ def function_body(kind: str, language: str, body: str | None) -> FunctionFacts:
     calls: dict[str, None] = {}
     exports: dict[TableRef, None] = {}
     dangerous: dict[str, None] = {}
+    writes: dict[WriteTarget, None] = {}
     for stmt in statements:
         if stmt.system_reads or stmt.command == "DO":
             return FunctionFacts(kinds, opaque="a body that reads statistics or activity")
@@ -270,8 +274,9 @@ def function_body(kind: str, language: str, body: str | None) -> FunctionFacts:
         calls.update(dict.fromkeys(f"cast {t}" for t in stmt.casts))
         exports.update(dict.fromkeys(_bulk(stmt)))
         dangerous.update(dict.fromkeys(stmt.dangerous))
+        writes.update(dict.fromkeys(stmt.writes))
     return FunctionFacts(kinds, tuple(relations), tuple(calls), tuple(exports),
-                         tuple(dangerous))
+                         tuple(dangerous), writes=tuple(writes))
 
 
 def _bulk(stmt: Statement) -> list[TableRef]:

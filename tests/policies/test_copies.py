@@ -12,11 +12,12 @@ from __future__ import annotations
 import pytest
 
 from policies.engine import Engine
+from policies.functions import build_functions
 from policies.model import Decision
 from policies.views import Unsettled
 
 from .conftest import MakeCtx
-from .functions_catalog import catalog
+from .functions_catalog import ROWS, catalog
 
 VIEWS = {
     "patient_directory": frozenset({"public.patients"}),
@@ -158,6 +159,39 @@ def test_a_function_that_reads_phi_feeds_a_copy(engine: Engine, ctx: MakeCtx) ->
     assert not d.allowed and "copy into leak, which is not a PHI table (insert)" in d.export_via
     allowed = _oncall(engine, ctx, "INSERT INTO leak SELECT dept_name(1)", functions=catalog())
     assert allowed.allowed, allowed.reason
+
+
+# SQL functions that write (the catalog rows FUNCTIONS_SQL would return for them)
+WRITERS = build_functions(ROWS + (
+    ("f", "public", "copy_sql", "f", "sql",
+     "INSERT INTO leak SELECT mrn FROM patients WHERE id < 400"),
+    ("f", "public", "wrap_copy", "f", "sql", "SELECT public.copy_sql()"),
+    ("f", "public", "archive_sql", "f", "sql",
+     "INSERT INTO encounters (patient_id) SELECT id FROM patients WHERE id = 1"),
+    ("f", "public", "log_sql", "f", "sql", "INSERT INTO notes (body) VALUES ('seen')"),
+))
+
+
+@pytest.mark.parametrize(("sql", "function"), [
+    ("SELECT copy_sql()", "copy_sql"),
+    ("SELECT wrap_copy()", "public.copy_sql"),  # through another function's body
+    # conservative: what the statement reads could reach the body through its arguments
+    ("SELECT mrn, log_sql() FROM patients WHERE id = 1", None),
+])
+def test_a_sql_function_that_copies_phi_is_an_export(engine: Engine, ctx: MakeCtx, sql: str,
+                                                      function: str | None) -> None:
+    d = _oncall(engine, ctx, sql, functions=WRITERS)
+    assert not d.allowed and "no-bulk-export" in d.rules and d.bulk_export, d.reason
+    target = "leak" if function else "notes"
+    how = f"insert in function {function or 'log_sql'}"
+    assert f"copy into {target}, which is not a PHI table ({how})" in d.export_via
+
+
+@pytest.mark.parametrize("sql", ["SELECT archive_sql()", "SELECT log_sql()"])
+def test_sql_functions_that_copy_no_phi_out_are_unaffected(engine: Engine, ctx: MakeCtx,
+                                                           sql: str) -> None:
+    d = _oncall(engine, ctx, sql, functions=WRITERS)
+    assert d.allowed and not d.bulk_export, d.reason
 
 
 def test_engineers_are_still_refused_for_phi_first(engine: Engine, ctx: MakeCtx) -> None:
