@@ -24,6 +24,7 @@ from policies.copies import write_targets
 from policies.escapes import parse_json_with_escapes
 from policies.flows import row_shape, statement_flows
 from policies.model import StatementClass as C
+from policies.renames import relabels
 from policies.sqltree import NOT_CONSTANT, Json, TreeWalker, constant, unwrap
 from policies.statement import Classification, ExportFlow, RowShape, SessionEffect, Statement
 from policies.systemviews import system_reads
@@ -147,6 +148,7 @@ def _build(
         dangerous=tuple(dict.fromkeys(dangers)),
         system_reads=system_reads(node),
         writes=write_targets(node),
+        relabels=relabels(node) if C.DDL in classes else (),
         **fields,  # type: ignore[arg-type]
     )
 

@@ -15,7 +15,7 @@ do) nor CREATE TABLE AS … WITH NO DATA (it copies no rows).
 from __future__ import annotations
 
 from policies.sqltree import Json, find, table_ref, unwrap
-from policies.statement import WriteTarget
+from policies.statement import TableRef, WriteTarget
 
 _DML_TARGETS = (("InsertStmt", "insert"), ("UpdateStmt", "update"), ("MergeStmt", "merge"))
 _NO_VALUES = frozenset({"CMD_DELETE", "CMD_NOTHING"})  # MERGE actions that write no values
@@ -49,4 +49,7 @@ def _into(clause: Json, via: str, out: dict[WriteTarget, None], *,
         return
     relation = clause.get("rel")
     if isinstance(relation, dict):
-        out[WriteTarget(table_ref(relation), via)] = None
+        ref = table_ref(relation)
+        if relation.get("relpersistence") == "t":  # TEMP: made in pg_temp, whatever it says
+            ref = TableRef(ref.name, "pg_temp")
+        out[WriteTarget(ref, via)] = None

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from policies.calls import Reach, reach, scalar_user_function
 from policies.context import RequestContext
+from policies.marks import RELABELS, stripped
 from policies.model import (
     BULK_EXPORT,
     DANGEROUS,
@@ -101,8 +102,9 @@ def evaluate(book: RuleBook, ctx: RequestContext, stmt: Statement,
         stmt = dataclasses.replace(stmt, dangerous=stmt.dangerous + tuple(reached.dangerous))
     phi = book.phi.touched(ctx.database, stmt.tables, ctx.view_dependencies, steps)
     by_functions = _function_phi(book.phi, ctx, reached, steps)
+    relabelled = stripped(book.phi, ctx, stmt, steps) if stmt.relabels else {}
     for name in system_phi(book.phi, ctx.database, stmt, ctx.view_dependencies, steps) + \
-            by_functions:
+            by_functions + [n for names in relabelled.values() for n in names]:
         if name not in phi:
             phi.append(name)
     matching = [rule for rule in book.rules if applies(rule, ctx)]
@@ -112,6 +114,9 @@ def evaluate(book: RuleBook, ctx: RequestContext, stmt: Statement,
     _function_exports(book.phi, ctx, reached, steps, exported, via)
     if phi and (stmt.writes or reached.writes):  # only what writes and touches PHI copies
         _copy_exports(book.phi, ctx, stmt, reached, steps, exported, via)
+    for words, names in relabelled.items():  # DDL that leaves PHI under a name of no PHI
+        exported += [n for n in names if n not in exported]
+        via.append(words)
     through = _through(reached, by_functions)
     denials = [(r, what) for r in matching
                if (what := _denial(r, stmt, phi, exported, via, through))]
@@ -401,6 +406,12 @@ class _Facts:
             if any(v.startswith("planner statistics") for v in self.via):
                 return ("pg_stats and pg_statistic hold column values of PHI tables; filter "
                         "them to tables without PHI (WHERE tablename = '...')")
+            if any(v.startswith(RELABELS) for v in self.via):
+                return ("the policy knows PHI tables by name: list the new name under "
+                        "phi_tables first (and reload), or pick one a pattern matches")
+            if any(v.startswith("copy into") for v in self.via):
+                return ("a copy of PHI reads as no PHI afterwards: write into a PHI table, or "
+                        "list the target under phi_tables")
             collapsing = [v for v in self.via if not v.startswith("unfiltered")]
             if collapsing:
                 return _collapse_hint(collapsing, self.max_rows)

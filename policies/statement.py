@@ -64,6 +64,22 @@ class WriteTarget:
 
 
 @dataclass(frozen=True, slots=True)
+class Relabel:
+    """DDL that puts a relation's rows under another name (``policies.renames``).
+
+    ``via`` "rename", "set schema": the relation ``old`` becomes ``new``; "rename schema",
+    "rename database": ``old`` and ``new`` name the schema (``name`` "*") or the database
+    (``catalog``; schema and name "*"); "no inherit", "detach partition": the child ``old`` is
+    cut from its parent ``new``. Stripping a PHI mark this way is a bulk export
+    (``policies.evaluate``).
+    """
+
+    old: TableRef
+    new: TableRef
+    via: str
+
+
+@dataclass(frozen=True, slots=True)
 class CollapseInput:
     """Rows a row-collapsing construct reads from ``tables``; ``limit`` bounds how many
     (a constant LIMIT on the subquery that feeds it; None: unbounded)."""
@@ -146,6 +162,7 @@ class Statement:
     dangerous: tuple[str, ...] = ()
     exports: tuple[ExportFlow, ...] = ()
     writes: tuple[WriteTarget, ...] = ()
+    relabels: tuple[Relabel, ...] = ()  # DDL that renames, moves or detaches a relation
     collapses: tuple[Collapse, ...] = ()
     system_reads: tuple[SystemRead, ...] = ()
     shape: RowShape | None = None

@@ -33,7 +33,7 @@ COPIES = [
     ("INSERT INTO leak SELECT mrn FROM clinic.public.lab_results WHERE id = 1", "leak", "insert"),
     ("CREATE TABLE leak AS SELECT mrn FROM patients WHERE id < 400", "leak", "create table as"),
     ("SELECT mrn INTO leak FROM patients WHERE id < 400", "leak", "select into"),
-    ("SELECT mrn INTO TEMP leak FROM patients WHERE id = 1", "leak", "select into"),
+    ("SELECT mrn INTO TEMP leak FROM patients WHERE id = 1", "pg_temp.leak", "select into"),
     ("UPDATE notes SET body = p.ssn FROM patients p WHERE notes.id = p.id", "notes", "update"),
     ("UPDATE notes SET body = (SELECT ssn FROM patients WHERE id = 1) WHERE id = 1",
      "notes", "update"),
@@ -109,6 +109,7 @@ def test_copy_into_a_relation_that_is_not_phi_is_an_export(
     expected = f"copy into {target}, which is not a PHI table ({via})"
     assert expected in d.export_via, d.export_via
     assert d.reason.startswith("phigate: ") and expected in d.reason
+    assert d.hint is not None and d.hint.startswith("a copy of PHI reads as no PHI"), d.hint
 
 
 @pytest.mark.parametrize("sql", NOT_COPIES)

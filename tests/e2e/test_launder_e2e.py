@@ -1,0 +1,117 @@
+"""Laundering PHI through names, as an insider who may run DDL, through a real gateway.
+
+The break-glass identity (``oncall`` with a reason, example clinic policy) may run DDL and
+write, but ``no-bulk-export`` forbids it bulk exports. The policy knows PHI tables by name, so
+each attack puts PHI rows under a name that reads as no PHI and then reads them in bulk:
+renaming a PHI table or moving it to another schema, cutting a child from its PHI parent,
+renaming a temporary table named like a PHI table after filling it. Each is refused (42501),
+journaled with its reason, and the rows stay where they were (checked on the database).
+``public.lab_launder`` is a PHI table by the pattern ``clinic.public.lab_*``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import psycopg
+import pytest
+
+from tests.conftest import ClusterInfo
+from tests.e2e.harness import CLINIC_POLICY, GatewayProcess
+from tests.e2e.test_copies_e2e import REASON, _journal
+
+PHI = "public.lab_launder"
+
+
+@pytest.fixture()
+def phi_table(pg_cluster: ClusterInfo) -> Iterator[str]:
+    """A PHI table (by pattern) owned by the service role, so its DDL would succeed."""
+    owner = pg_cluster.service_user
+    pg_cluster.cluster.execute(
+        "DROP TABLE IF EXISTS public.lab_launder, public.launder_out, public.launder_kid, "
+        "public.launder_copy CASCADE; DROP SCHEMA IF EXISTS launder CASCADE;\n"
+        f"CREATE TABLE {PHI} AS SELECT id, mrn, ssn FROM patients;\n"
+        f"ALTER TABLE {PHI} OWNER TO {owner};\n"
+        f"CREATE SCHEMA launder AUTHORIZATION {owner};\n", dbname=pg_cluster.database)
+    yield PHI
+    pg_cluster.cluster.execute(
+        "DROP TABLE IF EXISTS public.lab_launder, public.launder_out, public.launder_kid, "
+        "public.launder_copy CASCADE; DROP SCHEMA IF EXISTS launder CASCADE",
+        dbname=pg_cluster.database)
+
+
+def _on_database(pg_cluster: ClusterInfo, sql: str) -> str:
+    return pg_cluster.cluster.execute(sql, dbname=pg_cluster.database).strip()
+
+
+def _refused(conn: psycopg.Connection, sql: str, what: str) -> None:
+    with pytest.raises(psycopg.errors.InsufficientPrivilege) as refused:
+        conn.execute(sql)
+    message = refused.value.diag.message_primary or ""
+    assert message.startswith("phigate: rule no-bulk-export denies bulk export"), message
+    assert what in message, message
+
+
+def _journaled(gateway: GatewayProcess, sql: str, what: str) -> None:
+    entries = _journal(gateway, sql)
+    assert entries and all(e.get("bulk_export") for e in entries), entries
+    assert any(v.startswith(what) for e in entries for v in e.get("export_via", [])), entries
+
+
+@pytest.mark.parametrize(("sql", "what"), [
+    ("ALTER TABLE lab_launder RENAME TO launder_out",
+     "rename of lab_launder to launder_out, which is not a PHI table name"),
+    ("ALTER TABLE public.lab_launder SET SCHEMA launder",
+     "set schema of public.lab_launder to launder.lab_launder"),
+    ("ALTER VIEW lab_launder RENAME TO launder_out", "rename of lab_launder to launder_out"),
+])
+def test_a_phi_table_cannot_be_renamed_out_of_its_pattern(
+        start_gateway: Callable[..., GatewayProcess], pg_cluster: ClusterInfo, phi_table: str,
+        sql: str, what: str) -> None:
+    gateway = start_gateway({"policies": [str(CLINIC_POLICY)]})
+    with psycopg.connect(gateway.dsn("oncall"), autocommit=True, options=REASON) as conn:
+        _refused(conn, sql, what)
+        # a new name the pattern still matches keeps the mark, so it is allowed
+        conn.execute("ALTER TABLE lab_launder RENAME TO lab_launder2")
+        conn.execute("ALTER TABLE lab_launder2 RENAME TO lab_launder")
+    assert _on_database(pg_cluster, f"SELECT count(*) FROM {PHI}") == str(pg_cluster.patients)
+    _journaled(gateway, sql, what.split(",")[0])
+
+
+def test_a_child_of_a_phi_table_cannot_be_cut_loose(
+        start_gateway: Callable[..., GatewayProcess], pg_cluster: ClusterInfo,
+        phi_table: str) -> None:
+    gateway = start_gateway({"policies": [str(CLINIC_POLICY)]})
+    cut = "ALTER TABLE launder_kid NO INHERIT lab_launder"
+    with psycopg.connect(gateway.dsn("oncall"), autocommit=True, options=REASON) as conn:
+        conn.execute("CREATE TABLE public.launder_kid () INHERITS (public.lab_launder)")
+        # a child of a PHI table reads as PHI, so a copy into it is no export
+        conn.execute("INSERT INTO launder_kid SELECT * FROM lab_launder WHERE id < 400")
+        _refused(conn, cut, "no inherit of launder_kid from lab_launder, which leaves it no "
+                 "PHI table")
+        # reading the child is reading PHI
+        _refused(conn, "SELECT * FROM launder_kid", "unfiltered rows")
+    assert _on_database(pg_cluster, "SELECT count(*) FROM pg_inherits WHERE inhrelid = "
+                        "'public.launder_kid'::regclass") == "1"
+    _journaled(gateway, cut, "no inherit of launder_kid")
+
+
+def test_a_temporary_table_named_like_a_phi_table_stays_phi(
+        start_gateway: Callable[..., GatewayProcess], pg_cluster: ClusterInfo,
+        phi_table: str) -> None:
+    # pg_temp comes first in the search_path: "lab_launder" is the temporary table, which
+    # reads as PHI by its name, so filling it is a copy between PHI tables; it must stay PHI
+    gateway = start_gateway({"policies": [str(CLINIC_POLICY)]})
+    rename = "ALTER TABLE lab_launder RENAME TO launder_tmp"
+    with psycopg.connect(gateway.dsn("oncall"), autocommit=True, options=REASON) as conn:
+        conn.execute(f"CREATE TEMP TABLE lab_launder (LIKE {PHI})")
+        conn.execute(f"INSERT INTO lab_launder SELECT * FROM {PHI} WHERE id < 400")
+        _refused(conn, rename, "rename of lab_launder to launder_tmp")
+        _refused(conn, "SELECT * FROM pg_temp.lab_launder", "unfiltered rows")
+        _refused(conn, "CREATE TABLE public.launder_copy AS TABLE lab_launder",
+                 "copy into public.launder_copy, which is not a PHI table")
+        _refused(conn, "CREATE TEMP TABLE launder_copy AS SELECT * FROM lab_launder "
+                 "WHERE id < 400", "copy into pg_temp.launder_copy")
+        kept = conn.execute("SELECT count(*) FROM pg_temp.lab_launder").fetchone()
+    assert kept == (pg_cluster.patients,)
+    _journaled(gateway, rename, "rename of lab_launder to launder_tmp")

@@ -1,0 +1,103 @@
+"""DDL that would leave PHI under a name that reads as no PHI is a bulk export.
+
+The policy knows PHI tables by name, so renaming ``patients``, moving it to another schema,
+renaming its schema or database, or cutting a child from its PHI parent would make the same
+rows readable in bulk as no PHI. ``no-bulk-export`` refuses each for the break-glass identity
+(which may run DDL), a ``phi: deny`` rule refuses it as PHI access; a new name a pattern still
+matches, and DDL on tables without PHI, stay allowed.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from policies.engine import Engine
+from policies.views import Unsettled
+
+from .conftest import MakeCtx
+
+VIEWS = {  # results_2024 is a partition of lab_results; kid a child of patients
+    "results_2024": frozenset({"public.lab_results"}),
+    "public.results_2024": frozenset({"public.lab_results"}),
+    "kid": frozenset({"public.patients"}),
+    "public.kid": frozenset({"public.patients"}),
+}
+
+STRIPPING = [
+    ("ALTER TABLE patients RENAME TO p2", "rename of patients to p2"),
+    ("ALTER TABLE public.patients RENAME TO p2", "rename of public.patients to public.p2"),
+    ("ALTER TABLE IF EXISTS ONLY patients RENAME TO p2", "rename of patients to p2"),
+    ("ALTER VIEW patients RENAME TO p2", "rename of patients to p2"),  # any relation kind
+    ("ALTER INDEX pg_temp.patients RENAME TO p2", "rename of pg_temp.patients to pg_temp.p2"),
+    ("ALTER TABLE lab_results RENAME TO results", "rename of lab_results to results"),
+    ("ALTER TABLE patients SET SCHEMA archive", "set schema of patients to archive.patients"),
+    ("ALTER TABLE public.encounters SET SCHEMA archive",
+     "set schema of public.encounters to archive.encounters"),
+    ("ALTER SCHEMA public RENAME TO old", "rename of schema public to old"),
+    ("ALTER DATABASE clinic RENAME TO c2", "rename of database clinic to c2"),
+    ("ALTER TABLE kid NO INHERIT patients", "no inherit of kid from patients"),
+    ("ALTER TABLE lab_results DETACH PARTITION results_2024",
+     "detach partition of results_2024 from lab_results"),
+    ("ALTER TABLE lab_results DETACH PARTITION results_2024 CONCURRENTLY",
+     "detach partition of results_2024 from lab_results"),
+    ("BEGIN; ALTER TABLE patients RENAME TO p2; COMMIT", "rename of patients to p2"),
+]
+
+KEEPING = [
+    "ALTER TABLE lab_results RENAME TO lab_results_2023",  # lab_* still matches
+    "ALTER TABLE patients RENAME COLUMN ssn TO social",
+    "ALTER TABLE patients RENAME CONSTRAINT c TO d",
+    "ALTER TABLE departments RENAME TO units",
+    "ALTER TABLE departments SET SCHEMA archive",
+    "ALTER SCHEMA archive RENAME TO old_archive",
+    "ALTER DATABASE scratch RENAME TO scratch2",
+    "ALTER TABLE lab_2023 NO INHERIT lab_results",  # PHI by its own name
+    "ALTER TABLE notes NO INHERIT departments",
+    "ALTER TABLE departments DETACH PARTITION departments_old",
+    "ALTER TABLE kid INHERIT patients",
+]
+
+
+def _oncall(engine: Engine, ctx: MakeCtx, sql: str, **overrides: object):  # type: ignore[no-untyped-def]
+    values: dict[str, object] = {"reason": "INC-1", "view_dependencies": VIEWS, **overrides}
+    return engine.decide(ctx("oncall", **values), sql)
+
+
+@pytest.mark.parametrize(("sql", "what"), STRIPPING, ids=[s[0] for s in STRIPPING])
+def test_ddl_that_strips_the_phi_mark_is_an_export(engine: Engine, ctx: MakeCtx, sql: str,
+                                                   what: str) -> None:
+    d = _oncall(engine, ctx, sql)
+    assert not d.allowed and "no-bulk-export" in d.rules, d.reason
+    assert d.bulk_export and d.phi_tables
+    assert any(via.startswith(what) for via in d.export_via), d.export_via
+    assert what in d.reason
+    assert d.hint is not None and "list the new name under phi_tables" in d.hint
+
+
+@pytest.mark.parametrize("sql", KEEPING)
+def test_ddl_that_keeps_the_mark_is_unaffected(engine: Engine, ctx: MakeCtx, sql: str) -> None:
+    d = _oncall(engine, ctx, sql)
+    assert d.allowed, d.reason
+    assert not d.bulk_export
+
+
+def test_a_schema_rename_names_the_patterns_it_strips(engine: Engine, ctx: MakeCtx) -> None:
+    d = _oncall(engine, ctx, "ALTER SCHEMA public RENAME TO old")
+    assert set(d.phi_tables) >= {"clinic.public.patients", "clinic.public.lab_*"}, d.phi_tables
+
+
+def test_cutting_a_child_while_the_catalog_cannot_vouch_is_refused(
+        engine: Engine, ctx: MakeCtx) -> None:
+    # its PARTITION OF patients may be uncommitted DDL of this very transaction
+    unsettled = Unsettled({}, "DDL in flight")
+    d = _oncall(engine, ctx, "ALTER TABLE patients DETACH PARTITION fresh",
+                view_dependencies=unsettled)
+    assert not d.allowed and d.bulk_export, d.reason
+
+
+def test_phi_deny_rules_refuse_a_rename_of_a_schema_holding_phi(
+        engine: Engine, ctx: MakeCtx) -> None:
+    # bob may not touch PHI; a schema rename names no table, yet strips every PHI table of it
+    d = engine.decide(ctx("bob", now=ctx().now.replace(hour=22)),
+                      "ALTER SCHEMA public RENAME TO old")
+    assert not d.allowed and "clinic.public.patients" in d.phi_tables, d.reason
