@@ -51,6 +51,9 @@ class RequestContext:
     phi_bytes_last_hour: int = 0
     row_widths: Mapping[str, int] = field(default_factory=_empty)  # policies.sizes
     view_dependencies: Mapping[str, Collection[str]] = field(default_factory=_empty)
+    # bare name -> schemas holding a relation of that name (policies.views.relation_homes);
+    # empty when not known (an offline preview): a bare name is then the PHI table's
+    relation_homes: Mapping[str, frozenset[str]] = field(default_factory=_empty)
     # User functions (policies.functions); None: not known at all (an offline preview), so
     # function bodies are not followed.
     functions: FunctionCatalog | None = None

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from policies.calls import Reach, reach, scalar_user_function
 from policies.context import RequestContext
-from policies.marks import RELABELS, stripped
+from policies.marks import RELABELS, protected, stripped
 from policies.model import (
     BULK_EXPORT,
     DANGEROUS,
@@ -29,10 +29,9 @@ from policies.model import (
 )
 from policies.phi import PhiMatcher
 from policies.sizes import derived_max_bytes
-from policies.statement import Collapse, Statement, TableRef
+from policies.statement import Collapse, Statement
 from policies.steps import Steps
 from policies.systemviews import system_phi
-from policies.views import Unsettled
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +247,7 @@ def _copy_exports(matcher: PhiMatcher, ctx: RequestContext, stmt: Statement, rea
     for target, function in reached.writes.items():
         written.setdefault(target, f"{target.via} in function {function}")
     targets = {w: how for w, how in written.items()
-               if not _protected(matcher, ctx, w.table, steps)}
+               if not protected(matcher, ctx, w, steps)}
     if not targets:
         return
     sources = matcher.touched(ctx.database, (*stmt.tables, *reached.relations),
@@ -260,17 +259,6 @@ def _copy_exports(matcher: PhiMatcher, ctx: RequestContext, stmt: Statement, rea
         what = f"copy into {target.table}, which is not a PHI table ({how})"
         if what not in via:
             via.append(what)
-
-
-def _protected(matcher: PhiMatcher, ctx: RequestContext, table: TableRef, steps: Steps) -> bool:
-    """Whether reads of a written relation count as PHI reads: a PHI table itself (a name
-    without schema as for reads: any schema's), or a view of one (writes through it land in
-    it). Not while the views cannot be vouched for: there every name reads as all PHI."""
-    if matcher.is_phi(ctx.database, table):
-        return True
-    views = ctx.view_dependencies
-    return not isinstance(views, Unsettled) and bool(
-        matcher.touched(ctx.database, (table,), views, steps))
 
 
 def _through(reached: Reach, by_functions: list[str]) -> str:

@@ -122,10 +122,16 @@ class PhiMatcher:
             if self.is_phi(database, ref):
                 out[str(ref)] = None
             if views:
-                dependencies = _dependencies(views, ref)
+                dependencies = view_dependencies_of(views, ref)
                 budget.take(len(dependencies))
                 stack.extend(parse_ref(d) for d in dependencies)
         return list(out)
+
+    def in_every_schema(self, database: str, ref: TableRef) -> bool:
+        """Whether a pattern with schema ``*`` matches the name: a PHI table in any schema."""
+        name = ref.name.lower()
+        return any(p.database.match(database.lower()) and split_name(p.text)[1] == "*"
+                   and p.table.match(name) for p in self.patterns)
 
     def _match(self, database: str, ref: TableRef) -> bool:
         databases = {database.lower()} | ({ref.catalog.lower()} if ref.catalog else set())
@@ -142,6 +148,8 @@ class PhiMatcher:
         return False
 
 
-def _dependencies(views: Mapping[str, Collection[str]], ref: TableRef) -> Collection[str]:
+def view_dependencies_of(views: Mapping[str, Collection[str]], ref: TableRef
+                         ) -> Collection[str]:
+    """What the catalog says ``ref`` reads (a view's sources, a child's parents)."""
     key = f"{ref.schema}.{ref.name}" if ref.schema else ref.name
     return views.get(key, ()) or views.get(key.lower(), ())

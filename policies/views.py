@@ -110,6 +110,16 @@ def relation_names(rows: Iterable[tuple[str, str]]) -> frozenset[str]:
     return frozenset(names)
 
 
+def relation_homes(rows: Iterable[tuple[str, str]]) -> Mapping[str, frozenset[str]]:
+    """(schema, name) of every relation → {"name": {"schema", ...}}, lower case: the schemas a
+    name written without one may resolve to (``policies.marks.protected``: the search_path is
+    the session's, and ``SET`` changes it)."""
+    homes: dict[str, set[str]] = {}
+    for schema, name in rows:
+        homes.setdefault(name.lower(), set()).add(schema.lower())
+    return {name: frozenset(schemas) for name, schemas in homes.items()}
+
+
 class Unsettled(Mapping[str, frozenset[str]]):
     """View dependencies the gateway cannot vouch for now, and ``why``: every relation a
     statement reads counts as reading every PHI table of the database (fail closed).

@@ -35,7 +35,13 @@ from dataclasses import dataclass
 from policies.functions import FUNCTIONS_SQL, FunctionCatalog, build_functions
 from policies.functions import NOTHING_KNOWN as NO_FUNCTIONS
 from policies.readonly import NOTHING_KNOWN, VOLATILITY_SQL, Volatility, build_volatility
-from policies.views import FINGERPRINT_SQL, SNAPSHOT_SQL, build_view_dependencies, relation_names
+from policies.views import (
+    FINGERPRINT_SQL,
+    SNAPSHOT_SQL,
+    build_view_dependencies,
+    relation_homes,
+    relation_names,
+)
 
 from ..proxy.sidequery import SideQueryFailed, side_query
 from ..settings.config import DatabaseSettings
@@ -59,6 +65,7 @@ class Snapshot:
     fingerprint: str
     views: Dependencies
     relations: frozenset[str]  # policies.views.relation_names
+    homes: Mapping[str, frozenset[str]]  # policies.views.relation_homes
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,9 +185,8 @@ class ViewCatalog:
         fingerprint = next((str(r[1]) for r in rows if r[0] == "fingerprint"), "")
         views = build_view_dependencies((str(a), str(b), str(c), str(d))
                                         for kind, a, b, c, d in rows if kind == "depends")
-        relations = relation_names((str(a), str(b)) for kind, a, b, _, _ in rows
-                                   if kind == "relation")
-        return Snapshot(fingerprint, views, relations)
+        listed = [(str(a), str(b)) for kind, a, b, _, _ in rows if kind == "relation"]
+        return Snapshot(fingerprint, views, relation_names(listed), relation_homes(listed))
 
     async def fingerprint(self, db: DatabaseSettings, dbname: str) -> str:
         """``policies.views.FINGERPRINT_SQL``: changes with every view, relation or function."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from policies.statement import TableRef
@@ -84,6 +84,8 @@ class DatabaseCatalog:
                  volatility: VolatilityRef | None = None, *, poll_s: float = 0.0) -> None:
         self.views: Dependencies = {}
         self.relations: frozenset[str] | None = None  # None: not read (yet)
+        # bare name -> its schemas (policies.views.relation_homes); replaced with ``views``
+        self.homes: Mapping[str, frozenset[str]] = {}
         self.volatility = volatility if volatility is not None else VolatilityRef()
         self.fingerprint = ""
         self.refreshing: asyncio.Task[None] | None = None  # every session's statements wait
@@ -187,6 +189,7 @@ class DatabaseCatalog:
         if self.relations is not None and (changed or snapshot.fingerprint != self.fingerprint):
             self.source.changed()
         self.views, self.relations = snapshot.views, snapshot.relations
+        self.homes = snapshot.homes
         self.fingerprint = snapshot.fingerprint
         self.failure = None
         self._absent.clear()

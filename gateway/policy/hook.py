@@ -167,6 +167,7 @@ class PolicyHook(Hook):
             phi_bytes_last_hour=self._byte_budget.used(info.identity, now),
             row_widths=state.widths,
             view_dependencies=state.views if views is None else views,
+            relation_homes=state.catalog.homes,
             functions=state.volatility.functions,
             prepared=prepared,  # type: ignore[arg-type]  # the hook stores only Classified
             cursors=cursors, grants=grants)  # type: ignore[arg-type]
@@ -365,7 +366,8 @@ class PolicyHook(Hook):
         # the objects themselves keep their ids from being reused meanwhile.
         key = (int(now.timestamp() // 60), state.reason,
                state.info.names.version if names else 0, self._generation, grants,
-               id(views), id(state.volatility.functions), views, state.volatility.functions)
+               id(views), id(state.volatility.functions), views, state.volatility.functions,
+               id(state.catalog.homes), state.catalog.homes)
         cached = state.decisions.get(id(classification))
         if cached is not None and cached[0] is classification and cached[1] == key:
             return cached[2]

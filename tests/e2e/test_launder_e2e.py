@@ -115,3 +115,50 @@ def test_a_temporary_table_named_like_a_phi_table_stays_phi(
         kept = conn.execute("SELECT count(*) FROM pg_temp.lab_launder").fetchone()
     assert kept == (pg_cluster.patients,)
     _journaled(gateway, rename, "rename of lab_launder to launder_tmp")
+
+
+def test_a_same_named_table_earlier_in_the_search_path_is_no_phi_target(
+        start_gateway: Callable[..., GatewayProcess], pg_cluster: ClusterInfo,
+        phi_table: str) -> None:
+    # SET search_path = launder, public: "lab_launder" now means launder.lab_launder, which
+    # no pattern names; filling it under the PHI table's bare name would copy PHI out
+    gateway = start_gateway({"policies": [str(CLINIC_POLICY)]})
+    copy = f"INSERT INTO lab_launder SELECT * FROM {PHI} WHERE id < 400"
+    made = "CREATE TABLE lab_launder_made AS SELECT * FROM public.lab_launder WHERE id < 400"
+    with psycopg.connect(gateway.dsn("oncall"), autocommit=True, options=REASON) as conn:
+        conn.execute(f"CREATE TABLE launder.lab_launder (LIKE {PHI})")
+        conn.execute("SET search_path = launder, public")
+        _refused(conn, copy, "copy into lab_launder, which is not a PHI table (insert)")
+        # a new table goes into the path's first schema: launder, no PHI schema
+        _refused(conn, made, "copy into lab_launder_made, which is not a PHI table")
+        _refused(conn, "SELECT * INTO lab_launder_into FROM public.lab_launder WHERE id < 9",
+                 "copy into lab_launder_into, which is not a PHI table (select into)")
+        # so does a transaction that makes the shadow itself (its DDL is not committed)
+        conn.execute("BEGIN")
+        conn.execute(f"CREATE TABLE launder.lab_launder_tx (LIKE {PHI})")
+        _refused(conn, f"INSERT INTO lab_launder_tx SELECT * FROM {PHI} WHERE id < 9",
+                 "copy into lab_launder_tx, which is not a PHI table (insert)")
+        conn.execute("ROLLBACK")
+        # qualified, the PHI table is a PHI target as before
+        conn.execute(f"INSERT INTO {PHI} SELECT * FROM {PHI} WHERE id < 3")
+    assert _on_database(pg_cluster, "SELECT count(*) FROM launder.lab_launder") == "0"
+    _journaled(gateway, copy, "copy into lab_launder")
+
+
+def test_a_view_named_like_a_phi_table_over_another_table_is_no_phi_target(
+        start_gateway: Callable[..., GatewayProcess], pg_cluster: ClusterInfo,
+        phi_table: str) -> None:
+    # lab_launder_v matches lab_*, so its reads are PHI reads; but what is written into it
+    # lands in launder_out, whose reads are not
+    gateway = start_gateway({"policies": [str(CLINIC_POLICY)]})
+    copy = f"INSERT INTO lab_launder_v SELECT * FROM {PHI} WHERE id < 400"
+    with psycopg.connect(gateway.dsn("oncall"), autocommit=True, options=REASON) as conn:
+        conn.execute(f"CREATE TABLE public.launder_out (LIKE {PHI})")
+        conn.execute("CREATE VIEW public.lab_launder_v AS SELECT * FROM public.launder_out")
+        _refused(conn, copy, "copy into lab_launder_v, which is not a PHI table (insert)")
+        # a temporary view of that name fares no better (pg_temp comes first in the path)
+        conn.execute("CREATE TEMP VIEW lab_launder AS SELECT * FROM public.launder_out")
+        _refused(conn, f"INSERT INTO lab_launder SELECT * FROM {PHI} WHERE id < 400",
+                 "copy into lab_launder, which is not a PHI table (insert)")
+    assert _on_database(pg_cluster, "SELECT count(*) FROM public.launder_out") == "0"
+    _journaled(gateway, copy, "copy into lab_launder_v")

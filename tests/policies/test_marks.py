@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import pytest
 
+from policies.context import RequestContext
 from policies.engine import Engine
+from policies.loader import load_policy
 from policies.views import Unsettled
 
-from .conftest import MakeCtx
+from .conftest import TUESDAY_10AM, MakeCtx
 
 VIEWS = {  # results_2024 is a partition of lab_results; kid a child of patients
     "results_2024": frozenset({"public.lab_results"}),
@@ -101,3 +103,64 @@ def test_phi_deny_rules_refuse_a_rename_of_a_schema_holding_phi(
     d = engine.decide(ctx("bob", now=ctx().now.replace(hour=22)),
                       "ALTER SCHEMA public RENAME TO old")
     assert not d.allowed and "clinic.public.patients" in d.phi_tables, d.reason
+
+
+# Where a copy's values land: a bare name may mean any schema's relation of that name.
+HOMES = {"patients": frozenset({"public", "archive"}), "encounters": frozenset({"public"}),
+         "lab_results": frozenset({"public", "pg_temp_3"}),
+         "lab_view": frozenset({"public"})}
+SHADOW_VIEWS = {**VIEWS, "lab_view": frozenset({"public.notes"}),
+                "public.lab_view": frozenset({"public.notes"})}
+
+SHADOWED_COPIES = [
+    # archive.patients (no PHI table) may come first in the session's search_path
+    ("INSERT INTO patients SELECT * FROM public.patients WHERE id < 400", "patients", "insert"),
+    ("UPDATE patients SET ssn = p.ssn FROM public.patients p WHERE p.id = 1", "patients",
+     "update"),
+    # a new table goes into the search_path's first schema, which need not be public
+    ("CREATE TABLE encounters AS SELECT * FROM public.encounters WHERE id < 9", "encounters",
+     "create table as"),
+    ("SELECT * INTO lab_copy FROM lab_results WHERE id < 9", "lab_copy", "select into"),
+    # a view named like a PHI table writes into a table that is none
+    ("INSERT INTO lab_view SELECT * FROM lab_results WHERE id < 9", "lab_view", "insert"),
+    ("INSERT INTO public.lab_view SELECT * FROM lab_results WHERE id < 9", "public.lab_view",
+     "insert"),
+]
+
+UNSHADOWED = [
+    "INSERT INTO encounters SELECT * FROM public.encounters WHERE id < 400",  # public only
+    "INSERT INTO lab_results SELECT * FROM public.lab_results WHERE id < 9",  # or a temp one
+    "INSERT INTO public.patients SELECT * FROM public.patients WHERE id < 400",  # qualified
+    "CREATE TABLE public.lab_copy AS SELECT * FROM lab_results WHERE id < 9",
+    "CREATE TEMP TABLE lab_copy AS SELECT * FROM lab_results WHERE id < 9",
+    "SELECT * INTO TEMP patients FROM public.patients WHERE id < 9",
+]
+
+
+@pytest.mark.parametrize(("sql", "target", "via"), SHADOWED_COPIES,
+                         ids=[s[0][:50] for s in SHADOWED_COPIES])
+def test_a_copy_into_a_name_that_may_mean_no_phi_table_is_an_export(
+        engine: Engine, ctx: MakeCtx, sql: str, target: str, via: str) -> None:
+    d = _oncall(engine, ctx, sql, relation_homes=HOMES, view_dependencies=SHADOW_VIEWS)
+    assert not d.allowed and "no-bulk-export" in d.rules, d.reason
+    assert f"copy into {target}, which is not a PHI table ({via})" in d.export_via, d.export_via
+
+
+@pytest.mark.parametrize("sql", UNSHADOWED)
+def test_a_copy_into_names_that_mean_phi_tables_only_is_allowed(
+        engine: Engine, ctx: MakeCtx, sql: str) -> None:
+    d = _oncall(engine, ctx, sql, relation_homes=HOMES, view_dependencies=SHADOW_VIEWS)
+    assert d.allowed, d.reason
+
+
+def test_a_pattern_for_every_schema_protects_a_bare_new_table() -> None:
+    policy = load_policy(
+        "phi_tables: [clinic.*.vault, clinic.public.ledger]\n"
+        "rules:\n"
+        "  - {name: all, allow: [all]}\n"
+        "  - {name: no-bulk-export, deny: [bulk_export]}\n", "every.yaml")
+    ctx = RequestContext(identity="x", database="clinic", now=TUESDAY_10AM)
+    engine = Engine([policy])
+    assert engine.decide(ctx, "CREATE TABLE vault AS SELECT * FROM vault WHERE id < 9").allowed
+    d = engine.decide(ctx, "CREATE TABLE ledger AS SELECT * FROM ledger WHERE id < 9")
+    assert not d.allowed and "copy into ledger" in d.reason, d.reason

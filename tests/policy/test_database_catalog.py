@@ -43,7 +43,7 @@ class ScriptedSource:
 
 def snapshot(fingerprint: str, *relations: str) -> Snapshot:
     return Snapshot(fingerprint, {name: frozenset() for name in relations},
-                    frozenset(relations))
+                    frozenset(relations), {name: frozenset({"public"}) for name in relations})
 
 
 def catalog(source: ScriptedSource) -> DatabaseCatalog:
