@@ -273,6 +273,9 @@ def function_body(kind: str, language: str, body: str | None) -> FunctionFacts:
         calls.update(dict.fromkeys(f"operator {o}" for o in stmt.operators))
         calls.update(dict.fromkeys(f"cast {t}" for t in stmt.casts))
         exports.update(dict.fromkeys(_bulk(stmt)))
+        # DDL that renames or moves a relation: as if it read what it relabels in bulk
+        exports.update(dict.fromkeys(TableRef("*") if r.via == "rename database" else r.old
+                                     for r in stmt.relabels))
         dangerous.update(dict.fromkeys(stmt.dangerous))
         writes.update(dict.fromkeys(stmt.writes))
     return FunctionFacts(kinds, tuple(relations), tuple(calls), tuple(exports),

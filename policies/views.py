@@ -1,14 +1,16 @@
 """View and partition dependencies: the catalog query the gateway runs, and the mapping it feeds.
 
 Reading a view (or materialized view) of ``patients`` reads ``patients``; so does reading a
-partition or inheritance child of it. The gateway runs ``SNAPSHOT_SQL`` (``CATALOG_SQL``, the
-names of every relation and a ``FINGERPRINT_SQL`` of the catalog, in one snapshot) against the
-upstream when a database's first session starts and whenever its catalog may have changed,
-passes the dependency rows to ``build_view_dependencies``, and hands the result to every
-``RequestContext``. While the gateway cannot know what a session's relations mean (its DDL is
-not committed yet), it hands :class:`Unsettled` instead: every relation read then counts as
-reading every PHI table (``policies.phi.PhiMatcher.touched``). This module only describes and
-transforms; it runs nothing.
+partition or inheritance child of it, and reading a parent reads its children's rows too (a
+PHI table made a child or partition of another table by ``INHERIT``/``ATTACH PARTITION``).
+The gateway runs ``SNAPSHOT_SQL`` (``CATALOG_SQL``, the names of every relation and a
+``FINGERPRINT_SQL`` of the catalog, in one snapshot) against the upstream when a database's
+first session starts and whenever its catalog may have changed, passes the dependency rows
+to ``build_view_dependencies``, and hands the result to every ``RequestContext``. While the
+gateway cannot know what a session's relations mean (its DDL is not committed yet), it hands
+:class:`Unsettled` instead: every relation read then counts as reading every PHI table
+(``policies.phi.PhiMatcher.touched``). This module only describes and transforms; it runs
+nothing.
 """
 
 from __future__ import annotations
@@ -28,12 +30,13 @@ SELECT DISTINCT vn.nspname, v.relname, tn.nspname, t.relname
   JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace
  WHERE v.relkind IN ('v', 'm') AND t.oid <> v.oid AND t.relkind IN ('r', 'p', 'v', 'm', 'f')
 UNION
-SELECT cn.nspname, c.relname, pn.nspname, p.relname
-  FROM pg_catalog.pg_inherits i
+SELECT r.* FROM pg_catalog.pg_inherits i
   JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
   JOIN pg_catalog.pg_namespace cn ON cn.oid = c.relnamespace
   JOIN pg_catalog.pg_class p ON p.oid = i.inhparent
   JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace
+  CROSS JOIN LATERAL (VALUES (cn.nspname, c.relname, pn.nspname, p.relname),
+                             (pn.nspname, p.relname, cn.nspname, c.relname)) r
 """
 
 Row = tuple[str, str, str, str]

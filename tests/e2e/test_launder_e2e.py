@@ -162,3 +162,39 @@ def test_a_view_named_like_a_phi_table_over_another_table_is_no_phi_target(
                  "copy into lab_launder, which is not a PHI table (insert)")
     assert _on_database(pg_cluster, "SELECT count(*) FROM public.launder_out") == "0"
     _journaled(gateway, copy, "copy into lab_launder_v")
+
+
+@pytest.mark.parametrize("attach", [
+    "ALTER TABLE lab_launder INHERIT launder_out",
+    "ALTER TABLE launder_out ATTACH PARTITION lab_launder FOR VALUES FROM (0) TO (100000)",
+])
+def test_a_parent_of_a_phi_table_reads_as_it(
+        start_gateway: Callable[..., GatewayProcess], pg_cluster: ClusterInfo, phi_table: str,
+        attach: str) -> None:
+    # reading a parent reads its children's rows: made the parent of the PHI table, a plain
+    # table would hand them out as no PHI
+    gateway = start_gateway({"policies": [str(CLINIC_POLICY)]})
+    partitioned = " PARTITION BY RANGE (id)" if "PARTITION" in attach else ""
+    read = "SELECT * FROM launder_out"
+    with psycopg.connect(gateway.dsn("oncall"), autocommit=True, options=REASON) as conn:
+        conn.execute(f"CREATE TABLE public.launder_out (LIKE {PHI}){partitioned}")
+        conn.execute(attach)
+        _refused(conn, read, "unfiltered rows")
+        _refused(conn, "COPY launder_out TO STDOUT", "COPY ... TO")
+        assert conn.execute("SELECT count(*) FROM launder_out WHERE id < 5").fetchone() == (4,)
+    _journaled(gateway, read, "unfiltered rows")
+
+
+def test_a_temporary_parent_of_a_temporary_phi_table_reads_as_it(
+        start_gateway: Callable[..., GatewayProcess], pg_cluster: ClusterInfo,
+        phi_table: str) -> None:
+    # the temporary child is named like the PHI table, so filling it is a copy between PHI
+    # tables; its parent must then read as PHI too (the catalog must learn the inheritance
+    # made by CREATE TEMP TABLE ... INHERITS)
+    gateway = start_gateway({"policies": [str(CLINIC_POLICY)]})
+    with psycopg.connect(gateway.dsn("oncall"), autocommit=True, options=REASON) as conn:
+        conn.execute(f"CREATE TEMP TABLE launder_par (LIKE {PHI})")
+        assert conn.execute("SELECT count(*) FROM launder_par").fetchone() == (0,)
+        conn.execute("CREATE TEMP TABLE lab_launder () INHERITS (launder_par)")
+        conn.execute(f"INSERT INTO lab_launder SELECT * FROM {PHI} WHERE id < 400")
+        _refused(conn, "SELECT * FROM launder_par", "unfiltered rows")

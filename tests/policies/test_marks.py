@@ -13,10 +13,12 @@ import pytest
 
 from policies.context import RequestContext
 from policies.engine import Engine
+from policies.functions import build_functions
 from policies.loader import load_policy
 from policies.views import Unsettled
 
 from .conftest import TUESDAY_10AM, MakeCtx
+from .functions_catalog import ROWS
 
 VIEWS = {  # results_2024 is a partition of lab_results; kid a child of patients
     "results_2024": frozenset({"public.lab_results"}),
@@ -164,3 +166,22 @@ def test_a_pattern_for_every_schema_protects_a_bare_new_table() -> None:
     assert engine.decide(ctx, "CREATE TABLE vault AS SELECT * FROM vault WHERE id < 9").allowed
     d = engine.decide(ctx, "CREATE TABLE ledger AS SELECT * FROM ledger WHERE id < 9")
     assert not d.allowed and "copy into ledger" in d.reason, d.reason
+
+
+RELABELLING = build_functions(ROWS + (
+    ("f", "public", "rename_sql", "f", "sql", "ALTER TABLE patients RENAME TO p2"),
+    ("f", "public", "move_sql", "f", "sql", "ALTER SCHEMA public RENAME TO old"),
+    ("f", "public", "tidy_sql", "f", "sql", "ALTER TABLE departments RENAME TO units"),
+))
+
+
+@pytest.mark.parametrize("sql", ["SELECT rename_sql()", "SELECT move_sql()"])
+def test_a_sql_function_that_strips_the_mark_is_an_export(engine: Engine, ctx: MakeCtx,
+                                                           sql: str) -> None:
+    d = _oncall(engine, ctx, sql, functions=RELABELLING)
+    assert not d.allowed and "no-bulk-export" in d.rules and d.bulk_export, d.reason
+
+
+def test_a_sql_function_that_renames_no_phi_is_unaffected(engine: Engine, ctx: MakeCtx) -> None:
+    d = _oncall(engine, ctx, "SELECT tidy_sql()", functions=RELABELLING)
+    assert d.allowed, d.reason

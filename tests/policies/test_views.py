@@ -60,6 +60,8 @@ async def test_catalog_query_against_postgres(pg_cluster: ClusterInfo) -> None:
     assert deps["phigate_views_test.names"] == {"public.patients", "phigate_views_test.visits"}
     assert deps["phigate_views_test.counts"] == {"phigate_views_test.names"}
     assert deps["phigate_views_test.visits_2024"] == {"phigate_views_test.visits"}
+    # and the parent reads its partition's rows: a PHI table attached under a plain parent
+    assert deps["phigate_views_test.visits"] == {"phigate_views_test.visits_2024"}
 
 
 def test_a_temporary_view_is_listed_as_pg_temp_too() -> None:
