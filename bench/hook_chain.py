@@ -152,7 +152,7 @@ uvloop.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"))
 '''
 
 
-def write_config(directory: Path, port: int, password: str) -> Path:
+def write_config(directory: Path, port: int, password: str, durability: str = "write") -> Path:
     import yaml
 
     from gateway.journal.keys import generate as generate_keys
@@ -165,7 +165,7 @@ def write_config(directory: Path, port: int, password: str) -> Path:
         "listen": f"{HOST}:6999",
         "journal": {"dir": str(directory / "journal"),
                     "signing_key": str(directory / "keys" / "journal.key"),
-                    "durability": "write"},
+                    "durability": durability},
         "policies": [str(directory / "policy.yaml")],
         "databases": {DATABASE: {"host": HOST, "port": port, "user": ROLE,
                                  "password_env": "BENCH_DB_PASSWORD"}},
