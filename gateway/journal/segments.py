@@ -103,8 +103,9 @@ def open_segment(path: Path) -> tuple[int, int, int]:
 
 
 def write_at(fd: int, data: bytes, offset: int, allocated: int, step: int, *,
-             sync: bool = False) -> int:
-    """Write ``data`` at ``offset``, first extending the zero-filled preallocation if needed.
+             sync: bool = False, ahead: int = 0) -> int:
+    """Write ``data`` at ``offset``, first extending the zero-filled preallocation if needed:
+    so that at least ``ahead`` zero bytes follow the data.
 
     Returns the new allocated size. Preallocation is best effort: where the disk (or a
     file size limit) has no room for a whole step, the data alone is written, and its
@@ -112,14 +113,15 @@ def write_at(fd: int, data: bytes, offset: int, allocated: int, step: int, *,
     return (see :func:`pwrite_all`); the zeros ahead of it need not be.
     """
     end = offset + len(data)
-    if end > allocated:
-        target = -(-end // step) * step
+    if end + ahead > allocated:
+        target = -(-(end + ahead) // step) * step
+        zeros_from = max(end, allocated)  # what lies between end and allocated is zeros
         try:
-            pwrite_all(fd, bytes(target - end), end)
+            pwrite_all(fd, bytes(target - zeros_from), zeros_from)
             allocated = target
         except OSError:
             os.ftruncate(fd, allocated)
-            allocated = end
+            allocated = max(end, allocated)
     pwrite_all(fd, data, offset, sync=sync)
     return allocated
 

@@ -464,8 +464,12 @@ class Writer:
         # A synced write covers only its own bytes: after unsynced ones, sync the file.
         whole_file = sync and self._unsynced
         try:
-            self._allocated = segments.write_at(fd, data, start, self._allocated, self._step,
-                                                sync=sync and not whole_file)
+            # The thread keeps INLINE_ROOM of zeros ahead, so that the loop's own writes
+            # (``durability: write``) resume after this one instead of waiting for the
+            # preallocation to run out.
+            self._allocated = segments.write_at(
+                fd, data, start, self._allocated, self._step, sync=sync and not whole_file,
+                ahead=0 if inline or self._sync_every_batch else INLINE_ROOM)
             if whole_file:
                 os.fdatasync(fd)
         except OSError:

@@ -166,3 +166,29 @@ async def test_fdatasync_never_runs_on_the_event_loop(
     assert {thread for _, thread in callers} == {"phigate-journal-writer"}, callers
     # Group commit: 64 sessions waiting at once share far fewer batches (and syncs).
     assert after.batches - before.batches < 64 + 8
+
+
+async def test_write_mode_keeps_room_for_the_loops_own_writes(
+        tmp_path: Path, settings_for: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``durability: write`` a batch is written on the loop while enough zeros lie
+    ahead; when they run short one batch goes to the thread, which makes room again, and
+    the loop writes the rest (not every batch until the preallocation ran out)."""
+    writers: list[str] = []
+    real_pwrite_all = segments.pwrite_all
+
+    def recording_pwrite_all(fd: int, data: bytes, offset: int, *, sync: bool = False) -> None:
+        if data.count(0) != len(data):  # not the zeros of a preallocation
+            writers.append(threading.current_thread().name)
+        real_pwrite_all(fd, data, offset, sync=sync)
+
+    journal = await Journal.open(settings_for(tmp_path / "j", durability="write"))
+    monkeypatch.setattr(segments, "pwrite_all", recording_pwrite_all)
+    try:
+        # ~1.5 steps of preallocation, one batch at a time: the room runs short once.
+        for i in range(3 * segments.PREALLOCATE_STEP // 2 // 4096):
+            await journal.append("statement", {"sql": f"SELECT {i}", "pad": "x" * 4000})
+    finally:
+        monkeypatch.undo()
+        await journal.close()
+    on_thread = writers.count("phigate-journal-writer")
+    assert writers.count("MainThread") > 300 and on_thread <= 3, (on_thread, len(writers))
