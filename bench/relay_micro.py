@@ -4,7 +4,8 @@ Builds the production hook chain (``gateway.service.build_hooks``) against a thr
 PostgreSQL initialised with ``pgbench -i`` (the policy engine reads its catalog), starts
 ``--sessions`` relays (``gateway.proxy.relay.Relay``) whose two sockets are in-memory
 transports, and drives them as pgbench ``-S`` would at that many clients: each round every
-client sends one statement (simple: a Query; extended: Parse, Bind, Describe, Execute, Sync),
+client sends one statement (simple: a Query; extended: Parse, Bind, Describe, Execute, Sync;
+update: an UPDATE as a Query, which runs only once its entry is written),
 the event loop turns once (the journal writes the tick's batch), and every upstream answers
 with the bytes PostgreSQL sends (RowDescription, DataRow, CommandComplete, ReadyForQuery;
 extended: ParseComplete and BindComplete first). Every answer must reach its client whole.
@@ -111,6 +112,7 @@ ROW_DESCRIPTION = frame(b"T", struct.pack("!h", 1) + cstr("abalance")
                         + struct.pack("!ihihih", 16397, 2, 23, 4, -1, 0))
 SIMPLE_ANSWER = (ROW_DESCRIPTION + frame(b"D", struct.pack("!hi", 1, 4) + b"-123")
                  + frame(b"C", cstr("SELECT 1")) + frame(b"Z", b"I"))
+UPDATE_ANSWER = frame(b"C", cstr("UPDATE 1")) + frame(b"Z", b"T")
 EXTENDED_ANSWER = frame(b"1", b"") + frame(b"2", b"") + SIMPLE_ANSWER
 
 
@@ -125,6 +127,10 @@ async def main():
         requests = [query(f"SELECT abalance FROM pgbench_accounts WHERE aid = {a};")
                     for a in aids]
         answer = SIMPLE_ANSWER
+    elif mode == "update":  # a write: strict write-ahead, its entry before it runs
+        requests = [query(f"UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = {a};")
+                    for a in aids]
+        answer = UPDATE_ANSWER
     else:
         requests = [extended("SELECT abalance FROM pgbench_accounts WHERE aid = $1;",
                              str(a).encode()) for a in aids]
@@ -190,11 +196,19 @@ async def main():
     result = {"us_per_stmt": spent / measured * 1e6, "gc_us": gc_spent[0] / measured * 1e6,
               "gc_older": sum(collections[1:])}
     if profile:
-        pr = cProfile.Profile()
+        pr = cProfile.Profile(time.process_time)
         pr.enable()
         await rounds(statements // sessions, done)
         pr.disable()
-        pstats.Stats(pr, stream=sys.stderr).sort_stats("tottime").print_stats(40)
+        stats = pstats.Stats(pr, stream=sys.stderr)
+        stats.sort_stats("tottime").print_stats(40)
+        by_file = {}
+        for (file, _, _), (_, _, own, _, _) in stats.stats.items():
+            key = file.replace(os.getcwd() + "/", "")
+            by_file[key] = by_file.get(key, 0.0) + own
+        total = sum(by_file.values())
+        for key, own in sorted(by_file.items(), key=lambda kv: -kv[1])[:30]:
+            print(f"{100 * own / total:5.1f}%  {key}", file=sys.stderr)
     for client, _ in pairs:
         client.protocol.eof_received()
     await asyncio.gather(*tasks)

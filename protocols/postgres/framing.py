@@ -12,6 +12,7 @@ without building an object per frame; everything else uses
 from __future__ import annotations
 
 from .errors import PROGRAM_LIMIT_EXCEEDED, RemoteProtocolError
+from .wireformat import UINT32
 
 # PostgreSQL itself refuses startup packets over 10 000 bytes
 # (MAX_STARTUP_PACKET_LENGTH in libpq/pqcomm.h); anything bigger is hostile.
@@ -24,6 +25,7 @@ MIN_STARTUP_PACKET = 8
 DEFAULT_MAX_MESSAGE_SIZE = 256 * 1024 * 1024
 HEADER_SIZE = 5
 
+_LENGTH_AT = UINT32.unpack_from
 Span = tuple[int, int, int]
 """(type byte, start offset of the frame, end offset of the frame)."""
 
@@ -37,17 +39,18 @@ def scan(buf: bytes | bytearray, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZ
     its body is buffered.
     """
     spans: list[Span] = []
+    add = spans.append
+    length_at = _LENGTH_AT  # reads in place: no slice per frame
     pos = start
     end = len(buf)
-    from_bytes = int.from_bytes
     while end - pos >= HEADER_SIZE:
-        length = from_bytes(buf[pos + 1:pos + 5], "big")
+        (length,) = length_at(buf, pos + 1)
         if length < 4 or length > max_message_size:
             _raise_bad_length(buf[pos], length, max_message_size)
         frame_end = pos + 1 + length
         if frame_end > end:
             break
-        spans.append((buf[pos], pos, frame_end))
+        add((buf[pos], pos, frame_end))
         pos = frame_end
     return spans, pos
 

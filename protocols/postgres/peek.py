@@ -22,7 +22,9 @@ def _cstring(frame: bytes, start: int, encoding: ClientEncoding = UTF8) -> tuple
     """The NUL-terminated string at ``start``, read in the client's encoding, and the offset
     after its NUL. Text the encoding cannot read raises EncodingRefused (22021)."""
     end = frame.find(b"\x00", start)
-    if end < 0:
+    if end <= start:
+        if end == start:  # the unnamed statement or portal: most names are
+            return "", end + 1
         raise RemoteProtocolError(f"unterminated string in {chr(frame[0])!r} message")
     return encoding.decode(frame[start:end]), end + 1
 
