@@ -34,7 +34,7 @@ class Reach:
     dangerous: dict[str, None] = field(default_factory=dict)
     opaque: dict[str, None] = field(default_factory=dict)  # "function leak (language plpgsql)"
     readers: dict[str, None] = field(default_factory=dict)  # functions whose bodies read
-    writes: dict[WriteTarget, str] = field(default_factory=dict)  # target -> function name
+    writes: dict[WriteTarget, str] = field(default_factory=dict)  # target -> "function f"
 
     def __bool__(self) -> bool:
         return bool(self.relations or self.opaque or self.dangerous)
@@ -94,7 +94,7 @@ def _visit(catalog: FunctionCatalog, name: str, out: Reach) -> list[str]:
     for relation in facts.exports:
         out.exports.setdefault(relation, name)
     for target in facts.writes:
-        out.writes.setdefault(target, name)
+        out.writes.setdefault(target, f"function {name}")
     out.dangerous.update(dict.fromkeys(f"{d} (in function {name})" for d in facts.dangerous))
     return [c for c in facts.calls if not _plain_builtin(catalog, c)]
 
@@ -117,7 +117,10 @@ def _attached(catalog: FunctionCatalog, tables: tuple[TableRef, ...],
         found += catalog.reads.get(key, ())
         if writes and key in direct:  # triggers and defaults of the tables written
             found += catalog.writes.get(key, ())
-            out.relations.update(dict.fromkeys(catalog.write_relations.get(key, ())))
+            ruled = catalog.write_relations.get(key, ())
+            out.relations.update(dict.fromkeys(ruled))
+            for relation in ruled:  # a rule may write the new rows there (DO ALSO INSERT)
+                out.writes.setdefault(WriteTarget(relation, "insert"), f"rule of {key}")
         dependencies = views.get(key, ())
         steps.take(len(dependencies))
         stack += [_key(parse_ref(d)) for d in dependencies]

@@ -241,11 +241,12 @@ def _copy_exports(matcher: PhiMatcher, ctx: RequestContext, stmt: Statement, rea
                   steps: Steps, exported: list[str], via: list[str]) -> None:
     """Values of PHI tables written into a relation that is not one: a copy no row limit or
     budget counts (nothing comes back), which afterwards reads as no PHI at all. Whatever the
-    filter; the targets are what the statement and its SQL functions' bodies write into, the
-    sources every relation they read (a DELETE ... USING writes no values: it has no target)."""
+    filter; the targets are what the statement, its SQL functions' bodies and the rules of the
+    tables it writes write into, the sources every relation they read (a DELETE ... USING
+    writes no values: it has no target)."""
     written = {w: w.via for w in stmt.writes}
-    for target, function in reached.writes.items():
-        written.setdefault(target, f"{target.via} in function {function}")
+    for target, where in reached.writes.items():
+        written.setdefault(target, f"{target.via} in {where}")
     targets = {w: how for w, how in written.items()
                if not protected(matcher, ctx, w, steps)}
     if not targets:

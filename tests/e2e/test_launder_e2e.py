@@ -29,14 +29,16 @@ def phi_table(pg_cluster: ClusterInfo) -> Iterator[str]:
     owner = pg_cluster.service_user
     pg_cluster.cluster.execute(
         "DROP TABLE IF EXISTS public.lab_launder, public.launder_out, public.launder_kid, "
-        "public.launder_copy CASCADE; DROP SCHEMA IF EXISTS launder CASCADE;\n"
+        "public.launder_copy, public.launder_stage, public.lab_launder_stage CASCADE; "
+        "DROP SCHEMA IF EXISTS launder CASCADE;\n"
         f"CREATE TABLE {PHI} AS SELECT id, mrn, ssn FROM patients;\n"
         f"ALTER TABLE {PHI} OWNER TO {owner};\n"
         f"CREATE SCHEMA launder AUTHORIZATION {owner};\n", dbname=pg_cluster.database)
     yield PHI
     pg_cluster.cluster.execute(
         "DROP TABLE IF EXISTS public.lab_launder, public.launder_out, public.launder_kid, "
-        "public.launder_copy CASCADE; DROP SCHEMA IF EXISTS launder CASCADE",
+        "public.launder_copy, public.launder_stage, public.lab_launder_stage CASCADE; "
+        "DROP SCHEMA IF EXISTS launder CASCADE",
         dbname=pg_cluster.database)
 
 
@@ -198,3 +200,25 @@ def test_a_temporary_parent_of_a_temporary_phi_table_reads_as_it(
         conn.execute("CREATE TEMP TABLE lab_launder () INHERITS (launder_par)")
         conn.execute(f"INSERT INTO lab_launder SELECT * FROM {PHI} WHERE id < 400")
         _refused(conn, "SELECT * FROM launder_par", "unfiltered rows")
+
+
+def test_a_rule_of_a_phi_table_that_copies_into_another_table_makes_a_write_a_copy(
+        start_gateway: Callable[..., GatewayProcess], pg_cluster: ClusterInfo,
+        phi_table: str) -> None:
+    # a rule on a PHI table that also inserts each row into launder_out is itself refused
+    # (its action copies the table's rows); made on a plain table that is then renamed to a
+    # PHI name, it would turn a copy between PHI tables into a copy out
+    gateway = start_gateway({"policies": [str(CLINIC_POLICY)]})
+    copy = f"INSERT INTO lab_launder_stage SELECT * FROM {PHI} WHERE id < 400"
+    also = "DO ALSO INSERT INTO public.launder_out VALUES (NEW.*)"
+    with psycopg.connect(gateway.dsn("oncall"), autocommit=True, options=REASON) as conn:
+        conn.execute(f"CREATE TABLE public.launder_out (LIKE {PHI})")
+        _refused(conn, f"CREATE RULE launder_also AS ON INSERT TO {PHI} {also}",
+                 "copy into public.launder_out")
+        conn.execute(f"CREATE TABLE public.launder_stage (LIKE {PHI})")
+        conn.execute(f"CREATE RULE launder_also AS ON INSERT TO public.launder_stage {also}")
+        conn.execute("ALTER TABLE public.launder_stage RENAME TO lab_launder_stage")
+        _refused(conn, copy, "copy into public.launder_out, which is not a PHI table "
+                 "(insert in rule of lab_launder_stage)")
+    assert _on_database(pg_cluster, "SELECT count(*) FROM public.launder_out") == "0"
+    _journaled(gateway, copy, "copy into public.launder_out")

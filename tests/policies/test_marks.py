@@ -185,3 +185,20 @@ def test_a_sql_function_that_strips_the_mark_is_an_export(engine: Engine, ctx: M
 def test_a_sql_function_that_renames_no_phi_is_unaffected(engine: Engine, ctx: MakeCtx) -> None:
     d = _oncall(engine, ctx, "SELECT tidy_sql()", functions=RELABELLING)
     assert d.allowed, d.reason
+
+
+RULED = build_functions(ROWS + (
+    ("w", "public", "lab_staged", "r", "public", "notes"),  # DO ALSO INSERT INTO notes ...
+    ("w", "public", "lab_mirrored", "r", "public", "lab_results"),
+))
+
+
+def test_a_rule_that_writes_the_rows_elsewhere_makes_a_phi_write_a_copy(
+        engine: Engine, ctx: MakeCtx) -> None:
+    d = _oncall(engine, ctx, "INSERT INTO lab_staged SELECT * FROM lab_results WHERE id < 9",
+                functions=RULED)
+    assert not d.allowed and "copy into public.notes, which is not a PHI table (insert in " \
+        "rule of lab_staged)" in d.export_via, d.export_via
+    d = _oncall(engine, ctx, "INSERT INTO lab_mirrored SELECT * FROM lab_results WHERE id < 9",
+                functions=RULED)
+    assert d.allowed, d.reason
