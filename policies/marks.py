@@ -91,21 +91,27 @@ def protected(matcher: PhiMatcher, ctx: RequestContext, target: WriteTarget,
     homes = ctx.relation_homes.get(ref.name.lower()) if ref.schema is None else None
     candidates = [TableRef(ref.name, home, ref.catalog) for home in sorted(homes)] \
         if homes else [ref]
-    return all(_lands_in_phi(matcher, ctx, c, steps, set())
+    return all(_lands_in_phi(matcher, ctx, c, steps)
                and matcher.touched(ctx.database, (c,), views, steps) for c in candidates)
 
 
-def _lands_in_phi(matcher: PhiMatcher, ctx: RequestContext, ref: TableRef, steps: Steps,
-                  seen: set[TableRef]) -> bool:
-    """Whether what is written into ``ref`` ends in PHI tables: a relation with catalog
-    dependencies (a view: its bases; a child: its parents, which read it back) by them, one
-    without by its own name. A relation met again is decided where it was first met."""
-    if ref in seen:
-        return True
-    seen.add(ref)
-    steps.take()
-    dependencies = view_dependencies_of(ctx.view_dependencies, ref)
-    if not dependencies:
-        return matcher.is_phi(ctx.database, ref)
-    steps.take(len(dependencies))
-    return all(_lands_in_phi(matcher, ctx, parse_ref(d), steps, seen) for d in dependencies)
+def _lands_in_phi(matcher: PhiMatcher, ctx: RequestContext, ref: TableRef,
+                  steps: Steps) -> bool:
+    """Whether what is written into ``ref`` ends in PHI tables: following the catalog's
+    dependencies (a view: its bases; a child: its parents, which read it back), every relation
+    without any must be PHI by its own name. Each relation once (cycles end); iterative, so a
+    long chain of views costs steps, not stack."""
+    seen: set[TableRef] = set()
+    stack = [ref]
+    while stack:
+        relation = stack.pop()
+        if relation in seen:
+            continue
+        seen.add(relation)
+        steps.take()
+        dependencies = view_dependencies_of(ctx.view_dependencies, relation)
+        if not dependencies and not matcher.is_phi(ctx.database, relation):
+            return False
+        steps.take(len(dependencies))
+        stack += [parse_ref(d) for d in dependencies]
+    return True

@@ -202,3 +202,14 @@ def test_a_rule_that_writes_the_rows_elsewhere_makes_a_phi_write_a_copy(
     d = _oncall(engine, ctx, "INSERT INTO lab_mirrored SELECT * FROM lab_results WHERE id < 9",
                 functions=RULED)
     assert d.allowed, d.reason
+
+
+@pytest.mark.parametrize(("base", "allowed"), [("public.notes", False), ("public.patients", True)])
+def test_a_long_chain_of_views_as_a_target_costs_steps_not_stack(
+        engine: Engine, ctx: MakeCtx, base: str, allowed: bool) -> None:
+    chain: dict[str, frozenset[str]] = {f"public.v{i}": frozenset({f"public.v{i + 1}"})
+                                        for i in range(5000)}
+    chain["public.v5000"] = frozenset({base})
+    d = _oncall(engine, ctx, "INSERT INTO public.v0 SELECT * FROM patients WHERE id < 9",
+                view_dependencies=chain)
+    assert d.allowed is allowed, d.reason
