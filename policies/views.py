@@ -45,10 +45,11 @@ Row = tuple[str, str, str, str]
 # what runs on a table's reads and writes (trigger, default, check constraint, row-security
 # policy), user operator or cast is made, dropped, renamed or replaced: every such change
 # writes a row of one of these catalogs, and a written row has a new xmin (a dropped one
-# leaves the count). A second trigger on a table changes pg_trigger alone. Cheap to poll.
+# leaves the count). A second trigger on a table changes pg_trigger alone, a renamed column
+# (which masking maps by name) pg_attribute alone. Cheap to poll.
 FINGERPRINT_CATALOGS = ("pg_rewrite", "pg_class", "pg_namespace", "pg_inherits", "pg_proc",
                         "pg_trigger", "pg_attrdef", "pg_constraint", "pg_policy", "pg_operator",
-                        "pg_cast")
+                        "pg_cast", "pg_attribute")
 FINGERPRINT_SQL = "SELECT concat_ws(' ', " + ", ".join(
     f"(SELECT count(*) || ':' || coalesce(sum(xmin::text::bigint), 0) FROM pg_catalog.{catalog})"
     for catalog in FINGERPRINT_CATALOGS) + ")"

@@ -9,6 +9,12 @@ the operand types are not resolved) and casts (by target type; implicit and assi
 function, they run unseen) run, so ``7 ### 0`` is checked like the call it is. Read with the
 service credential through ``gateway/policy/catalog.query_rows``; driven by
 ``gateway/masking/hook.py``.
+
+What is read is forgotten whenever the policy's catalog may have changed (its change signal,
+``Catalogs.subscribe``: DDL through the gateway ended its transaction, the polled fingerprint
+moved, a lookup found it moved) and read again by the next masked statement of the database. A
+read that a change overtook is not kept; a result column from a source the catalog does not
+list makes the next statement read it again (once per source until the next change).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ SELECT 'c', c.oid::text, n.nspname::text, c.relname::text, c.relkind::text, a.at
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
   JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0
                                 AND NOT a.attisdropped
- WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+ WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
    AND n.nspname NOT IN ('pg_catalog', 'information_schema')
    AND n.nspname NOT LIKE 'pg_toast%'
 UNION ALL
@@ -128,21 +134,66 @@ def build_catalog(rows: list[tuple[str | None, ...]]) -> Catalog:
                    {k: frozenset(v) for k, v in casts.items()}, implicit)
 
 
+MAX_READS = 5  # reads one statement starts while changes keep overtaking them, then refused
+MAX_ASKED = 4096  # unlisted sources remembered until the next change; sessions can invent them
+Source = tuple[int, int]  # (table OID, attnum) as RowDescription gives it
+
+
+class CatalogChanging(Exception):
+    """Every read was overtaken by another change: nothing read can be trusted."""
+
+
+@dataclass(slots=True)
+class _Database:
+    catalog: Catalog | None = None  # None: read it before the next masked statement
+    generation: int = 0  # counts what made the catalog be forgotten
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    asked: set[Source] = field(default_factory=set)  # unlisted sources read again for
+
+
 class MaskingCatalog:
-    """Per-database cache of :class:`Catalog`; refreshed after DDL."""
+    """Per-database :class:`Catalog`, forgotten on every change signal (:meth:`changed`)."""
 
     def __init__(self, max_message_size: int) -> None:
         self._max = max_message_size
-        self._cache: dict[str, Catalog] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._databases: dict[str, _Database] = {}
+
+    def _database(self, db: DatabaseSettings, dbname: str) -> _Database:
+        return self._databases.setdefault(f"{db.name}/{dbname}", _Database())
+
+    def current(self, db: DatabaseSettings, dbname: str) -> Catalog | None:
+        """The catalog in force, or None when it must be read (no I/O)."""
+        return self._database(db, dbname).catalog
 
     async def get(self, db: DatabaseSettings, dbname: str) -> Catalog:
-        key = f"{db.name}/{dbname}"
-        async with self._locks.setdefault(key, asyncio.Lock()):
-            if key not in self._cache:
+        """The catalog in force, read first if need be, in a read no change overtook.
+        Raises CatalogChanging, or what the read raised."""
+        entry = self._database(db, dbname)
+        async with entry.lock:
+            for _ in range(MAX_READS):
+                if entry.catalog is not None:
+                    return entry.catalog
+                generation = entry.generation
                 rows = await query_rows(db, dbname, CATALOG_SQL, self._max)
-                self._cache[key] = build_catalog(rows)
-            return self._cache[key]
+                if entry.generation == generation:  # else it may predate the change: again
+                    entry.catalog = build_catalog(rows)
+            raise CatalogChanging(f"the catalog of {db.name} kept changing while it was read")
 
-    def invalidate(self, db: DatabaseSettings, dbname: str) -> None:
-        self._cache.pop(f"{db.name}/{dbname}", None)
+    def changed(self, db: DatabaseSettings, dbname: str) -> None:
+        """The catalog may have changed: forget it (also a read under way)."""
+        entry = self._database(db, dbname)
+        entry.catalog, entry.generation = None, entry.generation + 1
+        entry.asked.clear()
+
+    def unlisted(self, db: DatabaseSettings, dbname: str, catalog: Catalog,
+                 source: Source) -> None:
+        """A result column came from a source ``catalog`` does not list (made since it was
+        read): read again before the next statement, unless a read since it was first seen
+        did not list it either."""
+        entry = self._database(db, dbname)
+        if entry.catalog is not catalog or source in entry.asked:
+            return
+        if len(entry.asked) >= MAX_ASKED:
+            entry.asked.clear()
+        entry.asked.add(source)
+        entry.catalog, entry.generation = None, entry.generation + 1

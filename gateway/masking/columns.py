@@ -30,6 +30,10 @@ class Derived:
 
 DERIVED: Final = Derived()
 Plan = Strategy | Derived | None
+# OIDs below this are assigned by initdb (pg_catalog, information_schema); every relation made
+# later, and every one that may hold identifiers, has a larger one (PostgreSQL's
+# FirstNormalObjectId)
+FIRST_NORMAL_OID = 16384
 _MAX_VIEW_ROUNDS = 16  # views of views resolved per round; deeper chains are DERIVED
 
 
@@ -49,6 +53,11 @@ class ColumnMap:
 
     def plan(self, table_oid: int, attnum: int) -> Plan:
         return self.plans.get((table_oid, attnum))
+
+    def lists(self, table_oid: int, attnum: int) -> bool:
+        """Whether the catalog read lists this column, or it is one of the system's own
+        (their OIDs are below :data:`FIRST_NORMAL_OID`: no identifier is kept there)."""
+        return table_oid < FIRST_NORMAL_OID or (table_oid, attnum) in self.plans
 
     def names_for(self, tables: Iterable[str]) -> frozenset[str]:
         """Masked (or derived) column names of the relations a statement names: what its

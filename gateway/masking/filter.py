@@ -2,8 +2,10 @@
 
 Given each result's RowDescription (and formats), it plans every column: a column with a
 source (table OID, attnum) gets what :class:`~gateway.masking.columns.ColumnMap` says; a
-column without one, in a statement that reads masked relations, is checked with the taint
-analysis of the statement's output expressions and is DERIVED when tainted or unsure. DERIVED
+column whose source the catalog does not list (made since it was read) refuses the statement
+and has the catalog read again for the next one; a column without one, in a statement that
+reads masked relations, is checked with the taint analysis of the statement's output
+expressions and is DERIVED when tainted or unsure. DERIVED
 columns are refused (``on_derived: deny``) or redacted whole; text values of other columns go
 through the content detectors when the profile has any. COPY TO results are planned by
 ``gateway/masking/copy.py``. Built by ``gateway/masking/hook.py``.
@@ -11,7 +13,7 @@ through the content detectors when the profile has any. COPY TO results are plan
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from policies.detectors import Detector
 from policies.taint import TAINTED, Output, output_taint
@@ -22,7 +24,16 @@ from ..errors import PolicyDenied
 from ..proxy.hooks import RowTransformer
 from .columns import DERIVED, ColumnMap, Plan
 from .copy import CopyMasker, CopyPlan
-from .rows import DETECT, WHOLE, Column, ColumnPlan, RowMasker, derived_refusal, result_columns
+from .rows import (
+    DETECT,
+    WHOLE,
+    Column,
+    ColumnPlan,
+    RowMasker,
+    derived_refusal,
+    result_columns,
+    unlisted_refusal,
+)
 from .values import STRINGS
 
 NO_DESCRIPTION = PolicyDenied(
@@ -34,12 +45,15 @@ NO_DESCRIPTION = PolicyDenied(
 class MaskingFilter:
     """Plans each result of one statement of a masked session."""
 
-    __slots__ = ("_map", "_sql", "_names", "_detector", "_key", "_copy", "_outputs")
+    __slots__ = ("_map", "_sql", "_names", "_detector", "_key", "_copy", "_outputs",
+                 "_unlisted")
 
     def __init__(self, column_map: ColumnMap, sql: str, *, masked_names: frozenset[str],
-                 detector: Detector | None, key: bytes, copy: CopyPlan | None) -> None:
+                 detector: Detector | None, key: bytes, copy: CopyPlan | None,
+                 unlisted: Callable[[tuple[int, int]], None]) -> None:
         self._map, self._sql, self._names = column_map, sql, masked_names
         self._detector, self._key, self._copy = detector, key, copy
+        self._unlisted = unlisted  # a source the catalog does not list was seen
         self._outputs: tuple[Output, ...] | None | bool = False  # False: not computed yet
 
     def rows(self, description: bytes | None, formats: Sequence[int] | None
@@ -65,6 +79,11 @@ class MaskingFilter:
     def _plan(self, index: int, field: m.FieldDescription) -> ColumnPlan:
         plan: Plan = None
         if field.table_oid and field.column_number > 0:
+            if not self._map.lists(field.table_oid, field.column_number):
+                # made since the catalog was read (or not committed): what it holds is not
+                # known, so it is not shown; the next statement reads the catalog again
+                self._unlisted((field.table_oid, field.column_number))
+                raise unlisted_refusal(field.name)
             plan = self._map.plan(field.table_oid, field.column_number)
         elif self._names and self._tainted(index):
             plan = DERIVED

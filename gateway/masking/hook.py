@@ -9,10 +9,16 @@ sees) and statements whose operators or casts run user functions off that list, 
 in statements that read masked relations (the values would be copied in clear), and hands the
 relay a :class:`~gateway.masking.filter.MaskingFilter` that rewrites each result's rows. Every
 other statement gets no filter and stays on the relay's fast path.
+
+The catalog it decides on (``catalog.py``) is forgotten on the policy's change signals
+(``PolicyHook.on_catalog_change``) and read by the next masked statement; while the session's
+own DDL is in flight or not committed (``PolicyHook.catalog_unsettled``) that catalog cannot
+show it, so the session's statements that read are refused.
 """
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 from collections.abc import Iterator
@@ -22,6 +28,7 @@ from policies.detectors import Detector
 from policies.masking import MaskProfile
 from policies.model import Decision
 from policies.statement import Statement as ParsedStatement
+from policies.views import CATALOG_CHANGING, EARLIER_IN_QUERY, READS_NOTHING
 
 from ..errors import PolicyDenied
 from ..journal.hook import POLICY_TAG
@@ -30,14 +37,13 @@ from ..proxy.hooks import (
     MUST_AWAIT,
     Hook,
     MustAwait,
-    Outcome,
     Phase,
     SessionInfo,
     SessionSummary,
     Statement,
     Verdict,
 )
-from ..settings.config import Settings
+from ..settings.config import DatabaseSettings, Settings
 from .catalog import Catalog, MaskingCatalog
 from .columns import ColumnMap
 from .copy import copy_plan
@@ -69,6 +75,8 @@ class MaskingHook(Hook):
         self._master = self._configured_key(settings)
         self._keys: dict[str, bytes] = {}  # database → its derived key (gateway/masking/keys)
         self._catalog = MaskingCatalog(settings.limits.max_message_size)
+        # forgotten whenever the policy's catalog may have changed; read by the next statement
+        policy.on_catalog_change(self._catalog.changed)
         self._sessions: dict[str, _State] = {}
 
     def _configured_key(self, settings: Settings) -> HashKey:
@@ -138,7 +146,12 @@ class MaskingHook(Hook):
             profile = state.forced
         if profile is None:
             return None  # not a masked session: the relay's fast path
-        column_map = await self._column_map(state, profile)
+        _refuse_unsettled(self._policy.catalog_unsettled(state.info.session_id), decision)
+        db = self._settings.database_for(state.info.database)
+        if db is None:
+            raise PolicyDenied("phigate: no upstream for this database")
+        dbname = db.dbname or state.info.database
+        column_map = await self._column_map(state, profile, db, dbname)
         self._check_functions(decision, column_map, profile)
         names = column_map.names_for(decision.tables)
         if names and not READ_ONLY.issuperset(decision.classes):
@@ -152,34 +165,22 @@ class MaskingHook(Hook):
         return Verdict(result_filter=MaskingFilter(
             column_map, statement.sql, masked_names=names,
             detector=self._detector(state, profile), key=self._key_for(state.info.database),
-            copy=copy))
+            copy=copy, unlisted=functools.partial(self._catalog.unlisted, db, dbname,
+                                                  column_map.catalog)))
 
-    def after_statement(self, statement: Statement, outcome: Outcome) -> None:
-        decision = statement.tags.get(DECISION_TAG)
-        state = self._sessions.get(statement.session.session_id)
-        if (state is None or not isinstance(decision, Decision) or outcome.sqlstate
-                or "ddl" not in decision.classes):
-            return
-        db = self._settings.database_for(state.info.database)
-        if db is not None:  # new tables and views: read the catalog again when next needed
-            self._catalog.invalidate(db, db.dbname or state.info.database)
-        for other in self._sessions.values():
-            if other.info.database == state.info.database:
-                other.maps.clear()
-
-    async def _column_map(self, state: _State, profile: MaskProfile) -> ColumnMap:
+    async def _column_map(self, state: _State, profile: MaskProfile, db: DatabaseSettings,
+                          dbname: str) -> ColumnMap:
+        """The session's map on the catalog in force (rebuilt when it was read again)."""
         column_map = state.maps.get(id(profile))
-        if column_map is None:
-            db = self._settings.database_for(state.info.database)
-            if db is None:
-                raise PolicyDenied("phigate: no upstream for this database")
-            try:
-                catalog = await self._catalog.get(db, db.dbname or state.info.database)
-            except Exception as e:  # fail closed: without the catalog nothing is shown
-                log.error("could not read the catalog for masking: %s", e)
-                raise PolicyDenied("phigate: masking cannot read the catalog; statement "
-                                   "refused") from e
-            column_map = state.maps[id(profile)] = ColumnMap(catalog, profile)
+        if column_map is not None and column_map.catalog is self._catalog.current(db, dbname):
+            return column_map
+        try:
+            catalog = await self._catalog.get(db, dbname)
+        except Exception as e:  # fail closed: without the catalog nothing is shown
+            log.error("could not read the catalog for masking: %s", e)
+            raise PolicyDenied("phigate: masking cannot read the catalog; statement "
+                               "refused") from e
+        column_map = state.maps[id(profile)] = ColumnMap(catalog, profile)
         return column_map
 
     def _detector(self, state: _State, profile: MaskProfile) -> Detector | None:
@@ -219,6 +220,23 @@ class MaskingHook(Hook):
         if isinstance(fields, dict):  # shared with cached decisions: never mutate it
             statement.tags[POLICY_TAG] = {**fields, "masking": list(profile.rules) or
                                           ["phi-masked"]}
+
+
+def _refuse_unsettled(why: str | None, decision: Decision) -> None:
+    """While the session's DDL is in flight or not committed (``why``), or after DDL earlier
+    in the query string, the catalog masking read (committed state, on a connection of its
+    own) may not say what the session's relations and functions are: only statements that
+    read no rows run."""
+    statements = [s for p in decision.parts or (decision,) for s in p.statements]
+    if why is None:
+        earlier = [s for s in statements[:-1] if not CATALOG_CHANGING.isdisjoint(s.classes)]
+        why = EARLIER_IN_QUERY if earlier else None
+    if why is None or all(READS_NOTHING.issuperset(s.classes) for s in statements):
+        return
+    raise PolicyDenied(
+        "phigate: this session's results are masked, and the catalog masking reads does not "
+        f"show its DDL yet ({why}); statements that read are refused until it is committed",
+        hint="COMMIT (or ROLLBACK) the DDL, then read")
 
 
 def _hidden_calls(catalog: Catalog, statements: list[ParsedStatement]

@@ -123,3 +123,10 @@ def derived_refusal(name: str) -> PolicyDenied:
         f"phigate: result column {name!r} is computed from masked columns and cannot be "
         "shown masked; refused (masking rule on_derived: deny)",
         hint="select the masked columns themselves, or compute without them")
+
+
+def unlisted_refusal(name: str) -> PolicyDenied:
+    return PolicyDenied(
+        f"phigate: result column {name!r} comes from a relation or column the masking catalog "
+        "does not list yet (made since it was read, or not committed); refused",
+        hint="try again: the catalog is read again for the next statement (after COMMIT)")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 
 from ..errors import PolicyDenied
 from ..proxy.hooks import SessionInfo
@@ -35,6 +36,13 @@ class Catalogs:
         self._reader = ViewCatalog(settings.limits.max_message_size)
         self._widths = RowWidthCatalog(settings.limits.max_message_size)
         self._databases: dict[str, DatabaseCatalog] = {}
+        self._listeners: list[Callable[[DatabaseSettings, str], None]] = []
+
+    def subscribe(self, listener: Callable[[DatabaseSettings, str], None]) -> None:
+        """Call ``listener(db, dbname)`` whenever a database's catalog may have changed: DDL
+        through the gateway ended its transaction, the polled fingerprint moved, a lookup
+        found it moved. Databases opened from now on (subscribe at assembly)."""
+        self._listeners.append(listener)
 
     def configure(self, settings: Settings) -> None:
         """A reloaded configuration: the poll interval applies from the next poll on."""
@@ -47,7 +55,7 @@ class Catalogs:
         catalog = self._databases.get(key)
         if catalog is None:
             catalog = self._databases[key] = DatabaseCatalog(
-                CatalogSource(self._reader, self._widths, db, dbname),
+                CatalogSource(self._reader, self._widths, db, dbname, tuple(self._listeners)),
                 self._reader.volatility(db, dbname),
                 poll_s=self._settings.limits.catalog_poll_s)
         return catalog

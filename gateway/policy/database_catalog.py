@@ -26,8 +26,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 from policies.statement import TableRef
 from policies.views import Unsettled
@@ -52,6 +52,9 @@ class CatalogSource:
     widths: RowWidthCatalog
     db: DatabaseSettings
     dbname: str
+    # told (db, dbname) whenever the catalog may have changed, before it is read again: the
+    # masking wing's catalog (gateway/masking/catalog.py) forgets what it read
+    listeners: tuple[Callable[[DatabaseSettings, str], None], ...] = field(default=())
 
     @property
     def label(self) -> str:
@@ -66,6 +69,15 @@ class CatalogSource:
     def changed(self) -> None:
         self.reader.changed(self.db, self.dbname)
         self.widths.invalidate(self.db, self.dbname)
+        self.tell()
+
+    def tell(self) -> None:
+        """Tell the listeners the catalog may have changed (a listener's error is logged)."""
+        for listener in self.listeners:
+            try:
+                listener(self.db, self.dbname)
+            except Exception:
+                log.exception("a catalog change listener failed")
 
     async def functions_read(self) -> None:
         """The user functions (table rules and triggers too), once read again; the volatility
@@ -147,6 +159,8 @@ class DatabaseCatalog:
         (``changed=False``) that fails leaves it in force."""
         if self.source is None:
             return None
+        if changed:
+            self.source.tell()  # at once, even if the read fails
         self._wanted += 1
         self._changed = self._changed or changed
         if self.refreshing is None:

@@ -64,7 +64,7 @@ from ..proxy.hooks import (
     Statement,
     Verdict,
 )
-from ..settings.config import Settings
+from ..settings.config import DatabaseSettings, Settings
 from .catalog import Dependencies
 from .catalog_changes import Catalogs
 from .journal_fields import journal_fields
@@ -141,6 +141,18 @@ class PolicyHook(Hook):
         self._catalogs.configure(settings)
         self._generation += 1  # decisions cached by sessions were made on the old policies
         log.info("policies loaded", extra={"files": [str(p) for p in settings.policy_files]})
+
+    def on_catalog_change(self, listener: Callable[[DatabaseSettings, str], None]) -> None:
+        """``listener(db, dbname)`` is called whenever a database's catalog may have changed
+        (``Catalogs.subscribe``); for other wings' caches of the catalog."""
+        self._catalogs.subscribe(listener)
+
+    def catalog_unsettled(self, session_id: str) -> str | None:
+        """Why the catalog cannot tell what the session's relations mean now (its DDL is in
+        flight or not committed), or None."""
+        state = self._sessions.get(session_id)
+        unsettled = state.unsettled if state is not None else None
+        return unsettled.why if unsettled is not None else None
 
     async def session_started(self, session: SessionInfo) -> None:
         self._sessions[session.session_id] = await self._catalogs.open(session)

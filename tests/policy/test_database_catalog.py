@@ -25,6 +25,7 @@ class ScriptedSource:
         self.release = asyncio.Event()
         self.release.set()
         self.changes = 0
+        self.told = 0  # what the listeners (the masking catalog) would have been told
 
     async def snapshot(self) -> Snapshot:
         self.started += 1
@@ -36,6 +37,10 @@ class ScriptedSource:
 
     def changed(self) -> None:
         self.changes += 1
+        self.tell()
+
+    def tell(self) -> None:
+        self.told += 1
 
     async def functions_read(self) -> None:
         return None
@@ -114,3 +119,25 @@ async def test_a_change_has_the_functions_read_again_even_under_the_same_fingerp
     shared.refresh()  # DDL through the gateway ended its transaction
     await shared.settled()
     assert source.changes == 1
+
+
+async def test_listeners_are_told_of_a_change_before_its_read_even_when_it_fails() -> None:
+    source = ScriptedSource(snapshot("1", "departments"),
+                            CatalogUnavailable("phigate: lock timeout"),
+                            snapshot("1", "departments"), snapshot("1", "departments"),
+                            snapshot("2", "departments", "v"))
+    shared = catalog(source)
+    await shared.load()
+    assert source.told == 0  # the first read changes nothing anyone read
+    source.release.clear()
+    shared.refresh()  # DDL ended, or the poll saw the fingerprint move
+    assert source.told == 1  # before the read: a read under way elsewhere is overtaken
+    source.release.set()
+    await shared.settled()  # it failed: told all the same
+    assert source.told == 1
+    await shared.look_for(["v"])  # the next read is still about that change
+    assert source.told == 2
+    await shared.look_for(["v"])  # the same fingerprint: nothing to tell
+    assert source.told == 2
+    await shared.look_for(["v"])  # the fingerprint moved (made directly): told
+    assert source.told == 3
