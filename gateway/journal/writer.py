@@ -333,9 +333,12 @@ class Writer:
                 if entries >= MAX_BATCH or waiting():
                     break
                 handed = take()
-            if batches:
-                self._hand_back(self._process(batches))
+            done = self._process(batches) if batches else None
+            # Served before the loop hears of it: else the loop, woken by the hand-back, may
+            # still see the thread busy and hand it the next batch, and the next (``write``).
             self._served += ticks
+            if done is not None:
+                self._hand_back(done)
             if handed is None:
                 break
         self._close_fd()
