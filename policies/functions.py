@@ -1,8 +1,9 @@
 """User-defined functions: what their bodies read, and what calls them behind the tree's back.
 
 ``SELECT leak()`` names no table, yet ``leak()``'s body may read ``patients``. The gateway runs
-:data:`FUNCTIONS_SQL` with the service credential at a database's first session and after DDL
-(with the volatility, ``gateway.policy.catalog``) and builds a :class:`FunctionCatalog` with
+:data:`FUNCTIONS_SQL` with the service credential at a database's first session and whenever
+the part of the catalog's fingerprint it depends on moved (``policies.fingerprint``;
+``gateway.policy.function_reads``) and builds a :class:`FunctionCatalog` with
 :func:`build_functions`; ``policies.calls`` follows it per statement. What it knows:
 
 * every function outside ``pg_catalog``/``information_schema``: its kind (``prokind``: 'f'
@@ -15,10 +16,12 @@
   a superuser) are treated as built-ins, and an aggregate reads what its support functions read;
 * what else runs a user function: the dependencies ``pg_depend`` records for functions (SQL
   standard bodies, aggregate support), view rules, row-security policies (run on reads), table
-  rules, triggers, column defaults and check constraints (run on writes), user operators (by
+  rules, triggers, column defaults, check constraints and index expressions and predicates
+  (run on writes), user operators (by
   name) and casts (by target type; implicit and assignment casts run unseen, so on every
   statement);
-* the names of the built-ins, so a name that is in neither list is unknown (opaque).
+* the names of the built-ins (``policies.readonly.BUILTINS_SQL``, read once per database:
+  :func:`builtin_rows`), so a name that is in neither list is unknown (opaque).
 
 Until the catalog is read (and from DDL until it is read again) :data:`NOTHING_KNOWN` stands:
 built-ins are PostgreSQL 15's names, and every other function is opaque. Pure: runs nothing.
@@ -33,6 +36,7 @@ from dataclasses import dataclass, field
 from pglast import parser
 
 from policies.classify import classify, classify_node
+from policies.fingerprint import FUNCTIONS_PART_SQL
 from policies.pgfunctions import (
     COLLECTING_AGGREGATES,
     RANKING_WINDOWS,
@@ -47,11 +51,12 @@ _USER = "n.nspname NOT IN ('pg_catalog', 'information_schema')"
 MAX_BODY = 262_144  # characters of a body read; a longer one fails to parse, so it is opaque
 # Rows: (kind, schema, name, a, b, c), all text.
 #   'f' user function: a = prokind, b = language ('extension' for an extension's C code), c = body
-#   'b' built-in function name
+#   'b' built-in function name (from policies.readonly.BUILTINS_SQL, read once: builtin_rows)
+#   'fingerprint': c = the functions part of the catalog's fingerprint (policies.fingerprint)
 #   'd' function -> what it refers to: a = 'f' (b.c a function) or 'r' (b.c a relation)
 #   'v' relation -> function run when it is read (view rules, row-security policies)
 #   'w' relation -> function or relation used when it is written (rules, triggers, defaults,
-#       check constraints): a = 'f' or 'r'
+#       check constraints, index expressions and predicates): a = 'f' or 'r'
 #   'o' operator name (in name) -> function b.c;  'c' cast to type schema.name, a = context
 FUNCTIONS_SQL = f"""\
 WITH attached(kind, classid, objid, relid) AS (
@@ -66,7 +71,11 @@ WITH attached(kind, classid, objid, relid) AS (
     FROM pg_catalog.pg_constraint k WHERE k.conrelid <> 0
   UNION ALL SELECT 'v', 'pg_catalog.pg_policy'::regclass, p.oid, p.polrelid
     FROM pg_catalog.pg_policy p
+  UNION ALL SELECT 'w', 'pg_catalog.pg_class'::regclass, i.indexrelid, i.indrelid
+    FROM pg_catalog.pg_index i WHERE i.indexprs IS NOT NULL OR i.indpred IS NOT NULL
 )
+SELECT 'fingerprint', '', '', '', '', {FUNCTIONS_PART_SQL}
+UNION ALL
 SELECT 'f', n.nspname::text, p.proname::text, p.prokind::text,
        CASE WHEN l.lanname IN ('c', 'internal') AND EXISTS (
               SELECT 1 FROM pg_catalog.pg_depend e
@@ -78,10 +87,6 @@ SELECT 'f', n.nspname::text, p.proname::text, p.prokind::text,
   JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
   JOIN pg_catalog.pg_language l ON l.oid = p.prolang
  WHERE {_USER}
-UNION ALL
-SELECT DISTINCT 'b', n.nspname::text, p.proname::text, '', '', ''
-  FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
- WHERE NOT ({_USER})
 UNION ALL
 SELECT DISTINCT 'd', fn.nspname::text, f.proname::text,
        CASE WHEN d.refclassid = 'pg_catalog.pg_proc'::regclass THEN 'f' ELSE 'r' END,
@@ -179,6 +184,13 @@ class FunctionCatalog:
 
 
 NOTHING_KNOWN = FunctionCatalog(known=False, builtins=STATIC_BUILTINS)
+
+
+def builtin_rows(rows: Iterable[tuple[str, str, str, str]]) -> list[Row]:
+    """The built-ins' rows of ``policies.readonly.BUILTINS_SQL`` as :data:`FUNCTIONS_SQL`'s
+    'b' rows (one per name)."""
+    return list(dict.fromkeys(("b", schema, name, "", "", "")
+                              for kind, schema, name, _ in rows if kind == "f"))
 
 
 def build_functions(rows: Iterable[Row]) -> FunctionCatalog:

@@ -14,8 +14,9 @@ durable (its answer is held until then; see README "Performance"). Provably mean
 * the database has no operator, cast or type whose function is volatile (the parse tree
   does not show those calls).
 
-The gateway runs :data:`VOLATILITY_SQL` with the view query (``policies.views``) at a
-database's first session and after DDL, and builds a :class:`Volatility` with
+The gateway runs :data:`BUILTINS_SQL` once per database (again only if a superuser changed
+the built-ins) and :data:`VOLATILITY_SQL` at a database's first session and whenever the
+catalog's fingerprint moved, and builds a :class:`Volatility` from both with
 :func:`build_volatility`. This module only describes and decides; it runs nothing.
 """
 
@@ -24,14 +25,23 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from policies.fingerprint import (
+    BUILTINS_PART_SQL,
+    CATALOG_NAMESPACES,
+    FUNCTIONS_PART_SQL,
+    RELATIONS_SQL,
+    SEPARATOR,
+)
 from policies.model import StatementClass as C
 from policies.statement import Statement
 
 # Rows: (kind, schema, name, flag). kind 'f': a function and its effective volatility
 # ('i', 's' or 'v'); 'r': a relation and its relkind; 'u': a relation that is unsafe to
 # read (foreign, row security, or a view calling a volatile function); 'x': an operator,
-# cast or type whose function is volatile (the whole database then uses write-ahead).
-VOLATILITY_SQL = """\
+# cast or type whose function is volatile (the whole database then uses write-ahead);
+# 'fingerprint': the catalog's (policies.fingerprint) as the read found it.
+# The functions of one side of CATALOG_NAMESPACES ("IN": the built-ins, or "NOT IN").
+_FUNCTIONS = """\
 SELECT 'f', n.nspname, p.proname,
        CASE WHEN p.provolatile = 'v' OR EXISTS (
               SELECT 1 FROM pg_catalog.pg_aggregate a
@@ -41,7 +51,19 @@ SELECT 'f', n.nspname, p.proname,
                WHERE a.aggfnoid = p.oid AND s.provolatile = 'v')
             THEN 'v' ELSE p.provolatile::text END
   FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+ WHERE p.pronamespace {side} {namespaces}
+"""
+# The built-ins' rows (about 3,300, the slow part: read once per database and again only
+# when their fingerprint part moves), and a ('fingerprint', part, '', '') row.
+BUILTINS_SQL = f"""\
+SELECT 'fingerprint', {BUILTINS_PART_SQL}, '', ''
 UNION ALL
+{_FUNCTIONS.format(side="IN", namespaces=CATALOG_NAMESPACES)}"""
+# The rest, with the relations and functions parts of the fingerprint of the state it read.
+VOLATILITY_SQL = f"""\
+SELECT 'fingerprint', concat_ws('{SEPARATOR}', {RELATIONS_SQL}, {FUNCTIONS_PART_SQL}), '', ''
+UNION ALL
+{_FUNCTIONS.format(side="NOT IN", namespaces=CATALOG_NAMESPACES)}UNION ALL
 SELECT 'r', n.nspname, c.relname, c.relkind::text
   FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
  WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
@@ -92,7 +114,7 @@ NOTHING_KNOWN = Volatility(frozenset(), frozenset(), frozenset(), ("catalog not 
 
 
 def build_volatility(rows: Iterable[Row]) -> Volatility:
-    """Rows of :data:`VOLATILITY_SQL` → a :class:`Volatility`."""
+    """Rows of :data:`VOLATILITY_SQL` and :data:`BUILTINS_SQL` → a :class:`Volatility`."""
     volatile: set[str] = set()
     functions: set[str] = set()
     relations: set[str] = set()

@@ -3,19 +3,21 @@
 Reading a view (or materialized view) of ``patients`` reads ``patients``; so does reading a
 partition or inheritance child of it, and reading a parent reads its children's rows too (a
 PHI table made a child or partition of another table by ``INHERIT``/``ATTACH PARTITION``).
-The gateway runs ``SNAPSHOT_SQL`` (``CATALOG_SQL``, the names of every relation and a
-``FINGERPRINT_SQL`` of the catalog, in one snapshot) against the upstream when a database's
-first session starts and whenever its catalog may have changed, passes the dependency rows
-to ``build_view_dependencies``, and hands the result to every ``RequestContext``. While the
-gateway cannot know what a session's relations mean (its DDL is not committed yet), it hands
-:class:`Unsettled` instead: every relation read then counts as reading every PHI table
-(``policies.phi.PhiMatcher.touched``). This module only describes and transforms; it runs
-nothing.
+The gateway runs ``SNAPSHOT_SQL`` (``CATALOG_SQL``, the names of every relation and the
+catalog's fingerprint, ``policies.fingerprint``, in one snapshot) against the upstream when a
+database's first session starts and whenever its catalog may have changed, passes the
+dependency rows to ``build_view_dependencies``, and hands the result to every
+``RequestContext``. While the gateway cannot know what a session's relations mean (its DDL is
+not committed yet), it hands :class:`Unsettled` instead: every relation read then counts as
+reading every PHI table (``policies.phi.PhiMatcher.touched``). This module only describes and
+transforms; it runs nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+
+from policies.fingerprint import FINGERPRINT_EXPRESSION
 
 # Rows: (view_schema, view_name, table_schema, table_name) — one per direct dependency.
 CATALOG_SQL = """\
@@ -41,23 +43,10 @@ SELECT r.* FROM pg_catalog.pg_inherits i
 
 Row = tuple[str, str, str, str]
 
-# One text that changes whenever a view, rule, relation, schema, inheritance, function, or
-# what runs on a table's reads and writes (trigger, default, check constraint, row-security
-# policy), user operator or cast is made, dropped, renamed or replaced: every such change
-# writes a row of one of these catalogs, and a written row has a new xmin (a dropped one
-# leaves the count). A second trigger on a table changes pg_trigger alone, a renamed column
-# (which masking maps by name) pg_attribute alone. Cheap to poll.
-FINGERPRINT_CATALOGS = ("pg_rewrite", "pg_class", "pg_namespace", "pg_inherits", "pg_proc",
-                        "pg_trigger", "pg_attrdef", "pg_constraint", "pg_policy", "pg_operator",
-                        "pg_cast", "pg_attribute")
-FINGERPRINT_SQL = "SELECT concat_ws(' ', " + ", ".join(
-    f"(SELECT count(*) || ':' || coalesce(sum(xmin::text::bigint), 0) FROM pg_catalog.{catalog})"
-    for catalog in FINGERPRINT_CATALOGS) + ")"
-
 # Rows: (kind, a, b, c, d) in one snapshot — ("fingerprint", text, …), ("depends", the four
 # columns of CATALOG_SQL), ("relation", schema, name, …) for every relation a statement can read.
 SNAPSHOT_SQL = f"""\
-SELECT 'fingerprint', ({FINGERPRINT_SQL.strip()}), NULL, NULL, NULL
+SELECT 'fingerprint', {FINGERPRINT_EXPRESSION}, NULL, NULL, NULL
 UNION ALL
 SELECT 'depends', d.* FROM ({CATALOG_SQL.strip()}) d
 UNION ALL

@@ -3,18 +3,18 @@ functions.
 
 Driven by the policy hook through each database's shared
 :class:`~gateway.policy.database_catalog.DatabaseCatalog`: it runs
-``policies.views.SNAPSHOT_SQL`` (view dependencies, relation names and a fingerprint in one
-snapshot), ``policies.readonly.VOLATILITY_SQL`` and ``policies.functions.FUNCTIONS_SQL`` on
-short-lived upstream connections, so reading a view of ``patients`` counts as reading
+``policies.views.SNAPSHOT_SQL`` (view dependencies, relation names and the fingerprint,
+``policies.fingerprint``, in one snapshot), and through ``function_reads.py``
+``policies.readonly.BUILTINS_SQL``, ``VOLATILITY_SQL`` and ``policies.functions.FUNCTIONS_SQL``
+on short-lived upstream connections, so reading a view of ``patients`` counts as reading
 ``patients``, a statement calling only IMMUTABLE or STABLE functions can be proved read-only,
 and calling a function whose body reads ``patients`` reads ``patients``. The volatility and
-the functions are shared by every session of a database: what was last committed. They are
-read again when the catalog changed (``DatabaseCatalog`` asks: DDL through the gateway ended
-its transaction, the fingerprint moved); until then every session waits. A session whose own
-DDL is not committed yet decides on :data:`NOTHING_VOUCHED` instead
-(``SessionState.volatility``). A fast-path call's function OID
-is looked up in ``pg_proc`` the first time it is seen (cached per database until the catalog
-changes).
+the functions are shared by every session of a database: what was last committed. Each
+snapshot's fingerprint is followed (:meth:`ViewCatalog.follow`): they are read again when it
+moved the part they were read from; after DDL every session waits for the functions. A
+session whose own DDL is not committed yet decides on :data:`NOTHING_VOUCHED` instead
+(``SessionState.volatility``). A fast-path call's function OID is looked up in ``pg_proc``
+the first time it is seen (cached per database until the functions are read again).
 
 Catalog reads never wait on a session: they run on their own connection with
 ``lock_timeout`` and ``statement_timeout`` (``proxy.sidequery``: a session that
@@ -25,26 +25,20 @@ closed on it.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import logging
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from policies.functions import FUNCTIONS_SQL, FunctionCatalog, build_functions
+from policies.fingerprint import FINGERPRINT_SQL, Fingerprint
 from policies.functions import NOTHING_KNOWN as NO_FUNCTIONS
-from policies.readonly import NOTHING_KNOWN, VOLATILITY_SQL, Volatility, build_volatility
-from policies.views import (
-    FINGERPRINT_SQL,
-    SNAPSHOT_SQL,
-    build_view_dependencies,
-    relation_homes,
-    relation_names,
-)
+from policies.functions import FunctionCatalog
+from policies.readonly import NOTHING_KNOWN, Volatility
+from policies.views import SNAPSHOT_SQL, build_view_dependencies, relation_homes, relation_names
 
 from ..proxy.sidequery import SideQueryFailed, side_query
 from ..settings.config import DatabaseSettings
+from .function_reads import FUNCTIONS, VOLATILITY, FunctionReads
 
 log = logging.getLogger("phigate.catalog")
 
@@ -98,86 +92,46 @@ NOTHING_VOUCHED = VolatilityRef()
 
 
 class ViewCatalog:
-    """The catalog reads, and per database the volatility and looked-up functions."""
+    """The catalog reads, and per database its function reads (``function_reads.py``)."""
 
     def __init__(self, max_message_size: int) -> None:
         self._max = max_message_size
-        self._functions: dict[str, dict[int, Function | None]] = {}
-        self._volatility: dict[str, VolatilityRef] = {}
-        # Two reads per database: the functions (bodies, table rules, triggers; statements
-        # wait for them after a change) and the volatility (only read-only proofs need it,
-        # and it is the slow one: every row of pg_proc).
-        self._loading: dict[str, asyncio.Task[None]] = {}
-        self._loading_functions: dict[str, asyncio.Task[None]] = {}
+        self._reads: dict[str, FunctionReads] = {}
+
+    def _database(self, db: DatabaseSettings, dbname: str) -> FunctionReads:
+        key = f"{db.name}/{dbname}"
+        reads = self._reads.get(key)
+        if reads is None:
+            reads = self._reads[key] = FunctionReads(
+                VolatilityRef(), functools.partial(self._query, db, dbname), key)
+        return reads
+
+    async def _query(self, db: DatabaseSettings, dbname: str, sql: str
+                     ) -> list[tuple[str | None, ...]]:
+        return await query_rows(db, dbname, sql, self._max)
 
     def volatility(self, db: DatabaseSettings, dbname: str) -> VolatilityRef:
         """The database's volatility; read in the background when not known (yet)."""
-        key = f"{db.name}/{dbname}"
-        ref = self._volatility.get(key)
-        if ref is None:
-            ref = self._volatility[key] = VolatilityRef()
-        if ref.functions is NO_FUNCTIONS and key not in self._loading_functions:
-            self._start(self._loading_functions, f"catalog-functions-{key}", key,
-                        self._load_functions(ref, db, dbname))
-        if ref.current is NOTHING_KNOWN and key not in self._loading:
-            self._start(self._loading, f"catalog-volatility-{key}", key,
-                        self._load_volatility(ref, db, dbname))
-        return ref
-
-    @staticmethod
-    def _start(loading: dict[str, asyncio.Task[None]], name: str, key: str,
-               read: Coroutine[None, None, None]) -> None:
-        task = asyncio.create_task(read, name=name)
-        loading[key] = task
-        task.add_done_callback(functools.partial(_loaded, loading, key))
+        reads = self._database(db, dbname)
+        reads.start()
+        return reads.ref
 
     async def ready(self, db: DatabaseSettings, dbname: str) -> VolatilityRef:
         """:meth:`volatility`, waiting for both reads in progress (at a session's start)."""
         ref = self.volatility(db, dbname)
-        key = f"{db.name}/{dbname}"
-        await _settled(self._loading_functions.get(key))
-        await _settled(self._loading.get(key))
+        await self._database(db, dbname).wait(FUNCTIONS, VOLATILITY)
         return ref
 
     async def functions_ready(self, db: DatabaseSettings, dbname: str) -> None:
         """Wait for the read of the functions in progress, not for the volatility's: until
         that is read, nothing is proved read-only (statements wait for their entries)."""
         self.volatility(db, dbname)
-        await _settled(self._loading_functions.get(f"{db.name}/{dbname}"))
+        await self._database(db, dbname).wait(FUNCTIONS)
 
-    def changed(self, db: DatabaseSettings, dbname: str) -> None:
-        """The catalog changed (committed): forget the volatility and the looked-up functions,
-        and read the volatility again. Sessions wait for the catalog's re-read meanwhile."""
-        key = f"{db.name}/{dbname}"
-        ref = self._volatility.get(key)
-        if ref is not None:
-            ref.current = NOTHING_KNOWN
-            ref.functions = NO_FUNCTIONS
-        for reads in (self._loading, self._loading_functions):
-            loading = reads.pop(key, None)
-            if loading is not None:
-                loading.cancel()  # it may have read the catalog before the change
-        self._functions.pop(key, None)
-        self.volatility(db, dbname)
-
-    async def _load_volatility(self, ref: VolatilityRef, db: DatabaseSettings,
-                               dbname: str) -> None:
-        try:
-            rows = await query_rows(db, dbname, VOLATILITY_SQL, self._max)
-            ref.current = build_volatility((str(a), str(b), str(c), str(d))
-                                           for a, b, c, d in rows)
-        except Exception as e:  # conservative: nothing is proved read-only
-            log.error("could not read function volatility: %s", e)
-
-    async def _load_functions(self, ref: VolatilityRef, db: DatabaseSettings,
-                              dbname: str) -> None:
-        try:
-            found = await query_rows(db, dbname, FUNCTIONS_SQL, self._max)
-            ref.functions = build_functions(
-                (a or "", b or "", c or "", d or "", e or "", f or "")
-                for a, b, c, d, e, f in found)
-        except Exception as e:  # conservative: every user function stays opaque
-            log.error("could not read user functions: %s", e)
+    def follow(self, db: DatabaseSettings, dbname: str, fingerprint: Fingerprint) -> None:
+        """A snapshot of the committed catalog found ``fingerprint``: the functions and the
+        volatility are read again if it moved what they were read from."""
+        self._database(db, dbname).follow(fingerprint)
 
     async def snapshot(self, db: DatabaseSettings, dbname: str) -> Snapshot:
         """View dependencies, relation names and the fingerprint, in one snapshot."""
@@ -189,13 +143,13 @@ class ViewCatalog:
         return Snapshot(fingerprint, views, relation_names(listed), relation_homes(listed))
 
     async def fingerprint(self, db: DatabaseSettings, dbname: str) -> str:
-        """``policies.views.FINGERPRINT_SQL``: changes with every view, relation or function."""
+        """``policies.fingerprint.FINGERPRINT_SQL``: moves with everything the reads use."""
         rows = await query_rows(db, dbname, FINGERPRINT_SQL, self._max)
         return str(rows[0][0]) if rows else ""
 
     async def function(self, db: DatabaseSettings, dbname: str, oid: int) -> Function | None:
         """The function with this OID, or None if there is none (as far as committed DDL goes)."""
-        known = self._functions.setdefault(f"{db.name}/{dbname}", {})
+        known = self._database(db, dbname).looked_up
         if oid in known:
             return known[oid]
         rows = await query_rows(db, dbname, FUNCTION_SQL.format(oid=int(oid)), self._max)
@@ -204,16 +158,3 @@ class ViewCatalog:
             known.clear()
         known[oid] = found
         return found
-
-
-def _loaded(loading: dict[str, asyncio.Task[None]], key: str, task: asyncio.Task[None]) -> None:
-    if loading.get(key) is task:  # not a newer read started after a change
-        del loading[key]
-
-
-async def _settled(task: asyncio.Task[None] | None) -> None:
-    """Wait for a shared read; a waiter never cancels it, and a read cancelled by a change
-    (a newer one replaces it) ends the wait."""
-    if task is not None:
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(task)

@@ -3,7 +3,7 @@
 DDL through the gateway re-reads the catalog when its transaction ends; DDL that bypasses the
 gateway (``CREATE OR REPLACE VIEW`` in ``psql`` on the database host, a migration tool) is
 not seen that way. While a database has open sessions, every ``limits.catalog_poll_interval``
-this asks for ``policies.views.FINGERPRINT_SQL`` (one small query on a short-lived service
+this asks for ``policies.fingerprint.FINGERPRINT_SQL`` (one small query on a short-lived service
 connection) and re-reads the catalog when it differs from the one the last read found. So a
 view redefined behind the gateway's back is decided as such at most one interval (plus a read)
 after it was committed. A poll that fails is logged and tried at the next interval.

@@ -12,10 +12,13 @@ ask (:meth:`DatabaseCatalog.refresh`) — when
 * a statement names a relation the catalog has never listed (made directly on the database):
   :meth:`DatabaseCatalog.look_for`; a name still missing is remembered until the next read,
   so a typo costs one read, not one per statement;
-* its fingerprint changed (``policies.views.FINGERPRINT_SQL``, polled every
+* its fingerprint changed (``policies.fingerprint.FINGERPRINT_SQL``, polled every
   ``limits.catalog_poll_interval``: DDL made directly on the database; ``catalog_poll.py``).
 
-While a read runs, ``refreshing`` is set and every session's statements wait for it. Each
+A read is the snapshot (views, relation names, the fingerprint); the functions and the
+volatility are read again only if it moved their part of the fingerprint
+(``function_reads.py``). While a read runs, ``refreshing`` is set and every session's
+statements wait for it (the snapshot, and the functions when they are read again). Each
 read replaces ``views`` with a new object, so decisions cached on the old one (compared by
 identity) are not reused. A read that fails leaves ``views`` :class:`~policies.views.Unsettled`
 (every relation read counts as every PHI table) and is tried again a second later.
@@ -29,6 +32,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from policies.fingerprint import Fingerprint
 from policies.statement import TableRef
 from policies.views import Unsettled
 
@@ -66,10 +70,14 @@ class CatalogSource:
     async def fingerprint(self) -> str:
         return await self.reader.fingerprint(self.db, self.dbname)
 
-    def changed(self) -> None:
-        self.reader.changed(self.db, self.dbname)
-        self.widths.invalidate(self.db, self.dbname)
-        self.tell()
+    def follow(self, fingerprint: str, changed: bool) -> None:
+        """A snapshot found ``fingerprint``; ``changed``: the catalog changed since the last
+        (DDL ended, the fingerprint moved): row widths are read again by the next session, and
+        the listeners are told."""
+        self.reader.follow(self.db, self.dbname, Fingerprint.parse(fingerprint))
+        if changed:
+            self.widths.invalidate(self.db, self.dbname)
+            self.tell()
 
     def tell(self) -> None:
         """Tell the listeners the catalog may have changed (a listener's error is logged)."""
@@ -80,8 +88,9 @@ class CatalogSource:
                 log.exception("a catalog change listener failed")
 
     async def functions_read(self) -> None:
-        """The user functions (table rules and triggers too), once read again; the volatility
-        may still be reading (until then nothing is proved read-only)."""
+        """The user functions (table rules and triggers too), once read again if the snapshot
+        moved them; the volatility may still be reading (until then nothing is proved
+        read-only)."""
         await self.reader.functions_ready(self.db, self.dbname)
 
 
@@ -198,10 +207,10 @@ class DatabaseCatalog:
 
     def _install(self, snapshot: Snapshot, changed: bool) -> None:
         assert self.source is not None
-        # After a change, even one the fingerprint does not cover (pg_trigger, pg_attrdef):
-        # functions, volatility and row widths are read again.
-        if self.relations is not None and (changed or snapshot.fingerprint != self.fingerprint):
-            self.source.changed()
+        # The functions and the volatility are read again if the fingerprint moved their part
+        # (policies.fingerprint counts every catalog row they read).
+        self.source.follow(snapshot.fingerprint, self.relations is not None and (
+            changed or snapshot.fingerprint != self.fingerprint))
         self.views, self.relations = snapshot.views, snapshot.relations
         self.homes = snapshot.homes
         self.fingerprint = snapshot.fingerprint

@@ -14,6 +14,7 @@ import pytest
 
 from policies.classify import classify
 from policies.readonly import (
+    BUILTINS_SQL,
     NOTHING_KNOWN,
     VOLATILITY_SQL,
     Volatility,
@@ -45,7 +46,8 @@ def catalog(pg_cluster: ClusterInfo) -> tuple[Volatility, dict[str, frozenset[st
         CREATE VIEW {SCHEMA}.noisy_again AS SELECT * FROM {SCHEMA}.noisy;
     """, dbname=pg_cluster.database)
     with psycopg.connect(pg_cluster.dsn(), autocommit=True) as conn:
-        volatility = build_volatility(conn.execute(VOLATILITY_SQL).fetchall())
+        volatility = build_volatility(conn.execute(VOLATILITY_SQL).fetchall()
+                                      + conn.execute(BUILTINS_SQL).fetchall())
         views = build_view_dependencies(conn.execute(CATALOG_SQL).fetchall())
     return volatility, dict(views)
 
