@@ -26,7 +26,16 @@ from policies.flows import row_shape, statement_flows
 from policies.model import StatementClass as C
 from policies.renames import relabels
 from policies.sqltree import NOT_CONSTANT, Json, TreeWalker, constant, unwrap
-from policies.statement import Classification, ExportFlow, RowShape, SessionEffect, Statement
+from policies.statement import (
+    INERT,
+    TRUNCATES,
+    CatalogEffect,
+    Classification,
+    ExportFlow,
+    RowShape,
+    SessionEffect,
+    Statement,
+)
 from policies.systemviews import system_reads
 from policies.weights import row_sources
 
@@ -149,8 +158,27 @@ def _build(
         system_reads=system_reads(node),
         writes=write_targets(node),
         relabels=relabels(node) if C.DDL in classes else (),
+        catalog_effect=_catalog_effect(kind, body) if C.DDL in classes else "",
         **fields,  # type: ignore[arg-type]
     )
+
+
+def _catalog_effect(kind: str, body: dict[str, Json]) -> CatalogEffect:
+    """DDL that writes no catalog row the policy reads (``policies.fingerprint``): TRUNCATE
+    (a new ``relfilenode``), an index on plain columns (an expression or predicate may call
+    a user function on every write), DROP INDEX and COMMENT; not with CASCADE (it reaches
+    other objects)."""
+    if body.get("behavior") == "DROP_CASCADE":
+        return ""
+    if kind == "TruncateStmt":
+        return TRUNCATES
+    if kind == "IndexStmt":
+        elements = [unwrap(e)[1] for e in body.get("indexParams") or ()]
+        plain = all("expr" not in e for e in elements)
+        return INERT if plain and not body.get("whereClause") else ""
+    if kind == "DropStmt":
+        return INERT if body.get("removeType") == "OBJECT_INDEX" else ""
+    return INERT if kind == "CommentStmt" else ""
 
 
 @functools.lru_cache(maxsize=256)

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from typing import cast
 
 from policies.cache import ClassificationCache
+from policies.catalog_effects import changes_catalog
 from policies.classify import classify
 from policies.context import RequestContext
 from policies.evaluate import RuleBook, evaluate
@@ -38,7 +39,7 @@ from policies.model import (
 from policies.phi import PhiMatcher
 from policies.statement import Classification, Statement
 from policies.steps import DEFAULT_MAX_STEPS, Steps, StepsExceeded
-from policies.views import CATALOG_CHANGING, EARLIER_IN_QUERY, READS_NOTHING, Unsettled
+from policies.views import EARLIER_IN_QUERY, READS_NOTHING, Unsettled
 
 
 class Engine:
@@ -118,7 +119,7 @@ class Engine:
         for statement in statements:
             parts.append(self._one(ctx, statement, prepared, cursors, steps))
             ctx = _apply_effect(ctx, statement, prepared, cursors)
-            if not CATALOG_CHANGING.isdisjoint(statement.classes) and not isinstance(
+            if changes_catalog(statement, ctx.functions) and not isinstance(
                     ctx.view_dependencies, Unsettled):  # what follows is decided before it ran
                 views = cast(Mapping[str, frozenset[str]], ctx.view_dependencies)
                 ctx = dataclasses.replace(ctx, view_dependencies=Unsettled(

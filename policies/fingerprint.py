@@ -11,9 +11,10 @@ reads uses is made, dropped, renamed or replaced:
   kind, row security and column names of every relation a statement can read;
 * ``functions`` (the user functions; with the other two, the volatility): every user
   function, language, schema, rule, trigger, default, check constraint, row-security policy,
-  operator, cast and aggregate; the dependencies of those objects and every dependency on a
-  user function (an index expression's too); the names of the relations those refer to or
-  are attached to; the names of cast targets and the I/O functions of base types;
+  operator, cast, aggregate and event trigger; the dependencies of those objects and every
+  dependency on a user function (an index expression's too); the names of the relations
+  those refer to or are attached to; the names of cast targets and the I/O functions of base
+  types;
 * ``builtins``: the functions of ``pg_catalog`` and ``information_schema`` (only a superuser
   changes them).
 
@@ -66,7 +67,7 @@ FUNCTIONS = (
     _rows("pg_proc", f"WHERE pronamespace NOT IN {CATALOG_NAMESPACES}"),
     *(_rows(c) for c in ("pg_namespace", "pg_language", "pg_rewrite", "pg_trigger",
                          "pg_attrdef", "pg_constraint", "pg_policy", "pg_operator", "pg_cast",
-                         "pg_aggregate")),
+                         "pg_aggregate", "pg_event_trigger")),
     _rows("pg_depend", f"WHERE classid IN ({_ATTACHED}) OR (refclassid = 'pg_catalog."
                        f"pg_proc'::pg_catalog.regclass AND refobjid IN {USER_FUNCTIONS})"),
     _digest("pg_class", "oid, quote_ident(relname), relnamespace, relkind",

@@ -20,6 +20,7 @@ the part of the catalog's fingerprint it depends on moved (``policies.fingerprin
   (run on writes), user operators (by
   name) and casts (by target type; implicit and assignment casts run unseen, so on every
   statement);
+* the enabled event triggers (user code run on DDL: ``policies.catalog_effects``);
 * the names of the built-ins (``policies.readonly.BUILTINS_SQL``, read once per database:
   :func:`builtin_rows`), so a name that is in neither list is unknown (opaque).
 
@@ -58,6 +59,7 @@ MAX_BODY = 262_144  # characters of a body read; a longer one fails to parse, so
 #   'w' relation -> function or relation used when it is written (rules, triggers, defaults,
 #       check constraints, index expressions and predicates): a = 'f' or 'r'
 #   'o' operator name (in name) -> function b.c;  'c' cast to type schema.name, a = context
+#   'e' an enabled event trigger (name), a = its event
 FUNCTIONS_SQL = f"""\
 WITH attached(kind, classid, objid, relid) AS (
   SELECT CASE WHEN c.relkind IN ('v', 'm') THEN 'v' ELSE 'w' END,
@@ -116,6 +118,9 @@ SELECT DISTINCT a.kind, cn.nspname::text, c.relname::text,
   JOIN pg_catalog.pg_namespace n ON n.oid = coalesce(t.pronamespace, r.relnamespace)
  WHERE {_USER}
 UNION ALL
+SELECT 'e', '', e.evtname::text, e.evtevent::text, '', ''
+  FROM pg_catalog.pg_event_trigger e WHERE e.evtenabled <> 'D'
+UNION ALL
 SELECT DISTINCT 'o', '', o.oprname::text, '', n.nspname::text, p.proname::text
   FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_proc p ON p.oid = o.oprcode
   JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
@@ -170,6 +175,7 @@ class FunctionCatalog:
     reads: Mapping[str, frozenset[str]] = field(default_factory=dict)
     writes: Mapping[str, frozenset[str]] = field(default_factory=dict)
     write_relations: Mapping[str, tuple[TableRef, ...]] = field(default_factory=dict)
+    event_triggers: tuple[str, ...] = ()  # enabled ones: user code run on DDL
 
     def is_builtin(self, name: str) -> bool:
         schema, _, bare = name.rpartition(".")
@@ -203,6 +209,7 @@ def build_functions(rows: Iterable[Row]) -> FunctionCatalog:
     implicit: set[str] = set()
     reads: dict[str, set[str]] = {}
     writes: dict[str, tuple[set[str], set[TableRef]]] = {}
+    event_triggers: list[str] = []
     for kind, schema, name, a, b, c in rows:
         names = _names(schema, name)
         if kind == "f":
@@ -211,6 +218,8 @@ def build_functions(rows: Iterable[Row]) -> FunctionCatalog:
                 facts.setdefault(key, []).append(body)
         elif kind == "b":
             builtins.add(name.lower())
+        elif kind == "e":
+            event_triggers.append(name)
         elif kind == "o":
             operators.setdefault(name.lower(), set()).add(f"{b}.{c}".lower())
         elif kind == "c":
@@ -239,6 +248,7 @@ def build_functions(rows: Iterable[Row]) -> FunctionCatalog:
         reads={k: frozenset(v) for k, v in reads.items()},
         writes={k: frozenset(v[0]) for k, v in writes.items()},
         write_relations={k: tuple(v[1]) for k, v in writes.items() if v[1]},
+        event_triggers=tuple(event_triggers),
     )
 
 

@@ -10,6 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+# What DDL does to the catalog the policy reads (``Statement.catalog_effect``,
+# ``policies.catalog_effects``): "" may change it; TRUNCATES changes nothing unless user code
+# runs on the tables' writes (a TRUNCATE trigger); INERT changes nothing (a plain index,
+# DROP INDEX, COMMENT) unless an event trigger runs on it.
+CatalogEffect = Literal["", "truncates", "inert"]
+TRUNCATES: CatalogEffect = "truncates"
+INERT: CatalogEffect = "inert"
+
 EffectKind = Literal[
     "prepare",  # PREPARE name AS ...: remember ``statement`` under ``name``
     "deallocate",  # DEALLOCATE name / ALL (``name`` None)
@@ -175,6 +183,7 @@ class Statement:
     # Per set-operation branch, the relations behind each source of a result row
     # (policies.weights): a row carrying N PHI sources counts N toward max_rows.
     row_sources: tuple[tuple[tuple[TableRef, ...], ...], ...] = ()
+    catalog_effect: CatalogEffect = ""  # DDL only: see CatalogEffect
 
     @property
     def is_dangerous(self) -> bool:

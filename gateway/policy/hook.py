@@ -37,10 +37,12 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from policies.budget import PhiBudget
+from policies.catalog_effects import any_changes_catalog, changes_catalog
 from policies.classify import classify
 from policies.context import RequestContext
 from policies.engine import Engine
 from policies.fastpath import call_sql, classify_call
+from policies.functions import FunctionCatalog
 from policies.loader import PolicyError, load_policies
 from policies.model import SQLSTATE_TOO_COMPLEX, Decision
 from policies.readonly import changes_nothing
@@ -279,7 +281,8 @@ class PolicyHook(Hook):
                 self._may_reuse(state, statement, text, classification, decided, changes_nothing(
                     classification.statements, state.volatility.current, views), now)
             return None
-        if _changes_catalog(decision):
+        if any_changes_catalog(decision.classes, decision.statements,
+                               state.volatility.functions):
             statement.tags[CHANGES_TAG] = True
             self._catalogs.forwarded(state)
         plain = state.plain.get(id(decided))
@@ -316,7 +319,7 @@ class PolicyHook(Hook):
         per statement (names, grants), on how the text was read, or changes the catalog."""
         if (not statement.standard_strings or self.grants is not _no_grants
                 or "grants" in decided[1] or _names_something(classification)
-                or _changes_catalog(decided[0])):
+                or not CATALOG_CHANGING.isdisjoint(decided[0].classes)):
             return
         remember(state.reuse, state.shapes, text, made_on(
             classification, decided, read_only, seconds=now.timestamp(),
@@ -386,7 +389,7 @@ class PolicyHook(Hook):
         decision = self.engine.decide_classified(
             self._context(state, now, grants, names=names, views=views), classification)
         fields = journal_fields(decision, held)
-        why = _unsettled_by(views, classification)
+        why = _unsettled_by(views, classification, state.volatility.functions)
         if why is not None and decision.phi_tables:
             fields["catalog"] = why  # the engine's reason says what it means
         decided = (decision, fields)
@@ -514,19 +517,15 @@ def _no_grants(identity: str) -> Mapping[str, str]:
     return {}
 
 
-def _changes_catalog(decision: Decision) -> bool:
-    return not CATALOG_CHANGING.isdisjoint(decision.classes)
-
-
-def _unsettled_by(views: Dependencies, classification: Classification) -> str | None:
+def _unsettled_by(views: Dependencies, classification: Classification,
+                  functions: FunctionCatalog) -> str | None:
     """Why the catalog could not vouch for (part of) the decision, if it could not: the
     session's state, or DDL before the end of the query string (the engine then decides what
     follows it on ``Unsettled``)."""
     if isinstance(views, Unsettled):
         return views.why
     statements = classification.statements
-    if len(statements) > 1 and any(not CATALOG_CHANGING.isdisjoint(s.classes)
-                                   for s in statements[:-1]):
+    if len(statements) > 1 and any(changes_catalog(s, functions) for s in statements[:-1]):
         return EARLIER_IN_QUERY
     return None
 
