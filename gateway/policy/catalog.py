@@ -26,7 +26,6 @@ closed on it.
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -39,8 +38,6 @@ from policies.views import SNAPSHOT_SQL, build_view_dependencies, relation_homes
 from ..proxy.sidequery import SideQueryFailed, side_query
 from ..settings.config import DatabaseSettings
 from .function_reads import FUNCTIONS, VOLATILITY, FunctionReads
-
-log = logging.getLogger("phigate.catalog")
 
 Dependencies = Mapping[str, frozenset[str]]
 MAX_FUNCTIONS = 10_000  # OIDs remembered per database; sessions can call any OID they like
