@@ -27,6 +27,7 @@ from .policy.hook import PolicyHook
 from .proxy.auth import PasswordLogin
 from .proxy.hooks import Hook
 from .proxy.server import Gateway
+from .proxy.sidequery import close_kept
 from .recording import RecorderHook, RecordingServices
 from .settings.config import Settings
 from .signals import Signals
@@ -136,6 +137,7 @@ async def _run(settings: Settings, signals: Signals) -> int:
                 await access.stop()
     finally:
         await monitoring.stop()
+        close_kept()  # the catalog reads' connections
         if archiver is not None:
             await archiver.close()
         await journal.close()

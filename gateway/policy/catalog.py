@@ -68,8 +68,10 @@ class Function:
 
 async def query_rows(db: DatabaseSettings, dbname: str, sql: str, max_message_size: int
                      ) -> list[tuple[str | None, ...]]:
-    """Run one read-only catalog query upstream (bounded: ``proxy.sidequery``)."""
-    return await side_query(db, dbname, sql, max_message_size, application="phigate/catalog")
+    """Run one read-only catalog query upstream (bounded, on a kept connection:
+    ``proxy.sidequery``)."""
+    return await side_query(db, dbname, sql, max_message_size, application="phigate/catalog",
+                            reuse=True)
 
 
 class VolatilityRef:
